@@ -1,0 +1,139 @@
+/**
+ * Portier's configuration: YAML text → one validated, deeply frozen `Config`.
+ *
+ *   loadConfig(path)           read and validate a file
+ *   parseConfig(text, source)  validate YAML text; `source` names it in errors
+ *   demoConfig()               the embedded config used when no --config is given
+ *   formatConfig(config)       the effective config as YAML (parses back to the same Config)
+ *
+ * Every problem is a `ConfigError` whose message reads `FILE: KEY.PATH: reason`.
+ * To add a section: describe it with the builders of ./schema.js in `SCHEMA`
+ * below and add its interface to ./types.ts (the compiler checks they agree).
+ */
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { ConfigError } from './errors.js';
+import { checkListenConflicts, formatListen, parseDomain, parseListen } from './hosts.js';
+import {
+  FAILED,
+  deepFreeze,
+  integer,
+  list,
+  oneOf,
+  run,
+  seconds,
+  section,
+  text,
+  type Ctx,
+} from './schema.js';
+import { LOG_LEVELS, type Config, type ListenSpec, type LogLevel } from './types.js';
+
+export { ConfigError } from './errors.js';
+export { DEFAULT_PORTS, formatListen, parseListen } from './hosts.js';
+export type { Config, Limits, ListenSpec, LogConfig, LogLevel, Protocol } from './types.js';
+export { LOG_LEVELS, PROTOCOLS } from './types.js';
+
+export const DEMO_SOURCE = '(embedded demo)';
+
+// Limits are independent: a line-length above message-size, or connections-per-source
+// above connections, is harmless (the smaller limit applies first), so it is not refused.
+const limits = section({
+  'message-size': integer({ min: 1024, max: 1048576, default: 65535 }),
+  headers: integer({ min: 16, max: 1000, default: 100 }),
+  'line-length': integer({ min: 256, max: 1048576, default: 8192 }),
+  connections: integer({ min: 1, max: 1000000, default: 10000 }),
+  'connections-per-source': integer({ min: 1, max: 1000000, default: 64 }),
+  'idle-timeout': seconds({ min: 0.1, max: 86400, default: 600 }),
+  'first-message-timeout': seconds({ min: 0.1, max: 3600, default: 10 }),
+});
+
+export const SCHEMA = section({
+  domains: list(text({ convert: parseDomain, format: (d: string) => d, expected: 'a host name or IP address' }), {
+    min: 1,
+    example: '[example.test]',
+    check(domains, report) {
+      domains.forEach((d, i) => {
+        const j = domains.indexOf(d);
+        if (j < i) report(i, `duplicate of domains[${j}] (${d})`);
+      });
+    },
+  }),
+  listen: list(
+    text<ListenSpec>({ convert: parseListen, format: formatListen, expected: 'a string like udp:127.0.0.1:5060' }),
+    { min: 1, example: '[udp:127.0.0.1:5060, tcp:127.0.0.1:5060]', check: checkListenConflicts },
+  ),
+  limits,
+  log: section({ level: oneOf<LogLevel>(LOG_LEVELS, { default: 'info' }) }),
+});
+
+// The validated YAML must be exactly the Config minus its bookkeeping fields:
+type SchemaOutput = ReturnType<typeof SCHEMA.parse>;
+type AssertEqual<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
+const schemaMatchesTypes: AssertEqual<SchemaOutput, Omit<Config, 'demo' | 'source'>> = true;
+void schemaMatchesTypes;
+
+function validate(data: unknown, source: string, demo: boolean): Config {
+  if (data === null || data === undefined) {
+    throw new ConfigError(source, [`${source}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`]);
+  }
+  const ctx: Ctx = { issues: [] };
+  const result = run(SCHEMA, data, [], ctx);
+  if (result === FAILED || ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
+  return deepFreeze({ ...result, demo, source });
+}
+
+function yamlProblem(source: string, e: YAML.YAMLError): string {
+  const first = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+  const pos = e.linePos?.[0];
+  return pos ? `${source}:${pos.line}:${pos.col}: ${first}` : `${source}: ${first}`;
+}
+
+/** Validate YAML text. `source` (usually the file path) prefixes every error message. */
+export function parseConfig(text: string, source: string): Config {
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, strict: true });
+  const problems = [...doc.errors, ...doc.warnings].map((e) => yamlProblem(source, e));
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  let data: unknown;
+  try {
+    data = doc.toJS({ mapAsMap: true, maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigError(source, [`${source}: ${(err as Error).message}`]);
+  }
+  return validate(data, source, false);
+}
+
+/** Read and validate a configuration file. */
+export function loadConfig(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why =
+      e.code === 'ENOENT'
+        ? 'no such file'
+        : e.code === 'EACCES'
+          ? 'permission denied'
+          : e.code === 'EISDIR'
+            ? 'is a directory, not a file'
+            : e.message;
+    throw new ConfigError(path, [`${path}: cannot read the configuration: ${why}`]);
+  }
+  return parseConfig(text, path);
+}
+
+/** The embedded configuration used without --config: localhost only, for trying Portier on one machine. */
+export function demoConfig(): Config {
+  return validate(
+    { domains: ['localhost'], listen: ['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'] },
+    DEMO_SOURCE,
+    true,
+  );
+}
+
+/** The effective configuration (defaults filled in) as YAML; `parseConfig` reads it back to an equal Config. */
+export function formatConfig(config: Config): string {
+  const { demo: _demo, source, ...rest } = config;
+  const body = YAML.stringify(SCHEMA.format(rest), { lineWidth: 0 });
+  return `# Effective Portier configuration from ${source}, defaults filled in\n${body}`;
+}

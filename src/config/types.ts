@@ -1,0 +1,60 @@
+/**
+ * The typed shape of Portier's configuration.
+ *
+ * A `Config` is produced only by `parseConfig`, `loadConfig` or `demoConfig`
+ * (src/config/index.ts): it has been validated, every default is filled in,
+ * and the whole object is deeply frozen.
+ */
+
+/** SIP transports Portier knows how to name. Only udp and tcp are served so far. */
+export type Protocol = 'udp' | 'tcp' | 'tls' | 'ws' | 'wss';
+
+export const PROTOCOLS: readonly Protocol[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
+
+/** One socket to listen on. The transport layer declares an identical structural type. */
+export interface ListenSpec {
+  protocol: Protocol;
+  /** IP literal without brackets: `127.0.0.1`, `0.0.0.0`, `::1`, `::`. */
+  host: string;
+  /** 0 means "any free port" (useful in tests only). */
+  port: number;
+}
+
+/** Levels accepted by `log.level`, most to least severe. */
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+/** `limits:` — protection against oversized messages and connection floods. */
+export interface Limits {
+  /** Largest SIP message in bytes; larger ones get 413 (streams) or are dropped (UDP). */
+  messageSize: number;
+  /** Most header fields in one message; more gets 400. */
+  headers: number;
+  /** Longest header line in bytes. */
+  lineLength: number;
+  /** Most stream (TCP, later TLS/WS) connections in total. */
+  connections: number;
+  /** Most stream connections from one remote IP address. */
+  connectionsPerSource: number;
+  /** Seconds without traffic before a stream connection is closed. */
+  idleTimeout: number;
+  /** Seconds a new stream connection has to send its first complete message. */
+  firstMessageTimeout: number;
+}
+
+export interface LogConfig {
+  level: LogLevel;
+}
+
+export interface Config {
+  /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
+  domains: string[];
+  listen: ListenSpec[];
+  limits: Limits;
+  log: LogConfig;
+  /** True only for the embedded demo configuration (no --config given). */
+  demo: boolean;
+  /** The file the configuration came from, or '(embedded demo)'. */
+  source: string;
+}

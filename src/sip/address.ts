@@ -1,0 +1,179 @@
+// name-addr / addr-spec values with header parameters (RFC 3261 §20.10,
+// §25.1): From, To, Contact, Route, Record-Route, Path, Reply-To...
+
+import {
+  COLON,
+  COMMA,
+  SCHEME,
+  scan,
+  DQUOTE,
+  LAQUOT,
+  quotedStringEnd,
+  SEMI,
+  skipWs,
+  SP,
+  HT,
+  TOKEN,
+  trimEnd,
+  unquote,
+} from './chars.js';
+import { parseParams, type Params } from './params.js';
+import { parseUri, Uri } from './uri.js';
+
+export class NameAddr {
+  private parsedUri: Uri | undefined;
+
+  constructor(
+    /** As written: a quoted-string with its quotes, or tokens; null when absent. */
+    readonly displayName: string | null,
+    /** The URI's text (inside the <> when there are). */
+    readonly uriText: string,
+    /** Header parameters (after the URI): tag, expires, q, +sip.instance, reg-id... */
+    readonly params: Params,
+    /** The value's text as written, from the display name to the last parameter. */
+    readonly raw: string,
+    /** True when the URI was enclosed in <>. */
+    readonly angle: boolean,
+  ) {}
+
+  /**
+   * The URI, parsed on first use (a proxy reads most From and To URIs never).
+   * A URI that is not well formed comes back as an opaque Uri with an empty
+   * scheme; see uriIsValid.
+   */
+  get uri(): Uri {
+    let u = this.parsedUri;
+    if (u === undefined) {
+      u = parseUri(this.uriText) ?? new Uri('', null, null, '', null, new Map(), null, this.uriText);
+      this.parsedUri = u;
+    }
+    return u;
+  }
+
+  get uriIsValid(): boolean {
+    return this.uri.scheme !== '';
+  }
+
+  get tag(): string | null {
+    return this.params.get('tag') ?? null;
+  }
+
+  param(name: string): string | null | undefined {
+    return this.params.get(name);
+  }
+
+  /** The display name without quotes and quoted-pair escapes. */
+  get displayText(): string | null {
+    return this.displayName === null ? null : unquote(this.displayName);
+  }
+
+  toString(): string {
+    return this.raw;
+  }
+}
+
+export interface Parsed<T> {
+  value: T;
+  /** Index just past the element (at ',' or the end). */
+  end: number;
+}
+
+/**
+ * Parses one name-addr or addr-spec with its parameters at s[i]; stops at a
+ * ',' that ends the element when `inList`, else requires the end of the string.
+ * Null on a syntax error.
+ */
+export function parseNameAddrAt(s: string, i: number, end: number, inList: boolean): Parsed<NameAddr> | null {
+  i = skipWs(s, i, end);
+  const start = i;
+  let display: string | null = null;
+  let uriStart = -1;
+  let uriEnd = -1;
+  let angle = false;
+  const c = s.charCodeAt(i);
+  if (c === DQUOTE) {
+    const qe = quotedStringEnd(s, i, end);
+    if (qe < 0) return null;
+    display = s.slice(i, qe);
+    i = skipWs(s, qe, end);
+    if (s.charCodeAt(i) !== LAQUOT) return null;
+  } else if (c !== LAQUOT) {
+    // Either display-name tokens followed by '<', or an addr-spec.
+    let j = i;
+    for (; j < end; j++) {
+      const d = s.charCodeAt(j);
+      if (d === LAQUOT) break;
+      if (d !== SP && d !== HT && (d > 255 || TOKEN[d] === 0)) break;
+    }
+    if (j < end && s.charCodeAt(j) === LAQUOT) {
+      const de = trimEnd(s, i, j);
+      display = de > i ? s.slice(i, de) : null;
+      i = j;
+    } else {
+      // addr-spec: the URI ends at the first ';' (header parameters), ',' or
+      // white space. A URI with ';', ',' or '?' of its own must be in <>
+      // (RFC 3261 §20.10), so '?' here is an error.
+      let k = i;
+      for (; k < end; k++) {
+        const d = s.charCodeAt(k);
+        if (d === SEMI || d === SP || d === HT || (d === COMMA && inList)) break;
+      }
+      uriStart = i;
+      uriEnd = k;
+      for (let q = uriStart; q < uriEnd; q++) if (s.charCodeAt(q) === 0x3f) return null;
+      i = k;
+    }
+  }
+  if (uriStart < 0) {
+    // s[i] is '<'
+    const gt = s.indexOf('>', i + 1);
+    if (gt < 0 || gt >= end) return null;
+    uriStart = i + 1;
+    uriEnd = gt;
+    angle = true;
+    i = gt + 1;
+  }
+  if (!looksLikeUri(s, uriStart, uriEnd)) return null;
+  const params: Params = new Map();
+  const pe = parseParams(s, i, end, params);
+  if (pe < 0) return null;
+  if (!inList && pe !== end) return null;
+  const rawEnd = trimEnd(s, start, pe);
+  return { value: new NameAddr(display, s.slice(uriStart, uriEnd), params, s.slice(start, rawEnd), angle), end: pe };
+}
+
+/** scheme ":" and no white space or angle brackets: the cheap part of URI syntax, checked for every From and To. */
+function looksLikeUri(s: string, start: number, end: number): boolean {
+  const se = scan(s, start, end, SCHEME);
+  if (se === start || se >= end || s.charCodeAt(se) !== COLON) return false;
+  const c0 = s.charCodeAt(start) | 0x20;
+  if (c0 < 0x61 || c0 > 0x7a) return false;
+  for (let i = se + 1; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === SP || c === HT || c === LAQUOT || c === 0x3e || c === DQUOTE || c < 0x20) return false;
+  }
+  return se + 1 < end;
+}
+
+/** Parses a single-valued name-addr/addr-spec header value s[start, end) (From, To). */
+export function parseNameAddr(s: string, start = 0, end = s.length): NameAddr | null {
+  const r = parseNameAddrAt(s, start, end, false);
+  return r === null ? null : r.value;
+}
+
+/**
+ * Parses a comma-separated list of name-addr/addr-spec values (Contact,
+ * Route, Record-Route, Path). Null on a syntax error or an empty element.
+ */
+export function parseNameAddrList(s: string, into: NameAddr[], start = 0, end = s.length): boolean {
+  let i = start;
+  for (;;) {
+    const r = parseNameAddrAt(s, i, end, true);
+    if (r === null) return false;
+    into.push(r.value);
+    i = skipWs(s, r.end, end);
+    if (i >= end) return true;
+    if (s.charCodeAt(i) !== COMMA) return false;
+    i++;
+  }
+}

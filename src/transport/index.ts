@@ -1,0 +1,260 @@
+// The transport layer: binds the listen specs, hands every received message
+// up with its Source, and sends messages to a Destination. It frames stream
+// transports and answers keep-alives; it knows nothing else of SIP.
+
+import net from 'node:net';
+import { ConnectionTable } from './connections.js';
+import { connectTcp, TcpListener, type StreamContext, type TcpConnection } from './tcp.js';
+import {
+  createTransportStats,
+  endpointKey,
+  type Destination,
+  type Endpoint,
+  type ListenSpec,
+  type Protocol,
+  type TransportLimits,
+  type TransportLog,
+  type TransportSink,
+  type TransportStats,
+} from './types.js';
+import { UdpListener } from './udp.js';
+
+export * from './types.js';
+export { ConnectionTable } from './connections.js';
+
+type State = 'new' | 'starting' | 'running' | 'stopped';
+
+export class TransportLayer {
+  readonly stats: TransportStats;
+  private readonly specs: readonly ListenSpec[];
+  private readonly limits: TransportLimits;
+  private readonly sink: TransportSink;
+  private readonly log: TransportLog | undefined;
+  private readonly table: ConnectionTable<TcpConnection>;
+  private readonly ctx: StreamContext;
+  private udp: UdpListener[] = [];
+  private tcp: TcpListener[] = [];
+  private state: State = 'new';
+
+  constructor(specs: ListenSpec[], limits: TransportLimits, sink: TransportSink, log?: TransportLog) {
+    this.specs = specs.slice();
+    this.limits = { ...limits };
+    this.sink = sink;
+    this.log = log;
+    this.stats = createTransportStats();
+    this.table = new ConnectionTable<TcpConnection>(this.limits, this.stats);
+    this.ctx = { table: this.table, limits: this.limits, stats: this.stats, sink, log };
+  }
+
+  /**
+   * Binds every listen spec. On any failure the ones already bound are closed
+   * again and the promise rejects with an error naming the spec (its `cause`
+   * is the system error, its `code` copied from it).
+   */
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new Error(`transport layer cannot start: it is ${this.state}`);
+    this.state = 'starting';
+    const udp: UdpListener[] = [];
+    const tcp: TcpListener[] = [];
+    const starting: Promise<void>[] = [];
+    let failure: Error | null = null;
+    for (const spec of this.specs) {
+      let host: string;
+      try {
+        host = checkSpec(spec);
+      } catch (err) {
+        failure = err as Error;
+        break;
+      }
+      if (spec.protocol === 'udp') {
+        const l = new UdpListener(spec, host, this.limits, this.stats, this.sink, this.log);
+        udp.push(l);
+        starting.push(l.start().catch((err: NodeJS.ErrnoException) => Promise.reject(listenError(spec, err))));
+      } else {
+        const l = new TcpListener(spec, host, this.ctx);
+        tcp.push(l);
+        starting.push(l.start().catch((err: NodeJS.ErrnoException) => Promise.reject(listenError(spec, err))));
+      }
+    }
+    const results = await Promise.allSettled(starting);
+    if (failure === null) {
+      for (const r of results) {
+        if (r.status === 'rejected') {
+          failure = r.reason as Error;
+          break;
+        }
+      }
+    }
+    if (failure !== null) {
+      await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
+      this.state = 'stopped';
+      throw failure;
+    }
+    this.udp = udp;
+    this.tcp = tcp;
+    this.state = 'running';
+  }
+
+  /** Closes listeners and every connection. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'stopped';
+    this.table.stop();
+    const closing: Promise<void>[] = [];
+    for (const l of this.tcp) closing.push(l.close());
+    // Copy first: destroying a connection removes it from the table.
+    for (const c of [...this.table.values()]) c.destroy(null);
+    for (const l of this.udp) closing.push(l.close());
+    await Promise.all(closing);
+  }
+
+  /**
+   * Sends one message. Never throws: failures are counted in
+   * stats.dropped['send-error'] and, where the cause is known only later (a
+   * failed connect), reported through sink.onSendError.
+   *
+   * UDP goes out of the socket of the destination's family, preferring the
+   * one bound to dest.local. TCP goes down dest.connectionId if still open,
+   * else down an open connection to the endpoint (RFC 3261 §18), else down a
+   * new connection, the data queued until it is up.
+   */
+  send(data: Buffer, dest: Destination): void {
+    if (this.state !== 'running') {
+      this.sendFailed(dest, 'transport layer is not running', 'ENOTCONN');
+      return;
+    }
+    switch (dest.protocol) {
+      case 'udp':
+        this.sendUdp(data, dest);
+        return;
+      case 'tcp':
+        this.sendTcp(data, dest);
+        return;
+      default:
+        this.sendFailed(dest, `protocol ${dest.protocol} is not supported`, 'EPROTONOSUPPORT');
+    }
+  }
+
+  /** The bound local endpoints, ports resolved where 0 was asked. */
+  listening(): Endpoint[] {
+    const out: Endpoint[] = [];
+    for (const l of this.udp) if (l.started) out.push({ ...l.local });
+    for (const l of this.tcp) if (l.started) out.push({ ...l.local });
+    return out;
+  }
+
+  /** Open connections (connecting ones included), of one protocol or all. */
+  connectionCount(protocol?: Protocol): number {
+    return this.table.count(protocol);
+  }
+
+  private sendUdp(data: Buffer, dest: Destination): void {
+    const family = dest.address.indexOf(':') === -1 ? 4 : 6;
+    const local = dest.local;
+    let chosen: UdpListener | null = null;
+    for (let i = 0; i < this.udp.length; i++) {
+      const l = this.udp[i];
+      if (l.family !== family) continue;
+      if (local === undefined) {
+        chosen = l;
+        break;
+      }
+      const e = l.local;
+      if (e.address === local.address && e.port === local.port) {
+        chosen = l;
+        break;
+      }
+      if (chosen === null || (e.address === local.address && chosen.local.address !== local.address)) chosen = l;
+    }
+    if (chosen === null) {
+      this.sendFailed(dest, `no UDP socket for IPv${family}`, 'EAFNOSUPPORT');
+      return;
+    }
+    if (data.length > this.limits.maxMessageSize) this.log?.debug?.({ dest, size: data.length }, 'sending datagram over maxMessageSize');
+    chosen.send(data, dest.port, dest.address);
+  }
+
+  private sendTcp(data: Buffer, dest: Destination): void {
+    let conn: TcpConnection | undefined;
+    if (dest.connectionId !== undefined && dest.connectionId !== 0) {
+      conn = this.table.get(dest.connectionId);
+      if (conn !== undefined && conn.protocol !== 'tcp') conn = undefined;
+    }
+    if (conn === undefined) conn = this.table.find(endpointKey('tcp', dest.address, dest.port));
+    if (conn === undefined) {
+      if (!this.table.admitOutbound()) {
+        this.sendFailed(dest, 'connection limit reached', 'EMFILE');
+        return;
+      }
+      conn = connectTcp(this.ctx, dest, this.localAddressFor(dest.address));
+    }
+    conn.write(data);
+  }
+
+  // Outbound connections leave from the listener's address when it names one
+  // of the destination's family, so that a multi-homed host uses the address
+  // it advertises.
+  private localAddressFor(address: string): string | undefined {
+    const family = address.indexOf(':') === -1 ? 4 : 6;
+    for (const l of this.tcp) {
+      if (l.family !== family) continue;
+      const a = l.specificAddress;
+      if (a !== undefined) return a;
+    }
+    return undefined;
+  }
+
+  private sendFailed(dest: Destination, message: string, code: string): void {
+    this.stats.dropped['send-error']++;
+    const err = Object.assign(new Error(message), { code });
+    this.log?.debug?.({ dest, err }, 'send failed');
+    if (this.sink.onSendError) {
+      try {
+        this.sink.onSendError(dest, err);
+      } catch (e) {
+        this.log?.warn({ err: e }, 'send error handler threw');
+      }
+    }
+  }
+}
+
+// Validates a listen spec; returns the host without brackets.
+function checkSpec(spec: ListenSpec): string {
+  const name = `${spec.protocol} ${spec.host}:${spec.port}`;
+  if (spec.protocol !== 'udp' && spec.protocol !== 'tcp') {
+    throw new Error(`cannot listen on ${name}: protocol ${spec.protocol} is not implemented yet`);
+  }
+  let host = spec.host;
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  if (!isIpLiteral(host)) throw new Error(`cannot listen on ${name}: host must be an IP address`);
+  if (!Number.isInteger(spec.port) || spec.port < 0 || spec.port > 65535) {
+    throw new Error(`cannot listen on ${name}: invalid port`);
+  }
+  return host;
+}
+
+function isIpLiteral(host: string): boolean {
+  // Startup only, so node's own checks are fine here.
+  return net.isIP(host) !== 0;
+}
+
+function listenError(spec: ListenSpec, cause: NodeJS.ErrnoException): Error {
+  const name = `${spec.protocol} ${spec.host}:${spec.port}`;
+  let why: string;
+  switch (cause.code) {
+    case 'EADDRINUSE':
+      why = 'address already in use';
+      break;
+    case 'EACCES':
+      why = 'permission denied (ports below 1024 need privileges)';
+      break;
+    case 'EADDRNOTAVAIL':
+      why = 'address not available on this host';
+      break;
+    default:
+      why = cause.message;
+  }
+  const err = new Error(`cannot listen on ${name}: ${why}${cause.code ? ` (${cause.code})` : ''}`, { cause });
+  return Object.assign(err, { code: cause.code });
+}
+

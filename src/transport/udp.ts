@@ -1,0 +1,178 @@
+// One dgram socket per UDP listen spec. A datagram is one SIP message
+// (RFC 3261 §18.3 framing does not apply); it is handed up as received.
+
+import dgram from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import { bindingResponse, isBindingIndication, isStun } from './stun.js';
+import type {
+  Endpoint,
+  ListenSpec,
+  Source,
+  TransportLimits,
+  TransportLog,
+  TransportSink,
+  TransportStats,
+} from './types.js';
+
+const CR = 0x0d;
+const LF = 0x0a;
+
+export class UdpListener {
+  readonly spec: ListenSpec;
+  readonly family: 4 | 6;
+  private readonly socket: dgram.Socket;
+  private readonly limits: TransportLimits;
+  private readonly stats: TransportStats;
+  private readonly sink: TransportSink;
+  private readonly log: TransportLog | undefined;
+  private readonly bindHost: string;
+  private localEndpoint: Endpoint | null = null;
+  private closed = false;
+
+  constructor(
+    spec: ListenSpec,
+    host: string,
+    limits: TransportLimits,
+    stats: TransportStats,
+    sink: TransportSink,
+    log?: TransportLog,
+  ) {
+    this.spec = spec;
+    this.family = isIPv6(host) ? 6 : 4;
+    this.limits = limits;
+    this.stats = stats;
+    this.sink = sink;
+    this.log = log;
+    const options: dgram.SocketOptions = {
+      type: this.family === 6 ? 'udp6' : 'udp4',
+      // So that [::] and 0.0.0.0 can be bound side by side, each family on its own socket.
+      ipv6Only: this.family === 6,
+    };
+    if (limits.udpRecvBufferSize) options.recvBufferSize = limits.udpRecvBufferSize;
+    if (limits.udpSendBufferSize) options.sendBufferSize = limits.udpSendBufferSize;
+    this.socket = dgram.createSocket(options);
+    this.bindHost = host;
+  }
+
+  /** The bound local endpoint; valid after start(). */
+  get local(): Endpoint {
+    if (this.localEndpoint === null) throw new Error('UDP listener not started');
+    return this.localEndpoint;
+  }
+
+  get started(): boolean {
+    return this.localEndpoint !== null;
+  }
+
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const socket = this.socket;
+      const onError = (err: Error) => {
+        socket.removeListener('listening', onListening);
+        reject(err);
+      };
+      const onListening = () => {
+        socket.removeListener('error', onError);
+        const a = socket.address();
+        this.localEndpoint = Object.freeze({ protocol: 'udp', address: a.address, port: a.port });
+        socket.on('error', this.onError);
+        socket.on('message', this.onMessage);
+        resolve();
+      };
+      socket.once('error', onError);
+      socket.once('listening', onListening);
+      socket.bind({ port: this.spec.port, address: this.bindHost, exclusive: true });
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return new Promise((resolve) => {
+      try {
+        this.socket.close(() => resolve());
+      } catch {
+        resolve(); // never bound, or already closed
+      }
+    });
+  }
+
+  send(data: Buffer, port: number, address: string): void {
+    if (this.closed) {
+      this.stats.dropped['send-error']++;
+      return;
+    }
+    this.stats.messagesOut.udp++;
+    this.stats.bytesOut.udp += data.length;
+    this.socket.send(data, port, address, this.onSent);
+  }
+
+  // Shared callback: send errors (EHOSTUNREACH, ENETUNREACH, a closed socket)
+  // are counted, the datagram is lost as UDP datagrams may be.
+  private readonly onSent = (err: Error | null): void => {
+    if (err) {
+      this.stats.dropped['send-error']++;
+      this.log?.debug?.({ err, local: this.localEndpoint }, 'udp send failed');
+    }
+  };
+
+  private readonly onError = (err: Error): void => {
+    this.log?.warn({ err, local: this.localEndpoint }, 'udp socket error');
+  };
+
+  private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
+    const stats = this.stats;
+    stats.bytesIn.udp += msg.length;
+    if (msg.length > this.limits.maxMessageSize) {
+      stats.dropped.oversize++;
+      return;
+    }
+    if (msg.length === 0) return;
+    const first = msg[0];
+    if (first === CR || first === LF) {
+      if (onlyCrlf(msg)) {
+        stats.keepalivesIn.udp++;
+        return;
+      }
+    } else if (first <= 0x01) {
+      if (isStun(msg)) {
+        this.answerStun(msg, rinfo);
+        return;
+      }
+    }
+    stats.messagesIn.udp++;
+    const source: Source = {
+      protocol: 'udp',
+      address: rinfo.address,
+      port: rinfo.port,
+      family: this.family,
+      local: this.localEndpoint as Endpoint,
+      connectionId: 0,
+    };
+    try {
+      this.sink.onMessage(msg, source);
+    } catch (err) {
+      this.log?.warn({ err, source }, 'message handler threw');
+    }
+  };
+
+  private answerStun(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const response = bindingResponse(msg, rinfo.address, rinfo.port);
+    if (response === null) {
+      if (isBindingIndication(msg)) this.stats.keepalivesIn.udp++;
+      else this.stats.dropped.stun++;
+      return;
+    }
+    this.stats.stunAnswered++;
+    this.stats.bytesOut.udp += response.length;
+    this.socket.send(response, rinfo.port, rinfo.address, this.onSent);
+  }
+}
+
+function onlyCrlf(msg: Buffer): boolean {
+  for (let i = 0; i < msg.length; i++) {
+    const b = msg[i];
+    if (b !== CR && b !== LF) return false;
+  }
+  return true;
+}

@@ -1,0 +1,349 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import t, { type Test } from 'tap';
+import YAML from 'yaml';
+import {
+  ConfigError,
+  DEFAULT_PORTS,
+  DEMO_SOURCE,
+  demoConfig,
+  formatConfig,
+  formatListen,
+  loadConfig,
+  parseConfig,
+  parseListen,
+  type Config,
+} from '../../src/config/index.js';
+import { Invalid, integer, run, section } from '../../src/config/schema.js';
+
+const F = 'conf/x.yaml';
+const MIN = 'domains: [example.test]\nlisten: [udp:127.0.0.1:5060]\n';
+
+/** The ConfigError thrown by parsing `text`, or a test failure. */
+function refusal(t: Test, text: string): ConfigError {
+  try {
+    parseConfig(text, F);
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  t.fail(`expected a ConfigError for:\n${text}`);
+  return new ConfigError(F, ['(none)']);
+}
+
+const DEFAULT_LIMITS = {
+  messageSize: 65535,
+  headers: 100,
+  lineLength: 8192,
+  connections: 10000,
+  connectionsPerSource: 64,
+  idleTimeout: 600,
+  firstMessageTimeout: 10,
+};
+
+t.test('a full valid file', async (t) => {
+  const c = parseConfig(
+    `# comment
+domains: [Example.TEST, intercom.example.test, 192.0.2.10, "[2001:DB8:0:0::1]"]
+listen:
+  - udp:127.0.0.1:5060
+  - tcp:0.0.0.0:5080
+  - "udp:[::1]:5070"
+limits:
+  message-size: 32768
+  headers: 50
+  line-length: 4096
+  connections: 500
+  connections-per-source: 8
+  idle-timeout: 120
+  first-message-timeout: 2.5
+log:
+  level: debug
+`,
+    F,
+  );
+  t.same(c, {
+    domains: ['example.test', 'intercom.example.test', '192.0.2.10', '2001:db8::1'],
+    listen: [
+      { protocol: 'udp', host: '127.0.0.1', port: 5060 },
+      { protocol: 'tcp', host: '0.0.0.0', port: 5080 },
+      { protocol: 'udp', host: '::1', port: 5070 },
+    ],
+    limits: {
+      messageSize: 32768,
+      headers: 50,
+      lineLength: 4096,
+      connections: 500,
+      connectionsPerSource: 8,
+      idleTimeout: 120,
+      firstMessageTimeout: 2.5,
+    },
+    log: { level: 'debug' },
+    demo: false,
+    source: F,
+  });
+});
+
+t.test('defaults are filled in and the result is deeply frozen', async (t) => {
+  const c = parseConfig(MIN, F);
+  t.same(c.limits, DEFAULT_LIMITS);
+  t.equal(c.log.level, 'info');
+  t.equal(c.demo, false);
+  t.ok(Object.isFrozen(c));
+  t.ok(Object.isFrozen(c.limits));
+  t.ok(Object.isFrozen(c.listen));
+  t.ok(Object.isFrozen(c.listen[0]));
+  t.ok(Object.isFrozen(c.domains));
+  t.throws(() => {
+    (c.limits as { headers: number }).headers = 1;
+  }, TypeError);
+  // An empty section (every child commented out) means "all defaults".
+  t.same(parseConfig(`${MIN}limits:\nlog:\n`, F).limits, DEFAULT_LIMITS);
+  t.same(parseConfig(`${MIN}limits: {}\n`, F).limits, DEFAULT_LIMITS);
+});
+
+t.test('log levels', async (t) => {
+  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace']) {
+    t.equal(parseConfig(`${MIN}log: {level: ${level}}\n`, F).log.level, level);
+  }
+  t.equal(parseConfig(`${MIN}log: {level: WARN}\n`, F).log.level, 'warn', 'case-insensitive');
+});
+
+t.test('listen entries', async (t) => {
+  const cases: Array<[string, { protocol: string; host: string; port: number }]> = [
+    ['udp:127.0.0.1:5060', { protocol: 'udp', host: '127.0.0.1', port: 5060 }],
+    ['udp:127.0.0.1', { protocol: 'udp', host: '127.0.0.1', port: 5060 }],
+    ['tcp:10.1.2.3', { protocol: 'tcp', host: '10.1.2.3', port: 5060 }],
+    ['TCP:0.0.0.0:5080', { protocol: 'tcp', host: '0.0.0.0', port: 5080 }],
+    ['udp:[::1]:5060', { protocol: 'udp', host: '::1', port: 5060 }],
+    ['udp:[::1]', { protocol: 'udp', host: '::1', port: 5060 }],
+    ['tcp:[::]:5060', { protocol: 'tcp', host: '::', port: 5060 }],
+    ['udp:[FE80:0:0:0::1]:6000', { protocol: 'udp', host: 'fe80::1', port: 6000 }],
+    ['udp:127.0.0.1:0', { protocol: 'udp', host: '127.0.0.1', port: 0 }],
+  ];
+  for (const [text, spec] of cases) {
+    t.same(parseListen(text), spec, text);
+    t.same(parseConfig(`domains: [a.test]\nlisten: ["${text}"]\n`, F).listen, [spec], `${text} in a file`);
+  }
+  t.equal(formatListen({ protocol: 'udp', host: '::1', port: 5060 }), 'udp:[::1]:5060');
+  t.equal(formatListen({ protocol: 'tcp', host: '0.0.0.0', port: 5060 }), 'tcp:0.0.0.0:5060');
+  t.same(DEFAULT_PORTS, { udp: 5060, tcp: 5060, tls: 5061, ws: 80, wss: 443 });
+  // udp and tcp on the same port do not conflict
+  t.equal(parseConfig('domains: [a.test]\nlisten: [udp:0.0.0.0:5060, tcp:0.0.0.0:5060, "udp:[::1]:5060"]\n', F).listen.length, 3);
+});
+
+t.test('every refusal names the file, the key and the reason', async (t) => {
+  const cases: Array<[string, string]> = [
+    // listen
+    [`domains: [a.test]\nlisten: [udp:127.0.0.1, sctp:127.0.0.1:5060]\n`, `${F}: listen[1]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`],
+    [`domains: [a.test]\nlisten: [tls:127.0.0.1]\n`, `${F}: listen[0]: tls transport is not supported yet (use udp or tcp for now)`],
+    [`domains: [a.test]\nlisten: [ws:127.0.0.1:8080]\n`, `${F}: listen[0]: ws transport is not supported yet (use udp or tcp for now)`],
+    [`domains: [a.test]\nlisten: ["wss:[::1]"]\n`, `${F}: listen[0]: wss transport is not supported yet (use udp or tcp for now)`],
+    [`domains: [a.test]\nlisten: ["udp:::1:5060"]\n`, `${F}: listen[0]: IPv6 addresses must be in brackets, e.g. udp:[::1]:5060 (got "udp:::1:5060")`],
+    [`domains: [a.test]\nlisten: ["udp:[::1"]\n`, `${F}: listen[0]: missing "]" after the IPv6 address in "udp:[::1"`],
+    [`domains: [a.test]\nlisten: ["udp:[1.2.3.4]:5060"]\n`, `${F}: listen[0]: "1.2.3.4" in "udp:[1.2.3.4]:5060" is not a valid IPv6 address`],
+    [`domains: [a.test]\nlisten: ["udp:[::1]5060"]\n`, `${F}: listen[0]: unexpected "5060" after "]" in "udp:[::1]5060"`],
+    [`domains: [a.test]\nlisten: [udp:localhost:5060]\n`, `${F}: listen[0]: host "localhost" in "udp:localhost:5060" must be an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1] or [::]), not a name`],
+    [`domains: [a.test]\nlisten: [udp::5060]\n`, `${F}: listen[0]: missing host in "udp::5060", e.g. udp:127.0.0.1:5060, tcp:0.0.0.0:5060 or udp:[::1]:5060`],
+    [`domains: [a.test]\nlisten: [udp:127.0.0.1:65536]\n`, `${F}: listen[0]: port "65536" in "udp:127.0.0.1:65536" must be an integer between 0 and 65535`],
+    [`domains: [a.test]\nlisten: [udp:127.0.0.1:x]\n`, `${F}: listen[0]: port "x" in "udp:127.0.0.1:x" must be an integer between 0 and 65535`],
+    [`domains: [a.test]\nlisten: [127.0.0.1]\n`, `${F}: listen[0]: "127.0.0.1" must be transport:host:port, e.g. udp:127.0.0.1:5060, tcp:0.0.0.0:5060 or udp:[::1]:5060`],
+    [`domains: [a.test]\nlisten: [5060]\n`, `${F}: listen[0]: must be a string like udp:127.0.0.1:5060 (got 5060)`],
+    [`domains: [a.test]\nlisten: udp:127.0.0.1\n`, `${F}: listen: must be a list (e.g. [udp:127.0.0.1:5060, tcp:127.0.0.1:5060]), not "udp:127.0.0.1"`],
+    [`domains: [a.test]\nlisten: []\n`, `${F}: listen: must not be empty`],
+    [`domains: [a.test]\n`, `${F}: listen: required (e.g. listen: [udp:127.0.0.1:5060, tcp:127.0.0.1:5060])`],
+    [`domains: [a.test]\nlisten: [udp:127.0.0.1:5060, udp:127.0.0.1]\n`, `${F}: listen[1]: duplicate of listen[0] (udp:127.0.0.1:5060)`],
+    [`domains: [a.test]\nlisten: ["tcp:[::1]:5060", "tcp:[0::1]:5060"]\n`, `${F}: listen[1]: duplicate of listen[0] (tcp:[::1]:5060)`],
+    [`domains: [a.test]\nlisten: [udp:0.0.0.0:5060, udp:127.0.0.1:5060]\n`, `${F}: listen[1]: udp:127.0.0.1:5060 overlaps listen[0] (udp:0.0.0.0:5060): both need UDP port 5060 on the same address`],
+    [`domains: [a.test]\nlisten: ["tcp:[::]:5060", tcp:127.0.0.1:5060]\n`, `${F}: listen[1]: tcp:127.0.0.1:5060 overlaps listen[0] (tcp:[::]:5060): both need TCP port 5060 on the same address`],
+    // domains
+    [`listen: [udp:127.0.0.1]\n`, `${F}: domains: required (e.g. domains: [example.test])`],
+    [`domains: []\nlisten: [udp:127.0.0.1]\n`, `${F}: domains: must not be empty`],
+    [`domains: example.test\nlisten: [udp:127.0.0.1]\n`, `${F}: domains: must be a list (e.g. [example.test]), not "example.test"`],
+    [`domains: [a.test, A.TEST]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[1]: duplicate of domains[0] (a.test)`],
+    [`domains: ["bad_name.test"]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: "bad_name.test" is not a valid host name or IP address`],
+    [`domains: ["-a.test"]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: "-a.test" is not a valid host name or IP address`],
+    [`domains: ["a..test"]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: "a..test" is not a valid host name or IP address`],
+    [`domains: ["1.2.3"]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: "1.2.3" is not a valid IPv4 address or host name`],
+    [`domains: ["sip:a.test"]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: write the domain without "sip:" (got "sip:a.test")`],
+    [`domains: ["a.test:5060"]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: a domain has no port (got "a.test:5060")`],
+    [`domains: ["[::g]"]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: "[::g]" is not a valid IPv6 address`],
+    [`domains: [""]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: must not be empty`],
+    [`domains: [42]\nlisten: [udp:127.0.0.1]\n`, `${F}: domains[0]: must be a host name or IP address (got 42)`],
+    // limits
+    [`${MIN}limits: {message-size: 100}\n`, `${F}: limits.message-size: must be an integer between 1024 and 1048576`],
+    [`${MIN}limits: {message-size: 2000000}\n`, `${F}: limits.message-size: must be an integer between 1024 and 1048576`],
+    [`${MIN}limits: {message-size: 4096.5}\n`, `${F}: limits.message-size: must be an integer between 1024 and 1048576`],
+    [`${MIN}limits: {message-size: "64k"}\n`, `${F}: limits.message-size: must be an integer between 1024 and 1048576`],
+    [`${MIN}limits: {headers: 0}\n`, `${F}: limits.headers: must be an integer between 16 and 1000`],
+    [`${MIN}limits: {line-length: 10}\n`, `${F}: limits.line-length: must be an integer between 256 and 1048576`],
+    [`${MIN}limits: {connections: 0}\n`, `${F}: limits.connections: must be an integer between 1 and 1000000`],
+    [`${MIN}limits: {connections-per-source: -1}\n`, `${F}: limits.connections-per-source: must be an integer between 1 and 1000000`],
+    [`${MIN}limits: {idle-timeout: 0}\n`, `${F}: limits.idle-timeout: must be a number of seconds between 0.1 and 86400`],
+    [`${MIN}limits: {idle-timeout: .inf}\n`, `${F}: limits.idle-timeout: must be a number of seconds between 0.1 and 86400`],
+    [`${MIN}limits: {first-message-timeout: 10s}\n`, `${F}: limits.first-message-timeout: must be a number of seconds between 0.1 and 3600`],
+    [`${MIN}limits: {message-sise: 3000}\n`, `${F}: limits.message-sise: unknown key (did you mean "message-size"?)`],
+    [`${MIN}limits: {messageSize: 3000}\n`, `${F}: limits.messageSize: unknown key (did you mean "message-size"?)`],
+    [`${MIN}limits: {idle_timeout: 3}\n`, `${F}: limits.idle_timeout: unknown key (did you mean "idle-timeout"?)`],
+    [`${MIN}limits: {bananas: 3}\n`, `${F}: limits.bananas: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`],
+    [`${MIN}limits: [1]\n`, `${F}: limits: must be a mapping with the keys message-size, headers, line-length, connections, connections-per-source, idle-timeout and first-message-timeout, not a list`],
+    // log
+    [`${MIN}log: {level: verbose}\n`, `${F}: log.level: must be one of fatal, error, warn, info, debug or trace (got "verbose")`],
+    [`${MIN}log: {level: 3}\n`, `${F}: log.level: must be one of fatal, error, warn, info, debug or trace`],
+    [`${MIN}log: {lvl: info}\n`, `${F}: log.lvl: unknown key (expected level)`],
+    [`${MIN}log: info\n`, `${F}: log: must be a mapping with the keys level, not "info"`],
+    // top level
+    [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
+    [`${MIN}tls: {}\n`, `${F}: tls: unknown key (expected domains, listen, limits or log)`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits and log, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits and log, not "just text"`],
+    [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
+    [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
+    [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
+  ];
+  for (const [text, message] of cases) {
+    const err = refusal(t, text);
+    t.equal(err.message, message, message);
+    t.equal(err.source, F);
+    t.notMatch(err.message, /\n/, 'one line');
+  }
+});
+
+t.test('all problems are collected, in file order', async (t) => {
+  const err = refusal(
+    t,
+    'domains: []\nlisten: [sctp:1.2.3.4, udp:1.2.3.4]\nlimits: {headers: 1, bogus: 2}\nextra: 1\n',
+  );
+  t.same(err.problems, [
+    `${F}: domains: must not be empty`,
+    `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
+    `${F}: limits.headers: must be an integer between 16 and 1000`,
+    `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`,
+    `${F}: extra: unknown key (expected domains, listen, limits or log)`,
+  ]);
+  t.equal(err.message, err.problems[0]);
+  t.ok(err instanceof Error);
+  t.equal(err.name, 'ConfigError');
+});
+
+t.test('YAML syntax errors give file:line:col', async (t) => {
+  const cases: Array<[string, string]> = [
+    [`domains: [a.test\nlisten: [udp:127.0.0.1]\n`, `${F}:2:1: Flow sequence in block collection must be sufficiently indented and end with a ]`],
+    [`domains: [a.test]\ndomains: [b.test]\n`, `${F}:2:1: Map keys must be unique`],
+    [`domains: [a.test]\nlisten: [udp:127.0.0.1]\nlog: {level: @x}\n`, `${F}:3:14: Plain value cannot start with reserved character @`],
+    [`${MIN}---\n${MIN}`, `${F}:3:1: Source contains multiple documents; please use YAML.parseAllDocuments()`],
+    [`domains: !secret [a.test]\nlisten: [udp:127.0.0.1]\n`, `${F}:1:10: Unresolved tag: !secret`],
+  ];
+  for (const [text, message] of cases) {
+    t.equal(refusal(t, text).message, message, message);
+  }
+  t.equal(refusal(t, `domains: *nope\nlisten: [udp:127.0.0.1]\n`).message.startsWith(`${F}:`), true, 'bad alias');
+  // Anchors and aliases themselves are fine
+  t.same(parseConfig(`domains: &d [a.test]\nlisten: [udp:127.0.0.1]\nlimits: {headers: &n 20, line-length: 256}\n`, F).domains, ['a.test']);
+});
+
+t.test('loadConfig reads files and reports unreadable ones', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-config-'));
+  const good = join(dir, 'good.yaml');
+  writeFileSync(good, MIN);
+  const c = loadConfig(good);
+  t.equal(c.source, good);
+  t.same(c.domains, ['example.test']);
+
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, `${MIN}limits: {headers: 5}\n`);
+  t.throws(() => loadConfig(bad), { name: 'ConfigError', message: `${bad}: limits.headers: must be an integer between 16 and 1000` });
+
+  const missing = join(dir, 'missing.yaml');
+  t.throws(() => loadConfig(missing), { name: 'ConfigError', message: `${missing}: cannot read the configuration: no such file` });
+  t.throws(() => loadConfig(dir), { name: 'ConfigError', message: `${dir}: cannot read the configuration: is a directory, not a file` });
+});
+
+t.test('the example conf/portier.yaml is valid and sets every key', async (t) => {
+  const path = new URL('../../conf/portier.yaml', import.meta.url).pathname;
+  const c = loadConfig(path);
+  t.equal(c.demo, false);
+  const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
+  t.same(Object.keys(raw).sort(), ['domains', 'limits', 'listen', 'log']);
+  t.same(Object.keys(raw.limits).sort(), [
+    'connections',
+    'connections-per-source',
+    'first-message-timeout',
+    'headers',
+    'idle-timeout',
+    'line-length',
+    'message-size',
+  ]);
+  t.same(c.limits, DEFAULT_LIMITS, 'the example shows the defaults');
+});
+
+t.test('demo config', async (t) => {
+  const c = demoConfig();
+  t.same(c, {
+    domains: ['localhost'],
+    listen: [
+      { protocol: 'udp', host: '127.0.0.1', port: 5060 },
+      { protocol: 'tcp', host: '127.0.0.1', port: 5060 },
+    ],
+    limits: DEFAULT_LIMITS,
+    log: { level: 'info' },
+    demo: true,
+    source: DEMO_SOURCE,
+  });
+  t.equal(DEMO_SOURCE, '(embedded demo)');
+  t.ok(Object.isFrozen(c.listen[1]));
+  t.not(demoConfig(), c, 'a fresh object each time');
+});
+
+t.test('formatConfig round-trips through parseConfig', async (t) => {
+  const samples: Config[] = [
+    parseConfig(MIN, F),
+    parseConfig(
+      `domains: [a.test, "::1", 192.0.2.1]\nlisten: ["udp:[::]:5070", tcp:127.0.0.1:0]\nlimits: {idle-timeout: 0.5, headers: 20}\nlog: {level: trace}\n`,
+      F,
+    ),
+    { ...demoConfig(), demo: false },
+  ];
+  for (const c of samples) {
+    const text = formatConfig(c);
+    t.match(text, new RegExp(`^# Effective Portier configuration from ${c.source.replace(/[()]/g, '\\$&')}`));
+    t.same(parseConfig(text, c.source), c);
+  }
+  const text = formatConfig(parseConfig(MIN, F));
+  t.match(text, /^ {2}message-size: 65535$/m, 'YAML keys, not camelCase');
+  t.match(text, /^ {2}- udp:127\.0\.0\.1:5060$/m);
+});
+
+t.test('property: any valid listen spec round-trips through its text form', async (t) => {
+  const host = fc.oneof(
+    fc.ipV4(),
+    fc.ipV6().map((h) => h.toLowerCase()),
+    fc.constantFrom('0.0.0.0', '::', '::1', '127.0.0.1'),
+  );
+  fc.assert(
+    fc.property(fc.constantFrom('udp', 'tcp'), host, fc.integer({ min: 0, max: 65535 }), (protocol, h, port) => {
+      const spec = parseListen(formatListen({ protocol, host: h, port }));
+      const again = parseListen(formatListen(spec));
+      return again.protocol === protocol && again.port === port && again.host === spec.host;
+    }),
+  );
+  t.pass('round-trips');
+});
+
+t.test('the validator builders', async (t) => {
+  // Cross-field checks report against the named key, after all fields parsed.
+  const s = section(
+    { low: integer({ min: 0, max: 10, default: 1 }), high: integer({ min: 0, max: 10, default: 5 }) },
+    { check: (v, report) => (v.low > v.high ? report('low', 'must not exceed high') : undefined) },
+  );
+  const ok = { issues: [] };
+  t.same(run(s, new Map([['high', 7]]), ['x'], ok), { low: 1, high: 7 });
+  const ctx = { issues: [] as Array<{ path: ReadonlyArray<string | number>; reason: string }> };
+  run(s, { low: 9, high: 2 }, ['x'], ctx);
+  t.same(ctx.issues, [{ path: ['x', 'low'], reason: 'must not exceed high' }]);
+  t.ok(s.default, 'a section whose fields all have defaults has a default');
+  t.same(s.default?.(), { low: 1, high: 5 });
+  t.equal(new Invalid('x').reason, 'x');
+});
