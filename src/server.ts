@@ -133,7 +133,18 @@ class Server implements RunningServer {
 
   private onParseError(err: SipParseError, source: Source): void {
     const msg = err.message;
-    const canAnswer = err.code !== 0 && msg !== undefined && msg.isRequest && msg.method !== 'ACK' && msg.topVia() !== null;
+    // A response needs the request's Via, From, To, Call-ID and CSeq
+    // (RFC 3261 §8.2.6.2); without them no client could match it: drop.
+    const canAnswer =
+      err.code !== 0 &&
+      msg !== undefined &&
+      msg.isRequest &&
+      msg.method !== 'ACK' &&
+      msg.topVia() !== null &&
+      msg.has('from') &&
+      msg.has('to') &&
+      msg.has('call-id') &&
+      msg.has('cseq');
     const key = canAnswer ? String(err.code) : 'drop';
     this.stats.parseErrors[key] = (this.stats.parseErrors[key] ?? 0) + 1;
     this.log.debug({ source: `${source.protocol}:${source.address}:${source.port}`, code: err.code, reason: err.reason }, 'malformed message');

@@ -61,6 +61,7 @@ export class SipParseError {
 }
 
 const TERMINATOR = Buffer.from('\r\n\r\n', 'latin1');
+const WHOLE_DECODE_MAX = 4096;
 
 // Buffer#latin1Slice skips toString()'s argument handling; Node's own
 // modules (and undici) use it on their hot paths.
@@ -120,7 +121,10 @@ function parse(input: Buffer, opts: ParseOptions | undefined): SipMessage | SipP
   const buf = skip === 0 ? input : input.subarray(skip);
   if (buf.length === 0) return new SipParseError(0, 'empty message');
 
-  let headEnd = buf.indexOf(TERMINATOR);
+  // Small messages (nearly all) are decoded whole: searching the string is
+  // cheaper than Buffer#indexOf, and the body bytes cost little more.
+  const whole = buf.length <= WHOLE_DECODE_MAX ? latin1(buf, 0, buf.length) : null;
+  let headEnd = whole !== null ? whole.indexOf('\r\n\r\n') : buf.indexOf(TERMINATOR);
   let missingBlankLine = false;
   let cut = false;
   if (headEnd === -1) {
@@ -133,8 +137,9 @@ function parse(input: Buffer, opts: ParseOptions | undefined): SipMessage | SipP
     }
   }
   // head holds the start line and every header line, each with its CRLF.
-  const head = !cut && headEnd + 2 <= buf.length ? latin1(buf, 0, headEnd + 2) : latin1(buf, 0, headEnd) + '\r\n';
-  const headLen = head.length;
+  const head =
+    !cut && headEnd + 2 <= buf.length ? (whole !== null && !missingBlankLine ? whole : latin1(buf, 0, headEnd + 2)) : latin1(buf, 0, headEnd) + '\r\n';
+  const headLen = cut || headEnd + 2 > buf.length ? head.length : headEnd + 2;
 
   // ---- start line ----
   const slEnd = head.indexOf('\r\n');
@@ -181,17 +186,16 @@ function parse(input: Buffer, opts: ParseOptions | undefined): SipMessage | SipP
 
   // ---- header fields ----
   const fields: HeaderField[] = [];
-  COUNTS.fill(0);
+  for (let i = 0; i < COUNTS.length; i++) COUNTS[i] = 0;
   let pos = slEnd + 2;
   let headerError: string | null = null;
   if (pos < headLen && (head.charCodeAt(pos) === SP || head.charCodeAt(pos) === HT)) headerError = 'continuation line before the first header';
   while (pos < headLen && headerError === null) {
-    // A bare LF is refused: most SIP stacks end lines at LF, so forwarding
-    // one would let a header hide another downstream. A lone CR inside a
-    // line is kept as data (stacks split on LF) and costs no extra scan.
+    // A bare LF or CR is refused: a stack that ends lines at either would
+    // see a header hidden in another downstream (RFC 3261 allows CRLF only).
     let lf = head.indexOf('\n', pos);
-    if (head.charCodeAt(lf - 1) !== CR) {
-      headerError = 'bare LF in a header';
+    if (head.charCodeAt(lf - 1) !== CR || head.indexOf('\r', pos) !== lf - 1) {
+      headerError = 'bare CR or LF in a header';
       break;
     }
     let folded = false;
@@ -199,8 +203,8 @@ function parse(input: Buffer, opts: ParseOptions | undefined): SipMessage | SipP
     while (lf + 1 < headLen && (head.charCodeAt(lf + 1) === SP || head.charCodeAt(lf + 1) === HT)) {
       folded = true;
       const next = head.indexOf('\n', lf + 1);
-      if (head.charCodeAt(next - 1) !== CR) {
-        headerError = 'bare LF in a header';
+      if (head.charCodeAt(next - 1) !== CR || head.indexOf('\r', lf + 1) !== next - 1) {
+        headerError = 'bare CR or LF in a header';
         break;
       }
       lf = next;
@@ -269,7 +273,7 @@ function parse(input: Buffer, opts: ParseOptions | undefined): SipMessage | SipP
 }
 
 // Scratch counters for checkHeaders (parsing is synchronous, so one set serves all).
-const COUNTS = new Uint16Array(16);
+const COUNTS = new Uint16Array(10);
 
 /** The checks every message passes before Portier acts on it; a reason on failure. */
 function checkHeaders(msg: SipMessage, fields: readonly HeaderField[]): string | null {

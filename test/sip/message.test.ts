@@ -514,10 +514,7 @@ t.test('framing: Content-Length, bare LF, leading CRLFs', async (t) => {
   t.equal(lfErr.code, 400, 'a bare LF inside a header is a 400');
   t.ok(lfErr.message, 'with the partial message');
   const cr = replaced(request(['Subject: hello']), 'Subject: hello\r\n', 'Subject: hel\rlo\r\n');
-  // A lone CR is kept as data (SIP stacks split lines on LF); it is forwarded untouched.
-  const crMsg = parseOk(t, cr);
-  t.equal(crMsg.get('subject'), 'hel\rlo', 'a bare CR inside a header stays part of the value');
-  t.ok(crMsg.toBuffer().equals(cr), 'and the octets are kept');
+  t.equal(parseErr(cr).code, 400, 'a bare CR inside a header is a 400');
   const lfEnd = replaced(request(['Subject: hello']), 'Subject: hello\r\n', 'Subject: hello\n');
   t.equal(parseErr(lfEnd).code, 400, 'a header line ending in a bare LF is a 400');
 
