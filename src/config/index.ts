@@ -30,7 +30,7 @@ import { LOG_LEVELS, type Config, type ListenSpec, type LogLevel } from './types
 
 export { ConfigError } from './errors.js';
 export { DEFAULT_PORTS, formatListen, parseListen } from './hosts.js';
-export type { Config, Limits, ListenSpec, LogConfig, LogLevel, Protocol } from './types.js';
+export type { Config, Limits, ListenSpec, LogConfig, LogLevel, Protocol, ProxyConfig, RegistrarConfig, TimersConfig } from './types.js';
 export { LOG_LEVELS, PROTOCOLS } from './types.js';
 
 export const DEMO_SOURCE = '(embedded demo)';
@@ -46,6 +46,37 @@ const limits = section({
   'idle-timeout': seconds({ min: 0.1, max: 86400, default: 600 }),
   'first-message-timeout': seconds({ min: 0.1, max: 3600, default: 10 }),
 });
+
+const registrar = section(
+  {
+    'min-expires': integer({ min: 1, max: 86400, default: 60 }),
+    'max-expires': integer({ min: 1, max: 604800, default: 3600 }),
+    'default-expires': integer({ min: 1, max: 604800, default: 600 }),
+  },
+  {
+    check(r, report) {
+      if (r.minExpires > r.maxExpires) report('min-expires', `must not exceed max-expires (${r.maxExpires})`);
+      if (r.defaultExpires < r.minExpires || r.defaultExpires > r.maxExpires) {
+        report('default-expires', `must lie between min-expires (${r.minExpires}) and max-expires (${r.maxExpires})`);
+      }
+    },
+  },
+);
+
+// RFC 3261 §17.1.1.1: T1 500 ms, T2 4 s, T4 5 s by default; T1 may be raised
+// on high-latency networks, never T2 below T1.
+const timers = section(
+  {
+    t1: integer({ min: 10, max: 10000, default: 500 }),
+    t2: integer({ min: 10, max: 60000, default: 4000 }),
+    t4: integer({ min: 10, max: 60000, default: 5000 }),
+  },
+  {
+    check(t, report) {
+      if (t.t2 < t.t1) report('t2', `must not be below t1 (${t.t1})`);
+    },
+  },
+);
 
 export const SCHEMA = section({
   domains: list(text({ convert: parseDomain, format: (d: string) => d, expected: 'a host name or IP address' }), {
@@ -63,6 +94,9 @@ export const SCHEMA = section({
     { min: 1, example: '[udp:127.0.0.1:5060, tcp:127.0.0.1:5060]', check: checkListenConflicts },
   ),
   limits,
+  registrar,
+  proxy: section({ 'ring-timeout': integer({ min: 1, max: 3600, default: 30 }) }),
+  timers,
   log: section({ level: oneOf<LogLevel>(LOG_LEVELS, { default: 'info' }) }),
 });
 

@@ -47,11 +47,37 @@ export interface LogConfig {
   level: LogLevel;
 }
 
+/** `registrar:` — how long bindings last, in seconds (RFC 3261 §10.3). */
+export interface RegistrarConfig {
+  /** Shorter non-zero expirations get 423 Interval Too Brief with Min-Expires. */
+  minExpires: number;
+  /** Longer expirations are shortened to this. */
+  maxExpires: number;
+  /** Used when a REGISTER gives neither an expires parameter nor an Expires header. */
+  defaultExpires: number;
+}
+
+/** `proxy:` — call routing. */
+export interface ProxyConfig {
+  /** Seconds a call may ring before the caller gets 408 and the branches are cancelled (Timer C). */
+  ringTimeout: number;
+}
+
+/** `timers:` — RFC 3261 §17 transaction timers, in milliseconds. */
+export interface TimersConfig {
+  t1: number;
+  t2: number;
+  t4: number;
+}
+
 export interface Config {
   /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
   domains: string[];
   listen: ListenSpec[];
   limits: Limits;
+  registrar: RegistrarConfig;
+  proxy: ProxyConfig;
+  timers: TimersConfig;
   log: LogConfig;
   /** True only for the embedded demo configuration (no --config given). */
   demo: boolean;

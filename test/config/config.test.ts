@@ -59,6 +59,16 @@ limits:
   connections-per-source: 8
   idle-timeout: 120
   first-message-timeout: 2.5
+registrar:
+  min-expires: 30
+  max-expires: 7200
+  default-expires: 900
+proxy:
+  ring-timeout: 45
+timers:
+  t1: 250
+  t2: 2000
+  t4: 3000
 log:
   level: debug
 `,
@@ -80,6 +90,9 @@ log:
       idleTimeout: 120,
       firstMessageTimeout: 2.5,
     },
+    registrar: { minExpires: 30, maxExpires: 7200, defaultExpires: 900 },
+    proxy: { ringTimeout: 45 },
+    timers: { t1: 250, t2: 2000, t4: 3000 },
     log: { level: 'debug' },
     demo: false,
     source: F,
@@ -196,9 +209,9 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}log: info\n`, `${F}: log: must be a mapping with the keys level, not "info"`],
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
-    [`${MIN}tls: {}\n`, `${F}: tls: unknown key (expected domains, listen, limits or log)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits and log, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits and log, not "just text"`],
+    [`${MIN}tls: {}\n`, `${F}: tls: unknown key (expected domains, listen, limits, registrar, proxy, timers or log)`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers and log, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers and log, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -221,7 +234,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`,
-    `${F}: extra: unknown key (expected domains, listen, limits or log)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers or log)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -266,7 +279,9 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['domains', 'limits', 'listen', 'log']);
+  t.same(Object.keys(raw).sort(), ['domains', 'limits', 'listen', 'log', 'proxy', 'registrar', 'timers']);
+  t.same(Object.keys(raw.registrar).sort(), ['default-expires', 'max-expires', 'min-expires']);
+  t.same(Object.keys(raw.timers).sort(), ['t1', 't2', 't4']);
   t.same(Object.keys(raw.limits).sort(), [
     'connections',
     'connections-per-source',
@@ -288,6 +303,9 @@ t.test('demo config', async (t) => {
       { protocol: 'tcp', host: '127.0.0.1', port: 5060 },
     ],
     limits: DEFAULT_LIMITS,
+    registrar: { minExpires: 60, maxExpires: 3600, defaultExpires: 600 },
+    proxy: { ringTimeout: 30 },
+    timers: { t1: 500, t2: 4000, t4: 5000 },
     log: { level: 'info' },
     demo: true,
     source: DEMO_SOURCE,
@@ -346,4 +364,16 @@ t.test('the validator builders', async (t) => {
   t.ok(s.default, 'a section whose fields all have defaults has a default');
   t.same(s.default?.(), { low: 1, high: 5 });
   t.equal(new Invalid('x').reason, 'x');
+});
+
+t.test('registrar, proxy and timers: defaults and cross-checks', async (t) => {
+  const c = parseConfig(MIN, F);
+  t.same(c.registrar, { minExpires: 60, maxExpires: 3600, defaultExpires: 600 }, 'registrar defaults (RFC 3261 §10.3 ranges)');
+  t.same(c.proxy, { ringTimeout: 30 }, 'ring timeout 30 s');
+  t.same(c.timers, { t1: 500, t2: 4000, t4: 5000 }, 'RFC 3261 timer defaults');
+  t.throws(() => parseConfig(`${MIN}registrar: {min-expires: 600, max-expires: 60}\n`, F), /registrar.min-expires: must not exceed max-expires/);
+  t.throws(() => parseConfig(`${MIN}registrar: {default-expires: 10}\n`, F), /default-expires: must lie between/);
+  t.throws(() => parseConfig(`${MIN}timers: {t1: 1000, t2: 500}\n`, F), /timers.t2: must not be below t1/);
+  t.throws(() => parseConfig(`${MIN}proxy: {ring-timeout: 0}\n`, F), /proxy.ring-timeout/);
+  t.throws(() => parseConfig(`${MIN}proxy: {ringtimeout: 3}\n`, F), /unknown key/);
 });
