@@ -1,0 +1,103 @@
+// Pure proxy rules: best response (§16.7), loop detection (§16.3/§16.6),
+// Route pre-processing and Record-Route (§16.4, §16.6, RFC 5658).
+import t from 'tap';
+import { forwardedStatus, isBetterResponse, responseRank } from '../../src/proxy/best-response.js';
+import { branchFor, hashInBranch, isLoop, loopHash } from '../../src/proxy/loop.js';
+import { addRecordRoute, preprocessRoutes, recordRouteValue } from '../../src/proxy/route.js';
+import { SelfAddresses } from '../../src/proxy/self.js';
+import { parseAndValidate, SipMessage } from '../../src/sip/index.js';
+
+function req(ruri: string, extra: string[] = [], vias = ['SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcaller']): SipMessage {
+  const text = [
+    `INVITE ${ruri} SIP/2.0`,
+    ...vias.map((v) => `Via: ${v}`),
+    'Max-Forwards: 70',
+    'From: <sip:door@example.test>;tag=f1',
+    'To: <sip:alice@example.test>',
+    'Call-ID: c1@test',
+    'CSeq: 1 INVITE',
+    ...extra,
+    'Content-Length: 0',
+    '',
+    '',
+  ].join('\r\n');
+  const m = parseAndValidate(Buffer.from(text));
+  if (!(m instanceof SipMessage)) throw new Error('fixture does not parse: ' + m.reason);
+  return m;
+}
+
+const self = new SelfAddresses(['example.test'], [
+  { protocol: 'udp', address: '127.0.0.1', port: 5060 },
+  { protocol: 'tcp', address: '127.0.0.1', port: 5060 },
+]);
+
+t.test('best response: 6xx beats all, then lowest class, actionable first, 503 last', async (t) => {
+  t.ok(isBetterResponse(486, null), 'anything beats nothing');
+  t.ok(isBetterResponse(603, 302), '6xx beats 3xx');
+  t.ok(isBetterResponse(600, 401), '6xx beats 4xx');
+  t.ok(isBetterResponse(302, 486), '3xx beats 4xx');
+  t.ok(isBetterResponse(486, 500), '4xx beats 5xx');
+  t.ok(isBetterResponse(407, 486), '407 preferred within 4xx');
+  t.ok(isBetterResponse(500, 503), '503 ranks last in 5xx');
+  t.notOk(isBetterResponse(486, 480), 'a tie keeps the first received');
+  t.notOk(isBetterResponse(486, 603), 'nothing beats a 6xx');
+  t.ok(responseRank(408) > responseRank(401), '408 (timeout) loses to 401');
+  t.equal(forwardedStatus(503), 500, '503 is forwarded as 500');
+  t.equal(forwardedStatus(486), 486);
+});
+
+t.test('loop detection: same request back is a loop, a retargeted one is a spiral', async (t) => {
+  const first = req('sip:alice@example.test');
+  const hash = loopHash(first);
+  const branch = branchFor(hash);
+  t.match(branch, /^z9hG4bK-pt/, 'our branches carry the magic cookie and marker');
+  t.equal(hashInBranch(branch), hash, 'the hash is read back from the branch');
+  t.not(branchFor(hash), branch, 'each branch is unique');
+  t.equal(hashInBranch('z9hG4bKother'), null, 'foreign branches carry no hash');
+
+  const looped = req('sip:alice@example.test', [], [`SIP/2.0/UDP 127.0.0.1:5060;branch=${branch}`, 'SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcaller']);
+  t.ok(isLoop(looped, loopHash(looped), (h, p) => self.isSelf(h, p)), 'came back unchanged: loop');
+  const spiral = req('sip:bob@example.test', [], [`SIP/2.0/UDP 127.0.0.1:5060;branch=${branch}`, 'SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcaller']);
+  t.notOk(isLoop(spiral, loopHash(spiral), (h, p) => self.isSelf(h, p)), 'retargeted: spiral, not a loop');
+  const foreignVia = req('sip:alice@example.test', [], [`SIP/2.0/UDP 192.0.2.99:5060;branch=${branch}`]);
+  t.notOk(isLoop(foreignVia, loopHash(foreignVia), (h, p) => self.isSelf(h, p)), 'same branch from another host is not our loop');
+});
+
+t.test('self addresses', async (t) => {
+  t.ok(self.isSelf('127.0.0.1', 5060));
+  t.ok(self.isSelf('127.0.0.1', null), 'no port: default port, which is listened on');
+  t.notOk(self.isSelf('127.0.0.1', 5070), 'another port is someone else');
+  t.ok(self.isSelf('EXAMPLE.test', null), 'domain, any case');
+  t.notOk(self.isSelf('other.test', null));
+  t.ok(self.isDomain('example.test'));
+});
+
+t.test('Route pre-processing (§16.4)', async (t) => {
+  const loose = req('sip:alice@192.0.2.5', ['Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:proxy2.test;lr>']);
+  preprocessRoutes(loose, self);
+  t.same(loose.routes()!.map((r) => r.uriText), ['sip:proxy2.test;lr'], 'our entries (both of a double Record-Route) removed, the next hop kept');
+  t.equal(loose.uri, 'sip:alice@192.0.2.5', 'Request-URI untouched');
+
+  const strict = req('sip:127.0.0.1:5060;lr', ['Route: <sip:proxy2.test;lr>, <sip:alice@192.0.2.5>']);
+  preprocessRoutes(strict, self);
+  t.equal(strict.uri, 'sip:alice@192.0.2.5', 'strict router upstream: Request-URI restored from the last Route');
+  t.same(strict.routes()!.map((r) => r.uriText), ['sip:proxy2.test;lr'], 'and that Route removed');
+
+  const none = req('sip:alice@example.test');
+  preprocessRoutes(none, self);
+  t.equal(none.isModified, false, 'nothing to do: message untouched');
+});
+
+t.test('Record-Route values and double Record-Route (RFC 5658)', async (t) => {
+  t.equal(recordRouteValue({ protocol: 'udp', address: '127.0.0.1', port: 5060 }), '<sip:127.0.0.1:5060;lr>');
+  t.equal(recordRouteValue({ protocol: 'tcp', address: '::1', port: 5080 }), '<sip:[::1]:5080;transport=tcp;lr>');
+  const m = req('sip:alice@example.test');
+  addRecordRoute(m, { protocol: 'udp', address: '127.0.0.1', port: 5060 }, { protocol: 'tcp', address: '127.0.0.1', port: 5060 });
+  t.same(m.values('record-route'), ['<sip:127.0.0.1:5060;transport=tcp;lr>', '<sip:127.0.0.1:5060;lr>'], 'outbound on top, inbound below');
+  const same = req('sip:alice@example.test');
+  addRecordRoute(same, { protocol: 'udp', address: '127.0.0.1', port: 5060 }, { protocol: 'udp', address: '127.0.0.1', port: 5060 });
+  t.equal(same.values('record-route').length, 1, 'same transport and interface: one entry');
+  const again = parseAndValidate(m.toBuffer()) as SipMessage;
+  preprocessRoutes(again, self);
+  t.ok(again.recordRoutes()!.length === 2, 'Record-Route survives serialization');
+});
