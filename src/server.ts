@@ -10,27 +10,23 @@ import type { Logger } from './log.js';
 import {
   buildResponseBytes,
   parseAndValidate,
-  responsePort,
   SipParseError,
   stampedVia,
   type ParseLimits,
-  type ResponseOptions,
   type SipMessage,
+  type Uri,
 } from './sip/index.js';
-import {
-  TransportLayer,
-  type Destination,
-  type Endpoint,
-  type Source,
-  type TransportLimits,
-} from './transport/index.js';
+import { TransportLayer, type Destination, type Endpoint, type Source, type TransportLimits } from './transport/index.js';
+import { TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
+import { Registrar, buildRegisterResponse, type Binding } from './registrar/index.js';
+import { Proxy, type Location, type LocationResult, type Target } from './proxy/proxy.js';
+import { SelfAddresses } from './proxy/self.js';
 
 /** Methods Portier answers itself or routes. */
 export const ALLOWED_METHODS = 'INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER';
-const ALLOWED = new Set(ALLOWED_METHODS.split(', '));
 
-/** Option tags Portier supports (none before the registrar's path/outbound/gruu). */
-export const SUPPORTED_OPTIONS = '';
+/** Option tags Portier supports. */
+export const SUPPORTED_OPTIONS = 'path, gruu';
 
 /** Counters of what the server did with what it received; read by tests and, later, metrics. */
 export interface ServerStats {
@@ -70,44 +66,75 @@ export function parseLimits(config: Config): ParseLimits {
   };
 }
 
-const DEFAULT_PORT: Record<string, number> = { udp: 5060, tcp: 5060, tls: 5061, ws: 80, wss: 443 };
 
 class Server implements RunningServer {
   readonly stats: ServerStats = { requests: 0, responses: 0, parseErrors: {}, strayResponses: 0, answered: {} };
   readonly transport: TransportLayer;
+  readonly transactions: TransactionLayer;
+  readonly registrar: Registrar;
+  proxy!: Proxy;
   private readonly limits: ParseLimits;
-  private readonly domains: Set<string>;
-  private selfHosts = new Set<string>();
 
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
   ) {
     this.limits = parseLimits(config);
-    this.domains = new Set(config.domains.map((d) => d.toLowerCase()));
     this.transport = new TransportLayer(
       config.listen.map((l) => ({ protocol: l.protocol, host: l.host, port: l.port })),
       transportLimits(config),
       {
         onMessage: (data, source) => this.onMessage(data, source),
-        onSendError: (dest, err) => this.log.debug({ dest: `${dest.protocol}:${dest.address}:${dest.port}`, err: err.message }, 'send failed'),
+        onSendError: (dest, err) => {
+          this.log.debug({ dest: `${dest.protocol}:${dest.address}:${dest.port}`, err: err.message }, 'send failed');
+          this.transactions.transportError(dest, err);
+        },
       },
       {
         warn: (obj, msg) => this.log.warn(obj, msg),
         debug: (obj, msg) => this.log.debug(obj, msg),
       },
     );
+    this.registrar = new Registrar({
+      domains: config.domains,
+      minExpires: config.registrar.minExpires,
+      maxExpires: config.registrar.maxExpires,
+      defaultExpires: config.registrar.defaultExpires,
+    });
+    const user: TransactionUser = {
+      onRequest: (tx, req) => this.proxy.onRequest(tx, req),
+      onCancel: (ctx, inv, req) => this.proxy.onCancel(ctx, inv, req),
+      onAck: (req, source) => this.proxy.onAck(req, source),
+      onStrayResponse: (res, source) => {
+        this.stats.strayResponses++;
+        this.proxy.onStrayResponse(res, source);
+      },
+      onServerTerminated: (tx) => this.proxy.onServerTerminated(tx),
+    };
+    this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers });
   }
 
   async start(): Promise<void> {
     await this.transport.start();
-    for (const ep of this.transport.listening()) this.selfHosts.add(ep.address.toLowerCase());
-    this.log.info({ listen: this.listening().map((e) => `${e.protocol}:${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port}`), domains: this.config.domains }, 'Portier started');
+    const self = new SelfAddresses(this.config.domains, this.transport.listening());
+    const layer = this.transactions;
+    const sender = {
+      sendRequest: layer.sendRequest.bind(layer),
+      send: (data: Buffer, dest: Destination) => this.transport.send(data, dest),
+      wheel: layer.wheel,
+    };
+    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar), sender, () => this.transport.listening(), {
+      ringTimeoutMs: this.config.proxy.ringTimeout * 1000,
+      allow: ALLOWED_METHODS,
+      supported: SUPPORTED_OPTIONS,
+    });
+    this.log.info({ listen: this.listening().map((e) => `${e.protocol}:${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port}`), domains: this.config.domains }, 'listening');
   }
 
   async stop(): Promise<void> {
+    this.transactions.stop();
+    await this.registrar.close();
     await this.transport.stop();
-    this.log.info('Portier stopped');
   }
 
   listening(): Endpoint[] {
@@ -120,15 +147,11 @@ class Server implements RunningServer {
       this.onParseError(r, source);
       return;
     }
-    if (!r.isRequest) {
-      this.stats.responses++;
-      // No client transactions yet: a response here belongs to nothing we sent.
-      this.stats.strayResponses++;
-      return;
-    }
-    this.stats.requests++;
-    stampTopVia(r, source);
-    this.onRequest(r, source);
+    if (r.isRequest) {
+      this.stats.requests++;
+      stampTopVia(r, source);
+    } else this.stats.responses++;
+    this.transactions.receive(r, source);
   }
 
   private onParseError(err: SipParseError, source: Source): void {
@@ -152,70 +175,38 @@ class Server implements RunningServer {
     stampTopVia(msg, source);
     const headers: Array<[string, string]> = [['Warning', `399 portier "${err.reason}"`]];
     if (err.code === 505) headers.push(['Supported', SUPPORTED_OPTIONS]);
-    this.respond(msg, source, err.code, { reason: reasonFor(err), headers });
+    // Stateless: a malformed request gets no transaction (RFC 3261 §16.3).
+    this.stats.answered[err.code] = (this.stats.answered[err.code] ?? 0) + 1;
+    this.transport.send(buildResponseBytes(msg, err.code, { reason: reasonFor(err), headers }), responseDestination(msg, source));
+  }
+}
+
+/** The registrar as the proxy's location service. */
+class RegistrarLocation implements Location {
+  constructor(private readonly registrar: Registrar) {}
+
+  async register(req: SipMessage, source: Source): Promise<SipMessage> {
+    const result = await this.registrar.register(req, source);
+    return buildRegisterResponse(req, result);
   }
 
-  private onRequest(req: SipMessage, source: Source): void {
-    const method = req.method;
-    if (method === 'ACK') return; // ACK to a final response Portier sent: nothing to do
-    const ruri = req.requestUri!;
-    if (ruri.scheme !== 'sip' && ruri.scheme !== 'sips' && ruri.scheme !== 'tel') {
-      this.respond(req, source, 416);
-      return;
+  async targets(uri: Uri): Promise<LocationResult> {
+    if (uri.params.has('gr')) {
+      // A GRUU names one device (RFC 5627 §8.4.1).
+      const b = await this.registrar.resolveGruu(uri);
+      if (b === null) return { kind: 'unknown' };
+      if (b === 'expired') return { kind: 'unregistered' };
+      return { kind: 'found', targets: [bindingTarget(b)] };
     }
-    if (method === 'OPTIONS' && this.isSelf(ruri.user, ruri.hostname, source)) {
-      this.respond(req, source, 200, {
-        headers: [
-          ['Allow', ALLOWED_METHODS],
-          ['Accept', 'application/sdp'],
-          ['Supported', SUPPORTED_OPTIONS],
-        ],
-      });
-      return;
-    }
-    // RFC 3261 §16.3 step 4: extensions a proxy must understand.
-    const proxyRequire = req.tokens('proxy-require');
-    if (proxyRequire.length > 0) {
-      this.respond(req, source, 420, { headers: [['Unsupported', proxyRequire.join(', ')]] });
-      return;
-    }
-    const mf = req.maxForwards();
-    if (mf === 0) {
-      this.respond(req, source, 483);
-      return;
-    }
-    if (method === 'CANCEL') {
-      this.respond(req, source, 481);
-      return;
-    }
-    if (!ALLOWED.has(method)) {
-      this.respond(req, source, 501, { headers: [['Allow', ALLOWED_METHODS]] });
-      return;
-    }
-    if (method === 'REGISTER') {
-      // The registrar arrives with the proxy issue.
-      this.respond(req, source, 501, { reason: 'Registrar Not Available Yet', headers: [['Allow', ALLOWED_METHODS]] });
-      return;
-    }
-    if (ruri.isSip && (this.domains.has(ruri.hostname) || this.selfHosts.has(ruri.hostname))) {
-      // Ours, but nobody can be registered yet.
-      this.respond(req, source, 480);
-      return;
-    }
-    this.respond(req, source, 403, { reason: 'Relaying Not Allowed' });
+    const bindings = await this.registrar.lookup(uri);
+    // Until accounts exist (the authentication issue) every AOR of a served domain exists.
+    if (bindings.length === 0) return { kind: 'unregistered' };
+    return { kind: 'found', targets: bindings.map(bindingTarget) };
   }
+}
 
-  /** A request for the server itself: no user part and one of its domains or addresses. */
-  private isSelf(user: string | null, host: string, source: Source): boolean {
-    if (user !== null && user !== '') return false;
-    return this.domains.has(host) || this.selfHosts.has(host) || host === source.local.address.toLowerCase();
-  }
-
-  private respond(req: SipMessage, source: Source, code: number, opts?: ResponseOptions): void {
-    this.stats.answered[code] = (this.stats.answered[code] ?? 0) + 1;
-    const bytes = buildResponseBytes(req, code, opts);
-    this.transport.send(bytes, responseDestination(req, source));
-  }
+function bindingTarget(b: Binding): Target {
+  return { uri: b.contact, q: b.q, flow: b.source, path: [...b.path] };
 }
 
 function reasonFor(err: SipParseError): string | undefined {
@@ -229,20 +220,6 @@ function stampTopVia(req: SipMessage, source: Source): void {
   if (top === null) return;
   const v = stampedVia(top, source.address, source.port);
   if (v !== null) req.replaceFirstValue('via', v);
-}
-
-/**
- * RFC 3261 §18.2.2 with RFC 3581: on a stream, back down the same
- * connection; over UDP, to the source address and either the source port
- * (rport) or the Via's sent-by port.
- */
-export function responseDestination(req: SipMessage, source: Source): Destination {
-  if (source.protocol !== 'udp') {
-    return { protocol: source.protocol, address: source.address, port: source.port, connectionId: source.connectionId };
-  }
-  const via = req.topVia();
-  const port = via === null ? source.port : responsePort(via, DEFAULT_PORT[source.protocol] ?? 5060);
-  return { protocol: 'udp', address: source.address, port, local: source.local };
 }
 
 /** Starts Portier with a validated configuration (the contract src/cli/run.ts expects). */

@@ -47,6 +47,12 @@ export class SelfAddresses {
     return false;
   }
 
+  /** One of this server's domains or addresses, whatever the port: a Request-URI for the server itself (OPTIONS, REGISTER). */
+  isOwnHost(host: string): boolean {
+    const h = stripBrackets(host).toLowerCase();
+    return this.hosts.has(h) || this.domains.has(h);
+  }
+
   isSelfUri(uri: Uri): boolean {
     return uri.isSip && this.isSelf(uri.host, uri.port);
   }

@@ -1,0 +1,530 @@
+// The transaction-stateful proxy core (RFC 3261 §16): what happens to each
+// request the transaction layer hands up, and to each response that comes
+// back on a branch.
+//
+// One ProxyCall (below) exists per forwarded request: it owns the client
+// transactions of its branches, forwards provisionals and 2xx at once,
+// keeps the best final response, cancels what is left when the call is
+// answered, declined everywhere (6xx), cancelled or not answered in time.
+
+import { isIP } from 'node:net';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import {
+  buildResponse,
+  parseUri,
+  type ResponseOptions,
+  type SipMessage,
+  type Uri,
+} from '../sip/index.js';
+import type { Destination, Endpoint, Protocol, Source } from '../transport/index.js';
+import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, TimerWheel } from '../transaction/index.js';
+import { buildCancel, isReliable, responseDestination } from '../transaction/index.js';
+import { forwardedStatus, isBetterResponse } from './best-response.js';
+import { branchFor, isLoop, loopHash } from './loop.js';
+import { addRecordRoute, preprocessRoutes } from './route.js';
+import type { SelfAddresses } from './self.js';
+
+/** The registrar as the proxy sees it (src/registrar implements it). */
+export interface Location {
+  /** Handles a REGISTER for a served domain and gives the response. */
+  register(req: SipMessage, source: Source): Promise<SipMessage>;
+  /** Live contacts of an address-of-record, best q first. */
+  targets(uri: Uri): Promise<LocationResult>;
+}
+
+export interface Target {
+  /** Request-URI for the branch: the registered Contact URI. */
+  uri: string;
+  q: number;
+  /** The flow the device registered on: requests go back down it (NAT, TCP). */
+  flow: Source | null;
+  /** Path headers of the registration (RFC 3327), as Route values. */
+  path: string[];
+}
+
+export type LocationResult = { kind: 'found'; targets: Target[] } | { kind: 'unregistered' } | { kind: 'unknown' };
+
+/** What the proxy sends with. */
+export interface ProxyTransactions {
+  sendRequest(req: SipMessage, dest: Destination, owner: BranchOwner): ClientTransaction;
+  send(data: Buffer, dest: Destination): void;
+  readonly wheel: TimerWheel;
+}
+
+export interface BranchOwner {
+  onResponse(ctx: ClientTransaction, res: SipMessage): void;
+  onTimeout(ctx: ClientTransaction): void;
+  onTransportError(ctx: ClientTransaction, err: Error): void;
+}
+
+export interface ProxyOptions {
+  ringTimeoutMs: number;
+  /** Methods listed in Allow of OPTIONS answers and 405/501s. */
+  allow: string;
+  supported: string;
+}
+
+export interface ProxyStats {
+  forwarded: number;
+  answeredLocally: Record<string, number>;
+  callsAnswered: number;
+  callsFailed: number;
+  callsCancelled: number;
+  callsTimedOut: number;
+  loops: number;
+}
+
+/** Methods whose 2xx creates a dialog: Portier record-routes them so in-dialog requests come back through it. */
+const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
+
+const TIMER_RING = 1;
+/** After the call ended or was cancelled, how long branches may take to answer their CANCEL (§16.8: 64*T1). */
+const TIMER_REAP = 2;
+const REAP_MS = 32_000;
+
+export class Proxy {
+  readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0 };
+  private readonly calls = new Map<ServerTransaction, ProxyCall>();
+
+  constructor(
+    readonly self: SelfAddresses,
+    private readonly location: Location,
+    readonly tx: ProxyTransactions,
+    /** Local endpoints by protocol and family, to fill Via sent-by and Record-Route. */
+    private readonly listening: () => Endpoint[],
+    readonly options: ProxyOptions,
+  ) {}
+
+  // ---- from the transaction layer ----
+
+  onRequest(stx: ServerTransaction, req: SipMessage): void {
+    void this.handle(stx, req).catch((err: unknown) => {
+      this.respond(stx, 500, { reason: 'Server Internal Error', headers: [['Warning', `399 portier "${String((err as Error).message ?? err).slice(0, 80)}"`]] });
+    });
+  }
+
+  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, _req: SipMessage): void {
+    const call = inviteTx === null ? undefined : this.calls.get(inviteTx);
+    if (call === undefined) {
+      this.respond(cancelTx, 481);
+      return;
+    }
+    this.respond(cancelTx, 200);
+    call.cancelByCaller();
+  }
+
+  /** ACK for a 2xx, and any other ACK no transaction took: forwarded statelessly along its Route or to its Request-URI. */
+  onAck(req: SipMessage, source: Source): void {
+    void this.forwardStateless(req, source).catch(() => {});
+  }
+
+  /** A response without a transaction (a 2xx retransmitted after ours ended): forward it upstream by its Vias. */
+  onStrayResponse(res: SipMessage, _source: Source): void {
+    const top = res.topVia();
+    if (top === null || !this.self.isSelf(top.host, top.port)) return;
+    if (res.status < 200 || res.status >= 300) return;
+    res.removeFirstValue('via');
+    const next = res.topVia();
+    if (next === null) return;
+    const protocol = next.transport.toLowerCase() as Protocol;
+    const address = next.received ?? next.host;
+    const port = typeof next.rport === 'number' ? next.rport : (next.port ?? 5060);
+    this.tx.send(res.toBuffer(), { protocol: protocol === 'udp' ? 'udp' : protocol, address: address.replace(/^\[|\]$/g, ''), port });
+  }
+
+  onServerTerminated(stx: ServerTransaction): void {
+    this.calls.delete(stx);
+  }
+
+  // ---- routing ----
+
+  private async handle(stx: ServerTransaction, req: SipMessage): Promise<void> {
+    const ruri = req.requestUri!;
+    if (ruri.scheme !== 'sip' && ruri.scheme !== 'sips' && ruri.scheme !== 'tel') return this.respond(stx, 416);
+
+    const toSelf = ruri.isSip && (ruri.user === null || ruri.user === '') && this.self.isOwnHost(ruri.host) && !req.has('route');
+    if (toSelf && req.method === 'OPTIONS') {
+      return this.respond(stx, 200, { headers: [['Allow', this.options.allow], ['Accept', 'application/sdp'], ['Supported', this.options.supported]] });
+    }
+    if (req.method === 'REGISTER' && ruri.isSip && this.self.isOwnHost(ruri.host)) {
+      const res = await this.location.register(req, stx.source);
+      this.count(res.status);
+      stx.respond(res);
+      return;
+    }
+
+    // §16.3 validation.
+    const proxyRequire = req.tokens('proxy-require');
+    if (proxyRequire.length > 0) return this.respond(stx, 420, { headers: [['Unsupported', proxyRequire.join(', ')]] });
+    const mf = req.maxForwards();
+    if (mf === 0) return this.respond(stx, 483);
+    const hash = loopHash(req);
+    if (isLoop(req, hash, (h, p) => this.self.isSelf(h, p))) {
+      this.stats.loops++;
+      return this.respond(stx, 482);
+    }
+    if (req.method === 'INVITE') this.respond(stx, 100);
+
+    // §16.4: our own Route entries go; whatever is left routes the request.
+    const before = req.routes()?.length ?? 0;
+    const uriBefore = req.uri;
+    preprocessRoutes(req, this.self);
+    const routes = req.routes();
+    // True when the request came through a Route Portier had record-routed.
+    const viaOurRoute = (routes?.length ?? 0) < before || req.uri !== uriBefore;
+    if (routes !== null && routes.length > 0) {
+      // Loose routing to the next hop; only for dialogs Portier record-routed.
+      if (!viaOurRoute) return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
+      const dest = await this.uriDestination(routes[0].uri);
+      if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
+      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest);
+    }
+    const target = req.requestUri!;
+    if (target.isSip && this.self.isDomain(target.host)) {
+      const found = await this.location.targets(target);
+      if (found.kind === 'unknown') return this.respond(stx, 404);
+      if (found.kind === 'unregistered') return this.respond(stx, 480);
+      return this.startCall(stx, req, hash, found.targets, null);
+    }
+    if (target.isSip && viaOurRoute) {
+      // In a record-routed dialog: the Request-URI is the remote target.
+      const dest = await this.uriDestination(target);
+      if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
+      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest);
+    }
+    return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
+  }
+
+  private startCall(stx: ServerTransaction, req: SipMessage, hash: string, targets: Target[], fixed: Destination | null): void {
+    const call = new ProxyCall(this, stx, req, hash, targets, fixed);
+    this.calls.set(stx, call);
+    call.start();
+  }
+
+  /** Where a URI points: IP literals as they are, host names through the system resolver (RFC 3263 comes later). */
+  async uriDestination(uri: Uri): Promise<Destination | null> {
+    if (!uri.isSip) return null;
+    const param = uri.params.get('transport');
+    let protocol: Protocol = uri.scheme === 'sips' ? 'tls' : 'udp';
+    if (typeof param === 'string') {
+      const p = param.toLowerCase();
+      if (p === 'udp' || p === 'tcp' || p === 'tls' || p === 'ws' || p === 'wss') protocol = p;
+    }
+    const maddr = uri.params.get('maddr');
+    let host = typeof maddr === 'string' ? maddr : uri.hostname;
+    if (host.startsWith('[')) host = host.slice(1, -1);
+    if (isIP(host) === 0) {
+      try {
+        host = (await dnsLookup(host)).address;
+      } catch {
+        return null;
+      }
+    }
+    return { protocol, address: host, port: uri.port ?? (protocol === 'tls' ? 5061 : 5060) };
+  }
+
+  /** The local endpoint a message to `dest` leaves from: the flow's own, or the first listener of that protocol and family. */
+  localFor(dest: Destination): Endpoint | null {
+    if (dest.local) return dest.local;
+    const v6 = dest.address.includes(':');
+    let fallback: Endpoint | null = null;
+    for (const ep of this.listening()) {
+      if (ep.protocol !== dest.protocol) continue;
+      const epV6 = ep.address.includes(':');
+      if (epV6 === v6) return ep;
+      fallback ??= ep;
+    }
+    return fallback;
+  }
+
+  private async forwardStateless(req: SipMessage, _source: Source): Promise<void> {
+    if (req.maxForwards() === 0) return;
+    preprocessRoutes(req, this.self);
+    const routes = req.routes();
+    const next = routes !== null && routes.length > 0 ? routes[0].uri : req.requestUri;
+    if (next === null) return;
+    let dest: Destination | null;
+    if (next.isSip && this.self.isDomain(next.host) && (routes === null || routes.length === 0)) {
+      const found = await this.location.targets(next);
+      if (found.kind !== 'found' || found.targets.length === 0) return;
+      const t = found.targets[0];
+      req.setRequestUri(t.uri);
+      const u = parseUri(t.uri);
+      dest = t.flow !== null ? flowDestination(t.flow) : u === null ? null : await this.uriDestination(u);
+    } else dest = await this.uriDestination(next);
+    if (dest === null) return;
+    const local = this.localFor(dest);
+    if (local === null) return;
+    this.prepareForward(req, local, branchFor(loopHash(req)));
+    this.tx.send(req.toBuffer(), dest);
+  }
+
+  /** §16.6 steps 3, 7, 8: Max-Forwards down by one (70 when absent), our Via on top. */
+  prepareForward(req: SipMessage, local: Endpoint, branch: string): void {
+    const mf = req.maxForwards();
+    req.setHeader('max-forwards', String(mf === null ? 70 : mf - 1));
+    const host = local.address.includes(':') ? '[' + local.address + ']' : local.address;
+    req.prependHeader('via', `SIP/2.0/${local.protocol.toUpperCase()} ${host}:${local.port};branch=${branch};rport`);
+  }
+
+  respond(stx: ServerTransaction, code: number, opts?: ResponseOptions): void {
+    this.count(code);
+    stx.respond(buildResponse(stx.request, code, opts));
+  }
+
+  private count(code: number): void {
+    this.stats.answeredLocally[code] = (this.stats.answeredLocally[code] ?? 0) + 1;
+  }
+
+  endCall(stx: ServerTransaction): void {
+    this.calls.delete(stx);
+  }
+}
+
+export function flowDestination(flow: Source): Destination {
+  if (isReliable(flow.protocol)) return { protocol: flow.protocol, address: flow.address, port: flow.port, connectionId: flow.connectionId, local: flow.local };
+  return { protocol: flow.protocol, address: flow.address, port: flow.port, local: flow.local };
+}
+
+
+/** One branch of a forked request. */
+class Branch {
+  ctx: ClientTransaction | null = null;
+  provisional = false;
+  final = 0;
+  cancelSent = false;
+  constructor(
+    readonly target: Target,
+    readonly request: SipMessage,
+    readonly dest: Destination,
+  ) {}
+}
+
+/**
+ * The state of one proxied request: its branches, the best final response
+ * so far, the ring timer (Timer C), and whether the caller cancelled.
+ */
+class ProxyCall implements BranchOwner, TimerTarget {
+  private readonly branches: Branch[] = [];
+  private best: SipMessage | null = null;
+  private answered = false;
+  private finished = false;
+  private cancelled = false;
+  private ring: TimerHandle | null = null;
+  private reaper: TimerHandle | null = null;
+  private readonly isInvite: boolean;
+  private pendingGroups: Target[][] = [];
+
+  constructor(
+    private readonly proxy: Proxy,
+    private readonly stx: ServerTransaction,
+    private readonly req: SipMessage,
+    private readonly hash: string,
+    targets: Target[],
+    private readonly fixed: Destination | null,
+  ) {
+    this.isInvite = req.method === 'INVITE';
+    // Sequential between q groups, parallel within one (§16.6, RFC 3261 §10.2.1.2).
+    const groups = new Map<number, Target[]>();
+    for (const t of targets) {
+      const g = groups.get(t.q);
+      if (g) g.push(t);
+      else groups.set(t.q, [t]);
+    }
+    this.pendingGroups = [...groups.entries()].sort((a, b) => b[0] - a[0]).map((e) => e[1]);
+  }
+
+  start(): void {
+    if (this.isInvite) this.ring = this.proxy.tx.wheel.schedule(this, TIMER_RING, this.proxy.options.ringTimeoutMs);
+    this.nextGroup();
+  }
+
+  private nextGroup(): boolean {
+    const group = this.pendingGroups.shift();
+    if (group === undefined) return false;
+    for (const target of group) void this.fork(target);
+    return true;
+  }
+
+  private async fork(target: Target): Promise<void> {
+    const copy = this.req.clone();
+    let dest: Destination | null = this.fixed;
+    if (dest === null) {
+      copy.setRequestUri(target.uri);
+      if (target.flow !== null) dest = flowDestination(target.flow);
+      else {
+        const u = copy.requestUri;
+        dest = u === null ? null : await this.proxy.uriDestination(u);
+      }
+    }
+    for (let i = target.path.length - 1; i >= 0; i--) copy.prependHeader('route', target.path[i]);
+    const local = dest === null ? null : this.proxy.localFor(dest);
+    const branch = new Branch(target, copy, dest ?? { protocol: 'udp', address: '0.0.0.0', port: 0 });
+    this.branches.push(branch);
+    if (dest === null || local === null || this.finished) {
+      branch.final = 503;
+      this.considerFinal(buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
+      return;
+    }
+    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local);
+    this.proxy.prepareForward(copy, local, branchFor(this.hash));
+    this.proxy.stats.forwarded++;
+    branch.ctx = this.proxy.tx.sendRequest(copy, dest, this);
+  }
+
+  private branchOf(ctx: ClientTransaction): Branch | undefined {
+    for (const b of this.branches) if (b.ctx === ctx) return b;
+    return undefined;
+  }
+
+  // ---- branch events ----
+
+  onResponse(ctx: ClientTransaction, res: SipMessage): void {
+    const b = this.branchOf(ctx);
+    if (b === undefined) return;
+    // Our Via goes; the rest travels back upstream (§16.7 step 3).
+    res.removeFirstValue('via');
+    const status = res.status;
+    if (status < 200) {
+      if (status === 100) return; // hop by hop: ours went already
+      b.provisional = true;
+      if (b.cancelSent === false && (this.cancelled || this.answered)) this.cancelBranch(b);
+      if (!this.finished) this.stx.respond(res);
+      return;
+    }
+    b.final = status;
+    if (status < 300) {
+      // Every 2xx goes upstream at once, even a second one (§16.7 step 5).
+      this.stx.respond(res);
+      if (!this.answered) {
+        this.answered = true;
+        if (this.isInvite) this.proxy.stats.callsAnswered++;
+        this.stopRing();
+        this.cancelOthers(b);
+      }
+      this.finished = true;
+      this.maybeDone();
+      return;
+    }
+    if (status >= 600 && this.isInvite) this.cancelOthers(b);
+    this.considerFinal(res);
+  }
+
+  onTimeout(ctx: ClientTransaction): void {
+    const b = this.branchOf(ctx);
+    if (b === undefined || b.final !== 0) return;
+    b.final = 408;
+    this.considerFinal(buildResponse(this.req, 408));
+  }
+
+  onTransportError(ctx: ClientTransaction, _err: Error): void {
+    const b = this.branchOf(ctx) ?? this.branches.find((x) => x.ctx === null && x.final === 0);
+    if (b === undefined || b.final !== 0) return;
+    b.final = 503;
+    this.considerFinal(buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
+  }
+
+  /** Timer C: nobody answered in time. */
+  onTimer(kind: number): void {
+    if (kind === TIMER_REAP) {
+      // Branches that never answered their CANCEL: end their transactions (§16.8).
+      this.reaper = null;
+      for (const b of this.branches) {
+        if (b.final !== 0) continue;
+        b.final = 408;
+        b.ctx?.terminate();
+      }
+      if (!this.finished) {
+        // Cancelled, and no branch ever answered: the caller still needs a final response.
+        this.finished = true;
+        this.stopRing();
+        this.sendFinal(this.best ?? buildResponse(this.req, 487));
+      }
+      this.proxy.endCall(this.stx);
+      return;
+    }
+    if (kind !== TIMER_RING || this.finished) return;
+    this.ring = null;
+    this.proxy.stats.callsTimedOut++;
+    this.finished = true;
+    for (const b of this.branches) if (b.final === 0) this.cancelBranch(b);
+    this.sendFinal(buildResponse(this.req, 408, { reason: 'Request Timeout' }));
+  }
+
+  /** The caller sent CANCEL (§16.10). */
+  cancelByCaller(): void {
+    if (this.finished || this.cancelled) return;
+    this.cancelled = true;
+    this.proxy.stats.callsCancelled++;
+    this.pendingGroups = [];
+    for (const b of this.branches) if (b.final === 0) this.cancelBranch(b);
+    // The UAS answers its INVITE with 487, which becomes the best response;
+    // should a branch never answer, the reaper ends it.
+    this.reaper ??= this.proxy.tx.wheel.schedule(this, TIMER_REAP, REAP_MS);
+  }
+
+  private cancelOthers(winner: Branch): void {
+    this.pendingGroups = [];
+    for (const b of this.branches) if (b !== winner && b.final === 0) this.cancelBranch(b);
+  }
+
+  /** CANCEL one branch; before its first provisional it waits for one (§9.1). */
+  private cancelBranch(b: Branch): void {
+    if (b.cancelSent || b.ctx === null || !this.isInvite) return;
+    if (!b.provisional) return; // sent when the first provisional arrives (onResponse)
+    b.cancelSent = true;
+    const cancel = buildCancel(b.request);
+    this.proxy.tx.sendRequest(cancel, b.dest, NO_OWNER);
+  }
+
+  private considerFinal(res: SipMessage): void {
+    if (this.finished) {
+      this.maybeDone();
+      return;
+    }
+    if (this.best === null || isBetterResponse(res.status, this.best.status)) this.best = res;
+    if (res.status >= 600 && this.isInvite) {
+      this.finished = true;
+      this.stopRing();
+      this.sendFinal(this.best);
+      return;
+    }
+    if (this.branches.some((b) => b.final === 0)) return;
+    // Every branch of this group failed: try the next q group, unless cancelled.
+    if (!this.cancelled && this.nextGroup()) return;
+    this.finished = true;
+    this.stopRing();
+    this.sendFinal(this.best);
+  }
+
+  private sendFinal(res: SipMessage): void {
+    if (this.isInvite && !this.answered) this.proxy.stats.callsFailed++;
+    const status = forwardedStatus(res.status);
+    if (status !== res.status) this.stx.respond(buildResponse(this.req, status));
+    else this.stx.respond(res);
+    this.maybeDone();
+  }
+
+  private maybeDone(): void {
+    if (this.branches.every((b) => b.final !== 0)) {
+      if (this.reaper !== null) this.reaper.cancel();
+      this.proxy.endCall(this.stx);
+    } else if (this.finished && this.reaper === null) {
+      this.reaper = this.proxy.tx.wheel.schedule(this, TIMER_REAP, REAP_MS);
+    }
+  }
+
+  private stopRing(): void {
+    if (this.ring !== null) {
+      this.ring.cancel();
+      this.ring = null;
+    }
+  }
+}
+
+/** CANCELs are fire and forget: their responses matter to nobody. */
+const NO_OWNER: BranchOwner = {
+  onResponse() {},
+  onTimeout() {},
+  onTransportError() {},
+};

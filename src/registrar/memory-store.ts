@@ -1,0 +1,219 @@
+// The location store in process memory: Maps, lost on restart (phones
+// re-register within their refresh interval, so a restart costs at most one
+// interval of unreachability).
+//
+// Atomicity comes free: update() reads, calls fn and writes without an
+// await in between, so nothing else runs on the event loop meanwhile.
+
+import { domainOfAor, instanceKey } from './aor.js';
+import type {
+  Binding,
+  BindingCounts,
+  ChangeSet,
+  GruuRef,
+  GruuResolution,
+  LocationStore,
+  UpdateDecision,
+  UpdateOutcome,
+} from './location-store.js';
+
+export interface MemoryLocationStoreOptions {
+  /**
+   * How long a GRUU is remembered after its binding ended, so that it still
+   * resolves to 'expired' (480) rather than null (404). Default 7 days.
+   */
+  retiredGruuTtlMs?: number;
+  /** Most retired GRUUs remembered; the oldest are forgotten first. Default 100000. */
+  maxRetiredGruus?: number;
+}
+
+const DAY_MS = 86_400_000;
+
+export class MemoryLocationStore implements LocationStore {
+  /** AOR → binding key → binding. An AOR with no binding has no entry. */
+  private readonly aors = new Map<string, Map<string, Binding>>();
+  /** temp-gruu token → where its binding is. */
+  private readonly tempIndex = new Map<string, { aor: string; key: string }>();
+  /**
+   * GRUUs whose binding ended → until when they are remembered. Keys:
+   * `t <token>` and `p <aor> <instance key>`. Insertion order is retirement
+   * order, so the oldest are at the front.
+   */
+  private readonly retired = new Map<string, number>();
+  private readonly retiredTtlMs: number;
+  private readonly maxRetired: number;
+
+  constructor(opts: MemoryLocationStoreOptions = {}) {
+    this.retiredTtlMs = opts.retiredGruuTtlMs ?? 7 * DAY_MS;
+    this.maxRetired = opts.maxRetiredGruus ?? 100_000;
+  }
+
+  async get(aor: string, now: number): Promise<Binding[]> {
+    return this.live(aor, now);
+  }
+
+  async update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
+    const expired = this.purge(aor, now);
+    const decision = fn(this.live(aor, now));
+    const removed = decision.changes === null ? [] : this.apply(aor, decision.changes, now);
+    return { result: decision.result, bindings: this.live(aor, now), removed, expired };
+  }
+
+  async remove(aor: string, key: string, now: number): Promise<Binding | null> {
+    const set = this.aors.get(aor);
+    const b = set?.get(key);
+    if (set === undefined || b === undefined) return null;
+    this.drop(set, b, now);
+    if (set.size === 0) this.aors.delete(aor);
+    return b;
+  }
+
+  async sweep(now: number): Promise<Binding[]> {
+    const out: Binding[] = [];
+    for (const aor of [...this.aors.keys()]) for (const b of this.purge(aor, now)) out.push(b);
+    for (const [k, until] of this.retired) {
+      if (until > now) break; // the rest were retired later
+      this.retired.delete(k);
+    }
+    return out;
+  }
+
+  async count(now: number): Promise<BindingCounts> {
+    const counts: BindingCounts = { aors: 0, bindings: 0, byDomain: {} };
+    for (const [aor, set] of this.aors) {
+      let n = 0;
+      for (const b of set.values()) if (b.expiresAt > now) n++;
+      if (n === 0) continue;
+      counts.aors++;
+      counts.bindings += n;
+      const d = domainOfAor(aor);
+      counts.byDomain[d] = (counts.byDomain[d] ?? 0) + n;
+    }
+    return counts;
+  }
+
+  async findByGruu(ref: GruuRef, now: number): Promise<GruuResolution> {
+    if (ref.kind === 'temp') {
+      const at = this.tempIndex.get(ref.token);
+      if (at !== undefined) {
+        const b = this.aors.get(at.aor)?.get(at.key);
+        if (b !== undefined) return b.expiresAt > now ? b : 'expired';
+      }
+      return this.isRetired('t ' + ref.token, now) ? 'expired' : null;
+    }
+    const want = instanceKey(ref.instance);
+    let best: Binding | null = null;
+    let ended = false;
+    for (const b of this.aors.get(ref.aor)?.values() ?? []) {
+      if (b.gruu === null || instanceKey(b.gruu.pub) !== want) continue;
+      if (b.expiresAt <= now) ended = true;
+      else if (best === null || b.updatedAt > best.updatedAt) best = b;
+    }
+    if (best !== null) return best;
+    return ended || this.isRetired(pubKey(ref.aor, ref.instance), now) ? 'expired' : null;
+  }
+
+  async close(): Promise<void> {
+    this.aors.clear();
+    this.tempIndex.clear();
+    this.retired.clear();
+  }
+
+  // ---- internals ----
+
+  private live(aor: string, now: number): Binding[] {
+    const out: Binding[] = [];
+    for (const b of this.aors.get(aor)?.values() ?? []) if (b.expiresAt > now) out.push(b);
+    return out;
+  }
+
+  /** Drops the AOR's expired bindings; returns them. */
+  private purge(aor: string, now: number): Binding[] {
+    const set = this.aors.get(aor);
+    if (set === undefined) return [];
+    const out: Binding[] = [];
+    for (const b of set.values()) {
+      if (b.expiresAt > now) continue;
+      this.drop(set, b, now);
+      out.push(b);
+    }
+    if (set.size === 0) this.aors.delete(aor);
+    return out;
+  }
+
+  private apply(aor: string, changes: ChangeSet, now: number): Binding[] {
+    let set = this.aors.get(aor);
+    const removed: Binding[] = [];
+    if (set !== undefined) {
+      for (const key of changes.remove ?? []) {
+        const b = set.get(key);
+        if (b === undefined) continue;
+        this.drop(set, b, now);
+        removed.push(b);
+      }
+    }
+    for (const b of changes.put ?? []) {
+      if (b.aor !== aor) throw new Error(`binding for ${b.aor} put under ${aor}`);
+      if (set === undefined) {
+        set = new Map();
+        this.aors.set(aor, set);
+      }
+      const old = set.get(b.key);
+      const kept = new Set(b.gruu?.temp ?? []);
+      if (old !== undefined) {
+        // Tokens the new version no longer carries have ended.
+        for (const t of old.gruu?.temp ?? []) {
+          if (kept.has(t)) continue;
+          this.tempIndex.delete(t);
+          this.retire('t ' + t, now);
+        }
+      }
+      const frozen = freezeBinding(b);
+      set.set(b.key, frozen);
+      for (const t of kept) this.tempIndex.set(t, { aor, key: b.key });
+    }
+    if (set !== undefined && set.size === 0) this.aors.delete(aor);
+    return removed;
+  }
+
+  /** Removes a binding from its set and retires its GRUUs. */
+  private drop(set: Map<string, Binding>, b: Binding, now: number): void {
+    set.delete(b.key);
+    if (b.gruu === null) return;
+    for (const t of b.gruu.temp) {
+      this.tempIndex.delete(t);
+      this.retire('t ' + t, now);
+    }
+    this.retire(pubKey(b.aor, b.gruu.pub), now);
+  }
+
+  private retire(key: string, now: number): void {
+    this.retired.delete(key); // re-inserted at the end: retirement order stays sorted
+    this.retired.set(key, now + this.retiredTtlMs);
+    while (this.retired.size > this.maxRetired) {
+      const oldest = this.retired.keys().next().value as string;
+      this.retired.delete(oldest);
+    }
+  }
+
+  private isRetired(key: string, now: number): boolean {
+    const until = this.retired.get(key);
+    return until !== undefined && until > now;
+  }
+}
+
+function pubKey(aor: string, instance: string): string {
+  return 'p ' + aor + ' ' + instanceKey(instance);
+}
+
+/** Bindings are shared with callers: freeze them so that nobody changes the store's copy by accident. */
+function freezeBinding(b: Binding): Binding {
+  if (Object.isFrozen(b)) return b;
+  return Object.freeze({
+    ...b,
+    contactParams: Object.freeze({ ...b.contactParams }),
+    path: Object.freeze([...b.path]),
+    pushParams: Object.freeze({ ...b.pushParams }),
+    gruu: b.gruu === null ? null : Object.freeze({ pub: b.gruu.pub, temp: Object.freeze([...b.gruu.temp]) }),
+  });
+}

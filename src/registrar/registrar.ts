@@ -1,0 +1,458 @@
+// The registrar (RFC 3261 §10.3, with GRUU RFC 5627, Path RFC 3327, the
+// instance and reg-id of RFC 5626 and the push parameters of RFC 8599).
+//
+// Transport-agnostic: register() takes a parsed, validated REGISTER and the
+// Source it came from, and returns what to answer. Sending the answer,
+// authenticating the UA (§10.3 steps 3-4) and forwarding REGISTERs for
+// other domains are the caller's business.
+
+import { EventEmitter } from 'node:events';
+import { buildResponse, parseUri, quote, reasonPhrase, type SipMessage, type Uri } from '../sip/index.js';
+import type { Source } from '../transport/types.js';
+import { aorOf, canonicalDomain, canonicalHost, domainOfAor } from './aor.js';
+import { readContact, formatContact, type ContactGruus } from './contact.js';
+import { gruuRefOf, mintTempGruuToken, pubGruuUri, tempGruuUri } from './gruu.js';
+import { MemoryLocationStore } from './memory-store.js';
+import type { Binding, BindingCounts, GruuResolution, LocationStore } from './location-store.js';
+import { planRegister, type GrantedContact, type Plan, type RemovalCause } from './plan.js';
+
+/** Option tags the registrar implements, for Supported and for checking Require (§8.2.2.3). */
+export const REGISTRAR_OPTION_TAGS: readonly string[] = ['gruu', 'path'];
+
+export interface RegistrarConfig {
+  /** Domains served (host names or IP literals); REGISTERs for others are refused. */
+  domains: readonly string[];
+  /** Shortest non-zero expiry accepted, seconds; shorter gets 423 with Min-Expires. */
+  minExpires: number;
+  /** Longest expiry granted, seconds; longer requests are cut to it. */
+  maxExpires: number;
+  /** Expiry when the REGISTER asks for none, seconds. */
+  defaultExpires: number;
+  /**
+   * Longest expiry for contacts registered over TCP/TLS/WS, seconds, or
+   * null for no extra cap. A UA that sends no keep-alives stays reachable
+   * only while its connection lives: set this below the transport's idle
+   * timeout so that it refreshes (and so keeps the connection) in time.
+   */
+  maxStreamExpires: number | null;
+  /** Most bindings per AOR; beyond it the least recently refreshed are dropped. */
+  maxBindingsPerAor: number;
+  /** Most temp-gruus remembered per binding (one is issued per refresh). */
+  maxTempGruus: number;
+  /** How often expired bindings are swept, ms; 0 disables the timer (call sweep() yourself). */
+  sweepIntervalMs: number;
+}
+
+export const DEFAULT_REGISTRAR_CONFIG: Readonly<Omit<RegistrarConfig, 'domains'>> = Object.freeze({
+  minExpires: 60,
+  maxExpires: 3600,
+  defaultExpires: 600,
+  maxStreamExpires: null,
+  maxBindingsPerAor: 16,
+  maxTempGruus: 16,
+  sweepIntervalMs: 30_000,
+});
+
+export interface RegistrarOptions {
+  /** Where bindings live; a MemoryLocationStore (owned, closed by close()) when omitted. */
+  store?: LocationStore;
+  /** The clock, ms since the epoch. */
+  now?: () => number;
+}
+
+/**
+ * What became of a REGISTER, for logs and metrics:
+ * - registered: 200, bindings added, refreshed or removed;
+ * - fetched: 200, no Contact, the bindings listed (§10.2.3);
+ * - foreign-domain: 403, the Request-URI names a domain not served. §10.3
+ *   step 1 says a registrar that is also a proxy SHOULD forward such a
+ *   request; Portier serves its own domains only, so it refuses. A caller
+ *   that wants to forward checks servesDomain() before calling register();
+ * - unsupported-scheme: 416, the Request-URI is not sip or sips;
+ * - bad-extension: 420, Require names an extension not supported;
+ * - not-found: 404, the To URI is no AOR of a served domain (§10.3 step 5);
+ * - bad-request: 400;
+ * - forbidden: 403, a Contact is a GRUU of a served domain (RFC 5627 forbids binding those);
+ * - interval-too-brief: 423, with Min-Expires;
+ * - stale: 500, same Call-ID and a CSeq not higher than the binding's (§10.3 step 7).
+ */
+export type RegisterOutcome =
+  | 'registered'
+  | 'fetched'
+  | 'foreign-domain'
+  | 'unsupported-scheme'
+  | 'bad-extension'
+  | 'not-found'
+  | 'bad-request'
+  | 'forbidden'
+  | 'interval-too-brief'
+  | 'stale';
+
+export interface RegisterResult {
+  status: number;
+  reason: string;
+  /** Header lines for the response, in order (Contact, Path, Supported, Date; or Min-Expires, Unsupported, Warning). */
+  headers: Array<[string, string]>;
+  outcome: RegisterOutcome;
+  /** Why it failed, in words (also in a Warning header); null on success. */
+  detail: string | null;
+  /** The canonical AOR, once known. */
+  aor: string | null;
+  /** The AOR's bindings after the request (200 only). */
+  bindings: Binding[];
+}
+
+/** Why a binding ended: removal by the UA, replacement, eviction (see RemovalCause), expiry, removal through removeBinding(). */
+export type UnbindCause = RemovalCause | 'expired' | 'removed';
+
+/**
+ * Emitted synchronously once the store has been written, before register()
+ * resolves; a listener that throws makes register() reject, so listeners
+ * must not throw.
+ */
+export interface RegistrarEvents {
+  /** A binding was created (previous null) or refreshed/superseded. */
+  registered: [binding: Binding, previous: Binding | null];
+  unregistered: [binding: Binding, cause: UnbindCause];
+}
+
+/** Counters for metrics. Plain numbers, incremented in place. */
+export interface RegistrarStats {
+  /** REGISTER requests handled. */
+  requests: number;
+  /** Successful REGISTERs (200) by AOR domain. */
+  registrations: Record<string, number>;
+  /** Responses by status code. */
+  responses: Record<string, number>;
+  bindingsAdded: number;
+  bindingsRefreshed: number;
+  /** Ended other than by expiry. */
+  bindingsRemoved: number;
+  bindingsExpired: number;
+  /** Periodic sweeps that failed (a store error). */
+  sweepErrors: number;
+}
+
+const STREAM_PROTOCOLS: ReadonlySet<string> = new Set(['tcp', 'tls', 'ws', 'wss']);
+
+export class Registrar extends EventEmitter<RegistrarEvents> {
+  readonly config: Readonly<RegistrarConfig>;
+  readonly store: LocationStore;
+  readonly stats: RegistrarStats = {
+    requests: 0,
+    registrations: {},
+    responses: {},
+    bindingsAdded: 0,
+    bindingsRefreshed: 0,
+    bindingsRemoved: 0,
+    bindingsExpired: 0,
+    sweepErrors: 0,
+  };
+  private readonly domains: ReadonlySet<string>;
+  private readonly now: () => number;
+  private readonly ownsStore: boolean;
+  private timer: NodeJS.Timeout | null = null;
+  private sweeping = false;
+
+  constructor(config: Partial<RegistrarConfig> & Pick<RegistrarConfig, 'domains'>, options: RegistrarOptions = {}) {
+    super();
+    this.config = Object.freeze(checkConfig({ ...DEFAULT_REGISTRAR_CONFIG, ...config }));
+    this.domains = new Set(this.config.domains.map(canonicalDomain));
+    this.now = options.now ?? Date.now;
+    this.ownsStore = options.store === undefined;
+    this.store = options.store ?? new MemoryLocationStore();
+    if (this.config.sweepIntervalMs > 0) {
+      // unref: a pending sweep must not keep the process alive on shutdown.
+      this.timer = setInterval(() => void this.periodicSweep(), this.config.sweepIntervalMs);
+      this.timer.unref();
+    }
+  }
+
+  /** True when `host` (as in a URI, any case, IPv6 with or without brackets) is a served domain. */
+  servesDomain(host: string): boolean {
+    return this.domains.has(canonicalDomain(host));
+  }
+
+  /** Handles a REGISTER (RFC 3261 §10.3). Never throws for a bad request: that is a 4xx result. */
+  async register(req: SipMessage, source: Source): Promise<RegisterResult> {
+    if (!req.isRequest || req.method !== 'REGISTER') throw new TypeError('Registrar.register: not a REGISTER request');
+    this.stats.requests++;
+    const now = this.now();
+    const r = await this.process(req, source, now);
+    this.stats.responses[r.status] = (this.stats.responses[r.status] ?? 0) + 1;
+    if (r.status === 200 && r.aor !== null) {
+      const d = domainOfAor(r.aor);
+      this.stats.registrations[d] = (this.stats.registrations[d] ?? 0) + 1;
+    }
+    return r;
+  }
+
+  /** The live bindings of an AOR (canonical string or any URI of it), highest q first, then most recently refreshed. */
+  async lookup(aor: string | Uri): Promise<Binding[]> {
+    const key = typeof aor === 'string' ? canonicalAorText(aor) : aorOf(aor);
+    if (key === null) return [];
+    return sortBindings(await this.store.get(key, this.now()));
+  }
+
+  /**
+   * The binding a GRUU Request-URI reaches (RFC 5627): a pub-gruu (AOR with
+   * `gr=<instance-id>`) gives that instance's binding, a temp-gruu
+   * (`tgruu.<token>`, valueless `gr`) the binding it was issued to.
+   * 'expired': the GRUU was valid but its binding has ended (answer 480);
+   * null: not a GRUU of a served domain, or never issued (answer 404).
+   */
+  async resolveGruu(uri: Uri): Promise<GruuResolution> {
+    if (!uri.isSip || !this.domains.has(canonicalHost(uri))) return null;
+    const ref = gruuRefOf(uri);
+    if (ref === null) return null;
+    const r = await this.store.findByGruu(ref, this.now());
+    // Tokens are global; the GRUU is only that token in its own domain.
+    if (ref.kind === 'temp' && typeof r === 'object' && r !== null && domainOfAor(r.aor) !== canonicalHost(uri)) return null;
+    return r;
+  }
+
+  /** Removes one binding, e.g. when the proxy finds its flow dead. */
+  async removeBinding(aor: string, key: string): Promise<Binding | null> {
+    const b = await this.store.remove(aor, key, this.now());
+    if (b !== null) this.unbound(b, 'removed');
+    return b;
+  }
+
+  /** Removes expired bindings now (the timer does this every sweepIntervalMs); emits 'unregistered' for each. */
+  async sweep(): Promise<Binding[]> {
+    const expired = await this.store.sweep(this.now());
+    for (const b of expired) this.unbound(b, 'expired');
+    return expired;
+  }
+
+  /** Live bindings and AORs per domain, for metrics. */
+  async bindingCounts(): Promise<BindingCounts> {
+    return this.store.count(this.now());
+  }
+
+  /** Stops the sweep timer; closes the store when the registrar made it. */
+  async close(): Promise<void> {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    if (this.ownsStore) await this.store.close();
+  }
+
+  // ---- REGISTER processing ----
+
+  private async process(req: SipMessage, source: Source, now: number): Promise<RegisterResult> {
+    // Step 1: the Request-URI names the registrar's domain. Accepted: a
+    // served domain, or the address the request arrived on (phones set up
+    // with the server's IP as "proxy" put it there).
+    const ruri = req.requestUri;
+    if (ruri === null) return fail(400, 'bad-request', 'malformed Request-URI');
+    if (!ruri.isSip) return fail(416, 'unsupported-scheme', 'Request-URI must be a sip or sips URI');
+    const ruriHost = canonicalHost(ruri);
+    const ruriServed = this.domains.has(ruriHost);
+    if (!ruriServed && ruriHost !== canonicalDomain(source.local.address)) {
+      return fail(403, 'foreign-domain', 'domain not served here: ' + ruriHost);
+    }
+
+    // Step 2: Require is processed as a UAS does (§8.2.2.3).
+    const unsupported = req.tokens('require').filter((t) => !REGISTRAR_OPTION_TAGS.includes(t));
+    if (unsupported.length > 0) {
+      return fail(420, 'bad-extension', 'unsupported extension', [['Unsupported', unsupported.join(', ')]]);
+    }
+
+    // Step 5: the AOR, from To.
+    const to = req.toOrNull();
+    if (to === null || !to.uriIsValid) return fail(400, 'bad-request', 'malformed To header');
+    const toUri = to.uri;
+    if (!toUri.isSip) return fail(404, 'not-found', 'To must be a sip or sips URI');
+    const toHost = canonicalHost(toUri);
+    if (!this.domains.has(toHost)) return fail(404, 'not-found', 'domain not served here: ' + toHost);
+    if (ruriServed && toHost !== ruriHost) return fail(404, 'not-found', 'To domain differs from the Request-URI domain');
+    if (toUri.user === null || toUri.user === '') return fail(404, 'not-found', 'To URI has no user part');
+    const aor = aorOf(toUri);
+    const scheme = toUri.scheme === 'sips' ? 'sips' : 'sip';
+
+    // Step 6: `Contact: *` only alone and with Expires: 0.
+    const contactLines = req.getAll('contact');
+    const star = contactLines.some((v) => v === '*');
+    if (star) {
+      if (contactLines.length !== 1) return fail(400, 'bad-request', 'Contact: * with other contacts', [], aor);
+      if (req.expires() !== 0) return fail(400, 'bad-request', 'Contact: * requires Expires: 0', [], aor);
+    }
+
+    // Steps 6-7, the part that needs no stored state: read and check every
+    // Contact, grant expiries. The request succeeds or fails as a whole.
+    const granted: GrantedContact[] = [];
+    if (!star) {
+      const contacts = req.contacts();
+      if (contacts === null) return fail(400, 'bad-request', 'malformed Contact header', [], aor);
+      const headerExpires = req.expires();
+      let tooBrief = false;
+      for (const c of contacts) {
+        const intent = readContact(c, headerExpires, this.config.defaultExpires);
+        if ('problem' in intent) return fail(400, 'bad-request', intent.problem, [], aor);
+        if (intent.uri.params.has('gr') && this.domains.has(canonicalHost(intent.uri))) {
+          return fail(403, 'forbidden', 'a GRUU cannot be registered as a Contact', [], aor);
+        }
+        const expires = this.grant(intent.requested, source);
+        if (expires < 0) tooBrief = true;
+        else granted.push({ intent, expires });
+      }
+      if (tooBrief) {
+        return fail(423, 'interval-too-brief', 'expiry shorter than ' + this.config.minExpires + ' s', [['Min-Expires', String(this.config.minExpires)]], aor);
+      }
+    }
+
+    const pathAddrs = req.addresses('path');
+    if (pathAddrs === null) return fail(400, 'bad-request', 'malformed Path header', [], aor);
+    const path = pathAddrs.map((a) => a.raw);
+    const supported = new Set(req.tokens('supported'));
+    const ok = (outcome: RegisterOutcome, bindings: Binding[]): RegisterResult =>
+      this.success(outcome, aor, scheme, sortBindings(bindings), now, supported, path);
+
+    // No Contact: a query (§10.2.3); nothing changes.
+    if (!star && granted.length === 0) return ok('fetched', await this.store.get(aor, now));
+
+    const cseq = req.cseq().seq;
+    const callId = req.callId();
+    const outcome = await this.store.update<Plan>(aor, now, (current) => {
+      const plan = planRegister(current, star ? 'star' : granted, {
+        aor,
+        callId,
+        cseq,
+        now,
+        source,
+        userAgent: req.get('user-agent') ?? null,
+        path,
+        issueTempGruu: supported.has('gruu'),
+        maxTempGruus: this.config.maxTempGruus,
+        maxBindings: this.config.maxBindingsPerAor,
+        mintToken: mintTempGruuToken,
+      });
+      return { changes: plan.ok ? plan.changes : null, result: plan };
+    });
+    for (const b of outcome.expired) this.unbound(b, 'expired');
+    const plan = outcome.result;
+    if (!plan.ok) {
+      if (plan.reason === 'too-many') return fail(403, 'forbidden', 'more than ' + this.config.maxBindingsPerAor + ' contacts', [], aor);
+      // §10.3 step 7 says the request fails; 500 is what RFC 3261 registrars
+      // send. No Retry-After: nothing is overloaded, and the UA's next
+      // REGISTER carries a higher CSeq anyway.
+      return fail(500, 'stale', 'CSeq ' + cseq + ' not higher than ' + plan.binding.cseq + ' for this Call-ID', [], aor);
+    }
+    for (const { binding, cause } of plan.removals) this.unbound(binding, cause);
+    for (const { binding, previous } of plan.writes) {
+      if (previous === null) this.stats.bindingsAdded++;
+      else this.stats.bindingsRefreshed++;
+      this.emit('registered', binding, previous);
+    }
+    return ok('registered', outcome.bindings);
+  }
+
+  /** Seconds granted for a Contact asking for `requested`; 0 removes; -1 is too brief (423). */
+  private grant(requested: number, source: Source): number {
+    if (requested === 0) return 0;
+    // §10.3 step 7 allows 423 only for an interval under one hour.
+    if (requested < this.config.minExpires && requested < 3600) return -1;
+    let e = Math.min(requested, this.config.maxExpires);
+    if (this.config.maxStreamExpires !== null && STREAM_PROTOCOLS.has(source.protocol)) e = Math.min(e, this.config.maxStreamExpires);
+    return e;
+  }
+
+  /** §10.3 step 8: the 200 lists every current binding. */
+  private success(
+    outcome: RegisterOutcome,
+    aor: string,
+    scheme: 'sip' | 'sips',
+    bindings: Binding[],
+    now: number,
+    supported: ReadonlySet<string>,
+    path: readonly string[],
+  ): RegisterResult {
+    const headers: Array<[string, string]> = [];
+    const withGruu = supported.has('gruu');
+    for (const b of bindings) headers.push(['Contact', formatContact(b, now, withGruu ? this.gruusOf(b, scheme) : null)]);
+    // RFC 3327 §5.3: the Path the registrar stored goes back to the UA, which
+    // asked for it with Supported: path.
+    if (path.length > 0 && supported.has('path')) headers.push(['Path', path.join(', ')]);
+    headers.push(['Supported', REGISTRAR_OPTION_TAGS.join(', ')]);
+    headers.push(['Date', new Date(now).toUTCString()]);
+    return { status: 200, reason: reasonPhrase(200), headers, outcome, detail: null, aor, bindings };
+  }
+
+  /** RFC 5627: the pub-gruu and the newest temp-gruu of an instance binding. */
+  private gruusOf(b: Binding, scheme: 'sip' | 'sips'): ContactGruus | null {
+    if (b.gruu === null) return null;
+    const t = b.gruu.temp;
+    return {
+      pub: pubGruuUri(scheme, b.aor, b.gruu.pub),
+      temp: t.length === 0 ? null : tempGruuUri(scheme, domainOfAor(b.aor), t[t.length - 1]),
+    };
+  }
+
+  private unbound(b: Binding, cause: UnbindCause): void {
+    if (cause === 'expired') this.stats.bindingsExpired++;
+    else this.stats.bindingsRemoved++;
+    this.emit('unregistered', b, cause);
+  }
+
+  private async periodicSweep(): Promise<void> {
+    if (this.sweeping) return; // a slow store: do not pile sweeps up
+    this.sweeping = true;
+    try {
+      await this.sweep();
+    } catch {
+      this.stats.sweepErrors++;
+    } finally {
+      this.sweeping = false;
+    }
+  }
+}
+
+/** The response for a RegisterResult, ready for the transaction layer. */
+export function buildRegisterResponse(req: SipMessage, result: RegisterResult, opts: { toTag?: string } = {}): SipMessage {
+  return buildResponse(req, result.status, { reason: result.reason, headers: result.headers, toTag: opts.toTag });
+}
+
+/** Highest q first; among equals, the most recently refreshed (the likeliest to answer). */
+export function sortBindings(bindings: Binding[]): Binding[] {
+  return bindings.sort((a, b) => b.q - a.q || b.updatedAt - a.updatedAt);
+}
+
+function fail(status: number, outcome: RegisterOutcome, detail: string, headers: Array<[string, string]> = [], aor: string | null = null): RegisterResult {
+  return {
+    status,
+    reason: reasonPhrase(status),
+    headers: [...headers, ['Warning', '399 portier ' + quote(detail)]],
+    outcome,
+    detail,
+    aor,
+    bindings: [],
+  };
+}
+
+/** An AOR given as text: canonicalised when it parses as a SIP URI. */
+function canonicalAorText(aor: string): string | null {
+  const uri = parseUri(aor);
+  return uri === null || !uri.isSip ? null : aorOf(uri);
+}
+
+function checkConfig(c: RegistrarConfig): RegistrarConfig {
+  const int = (name: keyof RegistrarConfig, v: number, min: number) => {
+    if (!Number.isInteger(v) || v < min) throw new RangeError(`registrar ${name} must be an integer >= ${min} (got ${v})`);
+  };
+  int('minExpires', c.minExpires, 1);
+  int('maxExpires', c.maxExpires, 1);
+  int('defaultExpires', c.defaultExpires, 1);
+  int('maxBindingsPerAor', c.maxBindingsPerAor, 1);
+  int('maxTempGruus', c.maxTempGruus, 1);
+  int('sweepIntervalMs', c.sweepIntervalMs, 0);
+  if (c.minExpires > c.maxExpires) throw new RangeError('registrar minExpires must not exceed maxExpires');
+  if (c.defaultExpires < c.minExpires || c.defaultExpires > c.maxExpires) {
+    throw new RangeError('registrar defaultExpires must lie between minExpires and maxExpires');
+  }
+  if (c.maxStreamExpires !== null) {
+    int('maxStreamExpires', c.maxStreamExpires, 1);
+    if (c.maxStreamExpires < c.minExpires) throw new RangeError('registrar maxStreamExpires must not be below minExpires');
+  }
+  if (c.domains.length === 0) throw new RangeError('registrar needs at least one domain');
+  return { ...c, domains: [...c.domains] };
+}

@@ -1,0 +1,230 @@
+// The transaction layer (RFC 3261 §17): matches every received message to
+// a server or client transaction, creates server transactions for new
+// requests, and hands the user what no transaction absorbs.
+
+import type { SipMessage, Via } from '../sip/index.js';
+import type { Destination, Source } from '../transport/index.js';
+import { InviteClientTransaction, NonInviteClientTransaction, type ClientTransaction } from './client.js';
+import { clientKey, legacyServerKey, serverKey } from './keys.js';
+import { InviteServerTransaction, NonInviteServerTransaction, type ServerTransaction } from './server.js';
+import { TimerWheel } from './timer-wheel.js';
+import {
+  DEFAULT_TIMERS,
+  type ClientTransactionOwner,
+  type TransactionContext,
+  type TransactionStats,
+  type TransactionTimers,
+  type TransactionTransport,
+  type TransactionUser,
+} from './types.js';
+
+export interface TransactionLayerOptions {
+  transport: TransactionTransport;
+  user: TransactionUser;
+  /** T1, T2, T4 in ms; defaults 500, 4000, 5000. */
+  timers?: Partial<TransactionTimers>;
+  /** The wheel to run timers on (a manual one in tests). Default: a new one, stopped with the layer. */
+  wheel?: TimerWheel;
+}
+
+/** Timer D on UDP: "at least 32 seconds" (§17.1.1.2), and no shorter than the server's Timer H, 64*T1. */
+const MIN_TIMER_D_MS = 32_000;
+
+export class TransactionLayer implements TransactionContext {
+  /** @internal */ readonly transport: TransactionTransport;
+  /** @internal */ readonly user: TransactionUser;
+  readonly wheel: TimerWheel;
+  readonly t1: number;
+  readonly t2: number;
+  readonly t4: number;
+  /** @internal */ readonly timerD: number;
+  /** @internal Counted by the transactions. */ retransmissionsSent = 0;
+  /** @internal Counted by the transactions. */ retransmissionsAbsorbed = 0;
+
+  private readonly servers = new Map<string, ServerTransaction>();
+  private readonly clients = new Map<string, ClientTransaction>();
+  private serverInvite = 0;
+  private serverNonInvite = 0;
+  private clientInvite = 0;
+  private clientNonInvite = 0;
+  private readonly ownsWheel: boolean;
+
+  constructor(opts: TransactionLayerOptions) {
+    this.transport = opts.transport;
+    this.user = opts.user;
+    const t = opts.timers ?? {};
+    this.t1 = positive(t.t1, DEFAULT_TIMERS.t1, 't1');
+    this.t2 = positive(t.t2, DEFAULT_TIMERS.t2, 't2');
+    this.t4 = positive(t.t4, DEFAULT_TIMERS.t4, 't4');
+    this.timerD = Math.max(MIN_TIMER_D_MS, 64 * this.t1);
+    this.ownsWheel = opts.wheel === undefined;
+    this.wheel = opts.wheel ?? new TimerWheel();
+  }
+
+  /**
+   * Every parsed, validated message, requests with received/rport already
+   * stamped on their top Via (§18.2.1).
+   */
+  receive(msg: SipMessage, source: Source): void {
+    if (msg.isRequest) this.receiveRequest(msg, source);
+    else this.receiveResponse(msg, source);
+  }
+
+  /**
+   * Starts a client transaction: `req` must carry the top Via this hop
+   * added, with a fresh branch (newBranch()). The request is sent before
+   * this returns; a failure the transport reports at once reaches
+   * owner.onTransportError() before it returns too. Throws for ACK (not a
+   * transaction: send it with the transport), for a branch without the
+   * magic cookie, and for a branch and method already in use.
+   */
+  sendRequest(req: SipMessage, dest: Destination, owner: ClientTransactionOwner): ClientTransaction {
+    if (!req.isRequest) throw new Error('sendRequest() needs a request');
+    const method = req.method;
+    if (method === 'ACK') throw new Error('ACK is not sent in a client transaction');
+    const via = req.topVia();
+    const branch = via === null ? null : via.branch;
+    if (via === null || branch === null || !via.hasRfc3261Branch) throw new Error('the request needs a top Via with a z9hG4bK branch');
+    const key = clientKey(branch, method);
+    if (this.clients.has(key)) throw new Error('a client transaction with branch ' + branch + ' and method ' + method + ' exists');
+    let tx: ClientTransaction;
+    if (method === 'INVITE') {
+      tx = new InviteClientTransaction(this, key, req, dest, owner, branch);
+      this.clientInvite++;
+    } else {
+      tx = new NonInviteClientTransaction(this, key, req, dest, owner, branch);
+      this.clientNonInvite++;
+    }
+    this.clients.set(key, tx);
+    tx.start();
+    return tx;
+  }
+
+  /**
+   * The transport could not send to `dest` (wire TransportSink.onSendError
+   * here). Every client transaction still waiting for a response from that
+   * endpoint or connection ends with owner.onTransportError(): the
+   * transport names the endpoint, not the message, and a failed connect
+   * loses everything queued on it. Walks the client table: errors are rare.
+   */
+  transportError(dest: Destination, err: Error): void {
+    const failed: ClientTransaction[] = [];
+    const conn = dest.connectionId ?? 0;
+    for (const tx of this.clients.values()) {
+      const d = tx.dest;
+      if (
+        (d.protocol === dest.protocol && d.port === dest.port && d.address === dest.address) ||
+        (conn !== 0 && d.connectionId === conn)
+      ) {
+        failed.push(tx);
+      }
+    }
+    for (const tx of failed) tx.transportFailed(err);
+  }
+
+  stats(): TransactionStats {
+    return {
+      serverInvite: this.serverInvite,
+      serverNonInvite: this.serverNonInvite,
+      clientInvite: this.clientInvite,
+      clientNonInvite: this.clientNonInvite,
+      retransmissionsSent: this.retransmissionsSent,
+      retransmissionsAbsorbed: this.retransmissionsAbsorbed,
+    };
+  }
+
+  /** Drops every transaction without telling anyone, and stops the wheel when the layer made it. */
+  stop(): void {
+    for (const tx of this.servers.values()) tx.abandon();
+    for (const tx of this.clients.values()) tx.abandon();
+    this.servers.clear();
+    this.clients.clear();
+    this.serverInvite = this.serverNonInvite = this.clientInvite = this.clientNonInvite = 0;
+    if (this.ownsWheel) this.wheel.stop();
+  }
+
+  /** @internal */
+  serverTerminated(tx: ServerTransaction): void {
+    if (this.servers.get(tx.key) !== tx) return;
+    this.servers.delete(tx.key);
+    if (tx.isInvite) this.serverInvite--;
+    else this.serverNonInvite--;
+  }
+
+  /** @internal */
+  clientTerminated(tx: ClientTransaction): void {
+    if (this.clients.get(tx.key) !== tx) return;
+    this.clients.delete(tx.key);
+    if (tx.isInvite) this.clientInvite--;
+    else this.clientNonInvite--;
+  }
+
+  private receiveRequest(req: SipMessage, source: Source): void {
+    const via = req.topVia();
+    if (via === null) return; // validated messages always have one
+    const method = req.method;
+    const branch = via.branch;
+    const rfc3261 = branch !== null && via.hasRfc3261Branch;
+    if (method === 'ACK') {
+      this.receiveAck(req, source, via, rfc3261 ? branch : null);
+      return;
+    }
+    const toTag = rfc3261 ? '' : (req.to().tag ?? '');
+    const key = rfc3261 ? serverKey(via, branch, method) : legacyServerKey(req, via, toTag, method);
+    const existing = this.servers.get(key);
+    if (existing !== undefined) {
+      existing.receiveRetransmission();
+      return;
+    }
+    let tx: ServerTransaction;
+    if (method === 'INVITE') {
+      tx = new InviteServerTransaction(this, key, req, source, !rfc3261);
+      this.serverInvite++;
+    } else {
+      tx = new NonInviteServerTransaction(this, key, req, source);
+      this.serverNonInvite++;
+    }
+    this.servers.set(key, tx);
+    if (method === 'CANCEL') {
+      // §9.2: the INVITE with the same branch (or, RFC 2543, the same
+      // identifying fields), method INVITE.
+      const inviteKey = rfc3261 ? serverKey(via, branch, 'INVITE') : legacyServerKey(req, via, toTag, 'INVITE');
+      const invite = this.servers.get(inviteKey);
+      this.user.onCancel(tx, invite === undefined ? null : invite, req);
+      return;
+    }
+    this.user.onRequest(tx, req);
+  }
+
+  /**
+   * §17.2.3: an ACK matches the INVITE transaction it acknowledges. RFC
+   * 2543 ACKs carry the tag of the response in To while the INVITE usually
+   * had none: look up with the ACK's To tag (an INVITE inside a dialog),
+   * then with none; the transaction checks the tag against its final.
+   */
+  private receiveAck(ack: SipMessage, source: Source, via: Via, branch: string | null): void {
+    let tx: ServerTransaction | undefined;
+    if (branch !== null) tx = this.servers.get(serverKey(via, branch, 'INVITE'));
+    else {
+      const toTag = ack.to().tag ?? '';
+      tx = this.servers.get(legacyServerKey(ack, via, toTag, 'INVITE'));
+      if (tx === undefined && toTag !== '') tx = this.servers.get(legacyServerKey(ack, via, '', 'INVITE'));
+    }
+    if (tx instanceof InviteServerTransaction && tx.receiveAck(ack)) return;
+    this.user.onAck(ack, source);
+  }
+
+  private receiveResponse(res: SipMessage, source: Source): void {
+    const via = res.topVia();
+    const branch = via === null ? null : via.branch;
+    const tx = branch === null ? undefined : this.clients.get(clientKey(branch, res.cseq().method));
+    if (tx === undefined) this.user.onStrayResponse(res, source);
+    else tx.receiveResponse(res);
+  }
+}
+
+function positive(v: number | undefined, dflt: number, name: string): number {
+  if (v === undefined) return dflt;
+  if (!(v > 0) || !Number.isFinite(v)) throw new RangeError(`timer ${name} must be a positive number of ms`);
+  return v;
+}

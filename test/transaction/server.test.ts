@@ -1,0 +1,388 @@
+import t from 'tap';
+import { TransactionState } from '../../src/transaction/index.js';
+import { msg, request, response, setup, source } from './helpers.js';
+
+const T1 = 500;
+const T2 = 4000;
+const T4 = 5000;
+
+function ackFor(inviteBranch: string, toTag = 'srv-tag', extra: { branch?: string } = {}) {
+  return request({ method: 'ACK', branch: extra.branch ?? inviteBranch, toTag, cseqMethod: 'ACK' });
+}
+
+t.test('INVITE server: 100, 180, 486; retransmitted INVITE gets the last response; Timer G doubles to T2; ACK confirms; Timer I ends it', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source();
+  layer.receive(request(), src);
+  t.equal(user.requests.length, 1);
+  const tx = user.requests[0].tx;
+  t.equal(tx.method, 'INVITE');
+  t.ok(tx.isInvite);
+  t.equal(tx.state, TransactionState.Proceeding);
+  t.equal(tx.source, src);
+  t.same(layer.stats(), { serverInvite: 1, serverNonInvite: 0, clientInvite: 0, clientNonInvite: 0, retransmissionsSent: 0, retransmissionsAbsorbed: 0 });
+
+  layer.receive(request(), src);
+  t.equal(transport.sent.length, 0, 'retransmission before any response: absorbed, nothing to resend');
+  t.equal(user.requests.length, 1, 'retransmissions never reach the user');
+
+  t.ok(tx.respond(response(tx.request, 100)));
+  layer.receive(request(), src);
+  t.same(transport.lines(), ['SIP/2.0 100 Trying', 'SIP/2.0 100 Trying'], 'a 100 is resent: the client stops retransmitting');
+  t.equal(tx.state, TransactionState.Proceeding, 'a 100 changes nothing');
+
+  t.ok(tx.respond(response(tx.request, 180)));
+  layer.receive(request(), src);
+  t.same(transport.lines().slice(2), ['SIP/2.0 180 Ringing', 'SIP/2.0 180 Ringing']);
+  t.equal(tx.status, 180);
+
+  transport.clear();
+  const start = wheel.now();
+  t.ok(tx.respond(response(tx.request, 486)));
+  t.equal(tx.state, TransactionState.Completed);
+  t.notOk(tx.respond(response(tx.request, 200)), 'no second final');
+  t.notOk(tx.respond(response(tx.request, 180)), 'no provisional after the final');
+  layer.receive(request(), src);
+  t.equal(transport.sent.length, 2, 'retransmitted INVITE: the 486 again');
+  transport.clear();
+
+  wheel.advance(20_000);
+  const gaps = transport.sent.map((s) => s.at - start);
+  t.same(gaps, [500, 1500, 3500, 7500, 11_500, 15_500, 19_500], 'Timer G: T1, 2T1, 4T1, then T2 each time');
+  t.ok(transport.lines().every((l) => l === 'SIP/2.0 486 Busy Here'));
+  t.equal(transport.sent[0].dest.port, 5062);
+  t.equal(transport.sent[0].dest.address, '192.0.2.10');
+
+  layer.receive(ackFor('z9hG4bKclient1'), src);
+  t.equal(tx.state, TransactionState.Confirmed);
+  t.equal(user.acks.length, 0, 'the ACK for a non-2xx is absorbed');
+  transport.clear();
+  layer.receive(ackFor('z9hG4bKclient1'), src);
+  layer.receive(request(), src);
+  t.equal(user.acks.length, 0, 'a retransmitted ACK is absorbed too');
+  t.equal(transport.sent.length, 0, 'Confirmed: nothing is sent, not even to a retransmitted INVITE');
+  wheel.advance(T2 * 4);
+  t.equal(transport.sent.length, 0, 'no more Timer G after the ACK');
+  t.equal(tx.state, TransactionState.Terminated, 'Timer I (T4) has fired');
+  t.same(user.terminated, [tx]);
+  t.same(user.timeouts, []);
+  const s = layer.stats();
+  t.equal(s.serverInvite, 0, 'removed from the table');
+  t.equal(s.retransmissionsAbsorbed, 6, "4 INVITEs, 1 ACK, 1 INVITE while Confirmed");
+  t.equal(s.retransmissionsSent, 3 + 7);
+});
+
+t.test('INVITE server: Timer I is T4 exactly', async (t) => {
+  const { wheel, user, layer } = setup();
+  layer.receive(request(), source());
+  const tx = user.requests[0].tx;
+  tx.respond(response(tx.request, 603));
+  layer.receive(ackFor('z9hG4bKclient1'), source());
+  wheel.advance(T4 - 10);
+  t.equal(tx.state, TransactionState.Confirmed);
+  wheel.advance(10);
+  t.equal(tx.state, TransactionState.Terminated);
+});
+
+t.test('INVITE server: Timer H fires without an ACK and the user is told', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  layer.receive(request(), source());
+  const tx = user.requests[0].tx;
+  tx.respond(response(tx.request, 480));
+  wheel.advance(64 * T1 - 10);
+  t.equal(tx.state, TransactionState.Completed);
+  t.same(user.timeouts, []);
+  wheel.advance(10);
+  t.equal(tx.state, TransactionState.Terminated);
+  t.same(user.timeouts, [tx], 'onServerTimeout');
+  t.same(user.terminated, [tx], 'then onServerTerminated');
+  t.equal(transport.sent.length, 11, 'the final plus 10 Timer G retransmissions in 64*T1');
+  wheel.advance(60_000);
+  t.equal(transport.sent.length, 11, 'Timer G stops with H');
+  t.equal(layer.stats().serverInvite, 0);
+  t.equal(wheel.size, 0, 'no timers left behind');
+  // A late ACK matches nothing now and goes up as end-to-end.
+  layer.receive(ackFor('z9hG4bKclient1'), source());
+  t.equal(user.acks.length, 1);
+});
+
+t.test('INVITE server: 2xx → Accepted (RFC 6026); retransmitted INVITEs absorbed; more 2xx pass through; ACK goes up; Timer L ends it', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source();
+  layer.receive(request(), src);
+  const tx = user.requests[0].tx;
+  tx.respond(response(tx.request, 100));
+  const ok = response(tx.request, 200);
+  t.ok(tx.respond(ok));
+  t.equal(tx.state, TransactionState.Accepted);
+  transport.clear();
+  layer.receive(request(), src);
+  t.equal(transport.sent.length, 0, 'retransmitted INVITE absorbed: the 2xx is the TU’s to resend');
+  t.equal(user.requests.length, 1);
+  t.ok(tx.respond(ok), 'a retransmitted 2xx passes through');
+  t.ok(tx.respond(response(tx.request, 200, { toTag: 'other-fork' })), 'so does a 2xx of another fork');
+  t.notOk(tx.respond(response(tx.request, 486)), 'no non-2xx after a 2xx');
+  t.notOk(tx.respond(response(tx.request, 180)), 'no provisional after a 2xx');
+  t.equal(transport.sent.length, 2);
+  wheel.advance(30_000);
+  t.equal(transport.sent.length, 2, 'no Timer G for 2xx');
+  // ACK for the 2xx: a new branch (§13.2.2.4), or the INVITE's (a common UA bug): both go up.
+  layer.receive(ackFor('z9hG4bKclient1', 'srv-tag', { branch: 'z9hG4bKack2xx' }), src);
+  layer.receive(ackFor('z9hG4bKclient1'), src);
+  t.equal(user.acks.length, 2);
+  t.equal(tx.state, TransactionState.Accepted);
+  wheel.advance(64 * T1 - 30_000);
+  t.equal(tx.state, TransactionState.Terminated, 'Timer L = 64*T1');
+  t.equal(layer.stats().serverInvite, 0);
+});
+
+t.test('non-INVITE server: Trying absorbs silently, Proceeding/Completed resend the last response, Timer J ends it', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source();
+  const opts = { method: 'REGISTER', uri: 'sip:example.com', branch: 'z9hG4bKreg1' };
+  layer.receive(request(opts), src);
+  const tx = user.requests[0].tx;
+  t.equal(tx.state, TransactionState.Trying);
+  t.notOk(tx.isInvite);
+  t.equal(layer.stats().serverNonInvite, 1);
+  layer.receive(request(opts), src);
+  t.equal(transport.sent.length, 0, 'Trying: nothing to resend');
+  t.ok(tx.respond(response(tx.request, 100)));
+  t.equal(tx.state, TransactionState.Proceeding);
+  layer.receive(request(opts), src);
+  t.same(transport.lines(), ['SIP/2.0 100 Trying', 'SIP/2.0 100 Trying']);
+  transport.clear();
+  t.ok(tx.respond(response(tx.request, 200)));
+  t.equal(tx.state, TransactionState.Completed);
+  t.notOk(tx.respond(response(tx.request, 200)));
+  layer.receive(request(opts), src);
+  t.same(transport.lines(), ['SIP/2.0 200 OK', 'SIP/2.0 200 OK']);
+  t.equal(user.requests.length, 1);
+  wheel.advance(64 * T1 - 10);
+  t.equal(tx.state, TransactionState.Completed);
+  t.equal(transport.sent.length, 2, 'no retransmissions of its own');
+  wheel.advance(10);
+  t.equal(tx.state, TransactionState.Terminated, 'Timer J = 64*T1');
+  t.same(user.terminated, [tx]);
+  t.equal(layer.stats().serverNonInvite, 0);
+  t.equal(layer.stats().retransmissionsAbsorbed, 3);
+});
+
+t.test('reliable transport: no retransmissions, I and J are zero, H still applies', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source('tcp', '192.0.2.20', 50_123, 7);
+  layer.receive(request({ transport: 'TCP', branch: 'z9hG4bKt1' }), src);
+  const tx = user.requests[0].tx;
+  t.ok(tx.reliable);
+  tx.respond(response(tx.request, 486));
+  t.same(transport.sent[0].dest, { protocol: 'tcp', address: '192.0.2.20', port: 50_123, connectionId: 7 }, 'back down the same connection');
+  wheel.advance(20_000);
+  t.equal(transport.sent.length, 1, 'no Timer G on a stream');
+  layer.receive(request({ method: 'ACK', transport: 'TCP', branch: 'z9hG4bKt1', toTag: 'srv-tag' }), src);
+  t.equal(tx.state, TransactionState.Terminated, 'Timer I is zero');
+  t.equal(user.acks.length, 0);
+
+  layer.receive(request({ transport: 'TCP', branch: 'z9hG4bKt2' }), src);
+  const noAck = user.requests[1].tx;
+  noAck.respond(response(noAck.request, 486));
+  wheel.advance(64 * T1);
+  t.same(user.timeouts, [noAck], 'Timer H applies on streams too');
+
+  layer.receive(request({ method: 'OPTIONS', transport: 'TCP', branch: 'z9hG4bKt3' }), src);
+  const opt = user.requests[2].tx;
+  opt.respond(response(opt.request, 200));
+  t.equal(opt.state, TransactionState.Terminated, 'Timer J is zero');
+  t.same(layer.stats(), { serverInvite: 0, serverNonInvite: 0, clientInvite: 0, clientNonInvite: 0, retransmissionsSent: 0, retransmissionsAbsorbed: 0 });
+});
+
+t.test('matching: branch, sent-by and method (§17.2.3)', async (t) => {
+  const { user, layer } = setup();
+  layer.receive(request({ branch: 'z9hG4bKsame' }), source());
+  layer.receive(request({ branch: 'z9hG4bKsame', viaHost: '192.0.2.99:5062' }), source('udp', '192.0.2.99'));
+  layer.receive(request({ branch: 'z9hG4bKsame', method: 'OPTIONS' }), source());
+  layer.receive(request({ branch: 'z9hG4bKsame', viaHost: '192.0.2.10' }), source());
+  layer.receive(request({ branch: 'z9hG4bKother' }), source());
+  t.equal(user.requests.length, 5, 'another sent-by, method, port or branch is another transaction');
+  layer.receive(request({ branch: 'z9hG4bKsame', viaHost: '192.0.2.10:5062', callId: 'changed-call-id' }), source());
+  t.equal(user.requests.length, 5, 'with the cookie only branch, sent-by and method count');
+  t.equal(layer.stats().serverInvite, 4);
+  t.equal(layer.stats().serverNonInvite, 1);
+});
+
+t.test('RFC 2543 matching: no magic cookie', async (t) => {
+  const { transport, user, layer } = setup();
+  const src = source();
+  const opts = { branch: '1a2b3c' }; // RFC 2543 branch
+  layer.receive(request(opts), src);
+  const tx = user.requests[0].tx;
+  layer.receive(request(opts), src);
+  t.equal(user.requests.length, 1, 'a retransmission by Request-URI, tags, Call-ID, CSeq, top Via');
+  layer.receive(request({ ...opts, cseq: 2 }), src);
+  layer.receive(request({ ...opts, fromTag: 'ft2' }), src);
+  layer.receive(request({ ...opts, uri: 'sip:carol@example.com' }), src);
+  layer.receive(request({ ...opts, callId: 'other' }), src);
+  layer.receive(request({ ...opts, viaHost: '192.0.2.10:5064' }), src);
+  t.equal(user.requests.length, 6, 'any identifying field changed: a new transaction');
+  tx.respond(response(tx.request, 486, { toTag: 'legacy-tag' }));
+  transport.clear();
+  layer.receive(request(opts), src);
+  t.same(transport.lines(), ['SIP/2.0 486 Busy Here'], 'the 486 resent');
+
+  layer.receive(request({ ...opts, method: 'ACK', cseqMethod: 'ACK', toTag: 'wrong-tag' }), src);
+  t.equal(tx.state, TransactionState.Completed, 'an ACK with another To tag does not match');
+  t.equal(user.acks.length, 1);
+  layer.receive(request({ ...opts, method: 'ACK', cseqMethod: 'ACK', toTag: 'legacy-tag' }), src);
+  t.equal(tx.state, TransactionState.Confirmed, 'the ACK with the tag of the 486 matches');
+  t.equal(user.acks.length, 1);
+
+  // Without any branch at all, inside a dialog (the INVITE has a To tag).
+  layer.receive(msg(`INVITE sip:bob@192.0.2.30 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:5062
+Max-Forwards: 70
+From: <sip:door@example.com>;tag=ft9
+To: <sip:bob@example.com>;tag=dlg
+Call-ID: reinvite
+CSeq: 7 INVITE
+Content-Length: 0
+
+`), src);
+  const re = user.requests[6].tx;
+  re.respond(response(re.request, 488));
+  layer.receive(msg(`ACK sip:bob@192.0.2.30 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:5062
+Max-Forwards: 70
+From: <sip:door@example.com>;tag=ft9
+To: <sip:bob@example.com>;tag=dlg
+Call-ID: reinvite
+CSeq: 7 ACK
+Content-Length: 0
+
+`), src);
+  t.equal(re.state, TransactionState.Confirmed, 're-INVITE without branch: ACK matched');
+  t.equal(user.acks.length, 1);
+});
+
+t.test('CANCEL is its own transaction, matched to the INVITE it cancels (§9.2)', async (t) => {
+  const { transport, user, layer } = setup();
+  const src = source();
+  layer.receive(request({ branch: 'z9hG4bKinv' }), src);
+  const invite = user.requests[0].tx;
+  invite.respond(response(invite.request, 180));
+  layer.receive(request({ method: 'CANCEL', branch: 'z9hG4bKinv' }), src);
+  t.equal(user.requests.length, 1, 'CANCEL does not go to onRequest');
+  t.equal(user.cancels.length, 1);
+  const { cancelTx, inviteTx, req } = user.cancels[0];
+  t.equal(inviteTx, invite);
+  t.not(cancelTx, invite);
+  t.equal(cancelTx.method, 'CANCEL');
+  t.equal(req.method, 'CANCEL');
+  t.equal(cancelTx.state, TransactionState.Trying);
+  t.equal(layer.stats().serverNonInvite, 1);
+  cancelTx.respond(response(req, 200));
+  transport.clear();
+  layer.receive(request({ method: 'CANCEL', branch: 'z9hG4bKinv' }), src);
+  t.same(transport.lines(), ['SIP/2.0 200 OK'], 'a retransmitted CANCEL gets its 200 again');
+  t.equal(user.cancels.length, 1);
+  t.equal(invite.state, TransactionState.Proceeding, 'the INVITE transaction is the user’s to answer 487');
+
+  layer.receive(request({ method: 'CANCEL', branch: 'z9hG4bKnothing' }), src);
+  t.equal(user.cancels.length, 2);
+  t.equal(user.cancels[1].inviteTx, null, 'nothing to cancel: the user answers 481');
+
+  layer.receive(request({ branch: 'legacyinv', callId: 'legacy' }), src);
+  layer.receive(request({ method: 'CANCEL', branch: 'legacyinv', callId: 'legacy' }), src);
+  t.equal(user.cancels[2].inviteTx, user.requests[1].tx, 'RFC 2543 CANCEL matched by its fields');
+});
+
+t.test('an ACK that matches nothing goes to the user; responses that match nothing are strays', async (t) => {
+  const { user, layer } = setup();
+  const src = source();
+  const ack = ackFor('z9hG4bKnone');
+  layer.receive(ack, src);
+  t.equal(user.acks.length, 1);
+  t.equal(user.acks[0].req, ack);
+  t.equal(user.acks[0].source, src);
+  const res = msg(`SIP/2.0 200 OK
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnotours
+Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKclient
+From: <sip:door@example.com>;tag=a
+To: <sip:bob@example.com>;tag=b
+Call-ID: stray
+CSeq: 1 INVITE
+Content-Length: 0
+
+`);
+  layer.receive(res, src);
+  t.equal(user.strays.length, 1);
+  t.equal(user.strays[0].res, res);
+  t.same(layer.stats(), { serverInvite: 0, serverNonInvite: 0, clientInvite: 0, clientNonInvite: 0, retransmissionsSent: 0, retransmissionsAbsorbed: 0 });
+});
+
+t.test('UDP responses go to the source address, at rport when asked, else at the Via port', async (t) => {
+  const { transport, user, layer } = setup();
+  const withRport = msg(`OPTIONS sip:example.com SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKnat;rport=40000;received=203.0.113.9
+Max-Forwards: 70
+From: <sip:door@example.com>;tag=a
+To: <sip:example.com>
+Call-ID: nat
+CSeq: 1 OPTIONS
+Content-Length: 0
+
+`);
+  layer.receive(withRport, source('udp', '203.0.113.9', 40_000));
+  user.requests[0].tx.respond(response(withRport, 200));
+  const noRport = msg(`OPTIONS sip:example.com SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKplain;received=203.0.113.9
+Max-Forwards: 70
+From: <sip:door@example.com>;tag=a
+To: <sip:example.com>
+Call-ID: plain
+CSeq: 1 OPTIONS
+Content-Length: 0
+
+`);
+  layer.receive(noRport, source('udp', '203.0.113.9', 40_000));
+  user.requests[1].tx.respond(response(noRport, 200));
+  t.same(transport.sent[0].dest, { protocol: 'udp', address: '203.0.113.9', port: 40_000, local: { protocol: 'udp', address: '192.0.2.1', port: 5060 } });
+  t.same(transport.sent[1].dest.port, 5070);
+  t.same(transport.sent[1].dest.address, '203.0.113.9');
+});
+
+t.test('respond() refuses a request', async (t) => {
+  const { user, layer } = setup();
+  layer.receive(request(), source());
+  layer.receive(request({ method: 'OPTIONS' }), source());
+  t.throws(() => user.requests[0].tx.respond(request()), /needs a response/);
+  t.throws(() => user.requests[1].tx.respond(request()), /needs a response/);
+});
+
+t.test('stop() drops every transaction and its timers', async (t) => {
+  const { wheel, user, layer } = setup();
+  layer.receive(request(), source());
+  layer.receive(request({ method: 'OPTIONS' }), source());
+  user.requests[0].tx.respond(response(user.requests[0].tx.request, 486));
+  user.requests[1].tx.respond(response(user.requests[1].tx.request, 200));
+  t.ok(wheel.size > 0);
+  layer.stop();
+  t.equal(wheel.size, 0);
+  t.equal(layer.stats().serverInvite, 0);
+  t.equal(user.requests[0].tx.state, TransactionState.Terminated);
+  t.same(user.terminated, [], 'nobody is told on shutdown');
+});
+
+t.test('non-INVITE server: a user that never answers does not leak the transaction', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  layer.receive(request({ method: 'MESSAGE', branch: 'z9hG4bKmute' }), source());
+  const tx = user.requests[0].tx;
+  wheel.advance(64 * T1);
+  t.equal(tx.state, TransactionState.Trying, 'still there when the client’s Timer F fires');
+  t.ok(tx.respond(response(tx.request, 100)));
+  wheel.advance(64 * T1);
+  t.equal(tx.state, TransactionState.Terminated, 'dropped after 128*T1 without a final');
+  t.same(user.terminated, [tx]);
+  t.equal(layer.stats().serverNonInvite, 0);
+  t.notOk(tx.respond(response(tx.request, 200)), 'too late');
+  t.equal(transport.sent.length, 1);
+  t.equal(wheel.size, 0);
+});
