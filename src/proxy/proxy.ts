@@ -23,6 +23,7 @@ import { forwardedStatus, isBetterResponse } from './best-response.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
 import { addRecordRoute, preprocessRoutes } from './route.js';
 import type { SelfAddresses } from './self.js';
+import { CallTracker } from './calls.js';
 
 /** The registrar as the proxy sees it (src/registrar implements it). */
 export interface Location {
@@ -83,6 +84,8 @@ const TIMER_REAP = 2;
 const REAP_MS = 32_000;
 
 export class Proxy {
+  /** Established calls, for metrics: bounded, so a lost BYE never leaks. */
+  readonly callTracker = new CallTracker();
   readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0 };
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
 
@@ -104,13 +107,14 @@ export class Proxy {
   }
 
   onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, _req: SipMessage): void {
-    const call = inviteTx === null ? undefined : this.calls.get(inviteTx);
-    if (call === undefined) {
+    if (inviteTx === null) {
       this.respond(cancelTx, 481);
       return;
     }
+    // §9.2: a CANCEL matching an INVITE transaction gets 200, even when the
+    // INVITE was already answered (the CANCEL then has no effect).
     this.respond(cancelTx, 200);
-    call.cancelByCaller();
+    this.calls.get(inviteTx)?.cancelByCaller();
   }
 
   /** ACK for a 2xx, and any other ACK no transaction took: forwarded statelessly along its Route or to its Request-URI. */
@@ -398,7 +402,10 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.stx.respond(res);
       if (!this.answered) {
         this.answered = true;
-        if (this.isInvite) this.proxy.stats.callsAnswered++;
+        if (this.isInvite) {
+          this.proxy.stats.callsAnswered++;
+          this.proxy.callTracker.established(this.req.callId());
+        } else if (this.req.method === 'BYE') this.proxy.callTracker.ended(this.req.callId());
         this.stopRing();
         this.cancelOthers(b);
       }

@@ -1,0 +1,20 @@
+import t from 'tap';
+import { CallTracker } from '../../src/proxy/calls.js';
+
+t.test('calls are counted from 2xx to BYE, bounded in size and time', async (t) => {
+  const c = new CallTracker({ max: 2, ttlMs: 50 });
+  c.established('a');
+  c.established('a');
+  t.same(c.stats(), { active: 1, established: 1, ended: 0, expired: 0 }, 'a re-INVITE of a known call is not a new call');
+  c.ended('a');
+  c.ended('a');
+  t.same(c.stats(), { active: 0, established: 1, ended: 1, expired: 0 }, 'BYE ends it once');
+  c.established('b');
+  c.established('c');
+  c.established('d');
+  t.equal(c.stats().active, 2, 'size bound holds');
+  t.equal(c.stats().expired, 1, 'the oldest was forgotten and counted');
+  await new Promise((r) => setTimeout(r, 80));
+  t.equal(c.stats().active, 0, 'a call whose BYE was lost is forgotten after the TTL');
+  t.equal(c.stats().expired, 3, 'and counted as expired');
+});
