@@ -233,3 +233,23 @@ t.test('sipsak -s sip:127.0.0.1 gets its 200 (UDP and TCP)', { skip: sipsak.erro
     t.match(r.stdout, /SIP\/2\.0 200 OK/, `sipsak over ${transport} printed the 200`);
   }
 });
+
+t.test('no open relay: a forged Route to Portier does not get a request forwarded', async (t) => {
+  const victim = dgram.createSocket('udp4');
+  await new Promise<void>((r) => victim.bind(0, '127.0.0.1', r));
+  let reached = 0;
+  victim.on('message', () => reached++);
+  const vport = victim.address().port;
+  for (const [method, extra] of [
+    ['INVITE', [`Route: <sip:127.0.0.1:${udpPort};lr>`]],
+    ['MESSAGE', [`Route: <sip:127.0.0.1:${udpPort};lr;pt=AAAAAAAAAAAAAAAA>`]],
+    ['BYE', [`Route: <sip:127.0.0.1:${udpPort};lr>`]],
+  ] as const) {
+    const r = await udpReply(request(method, `sip:victim@127.0.0.1:${vport}`, { extra: [...extra] }));
+    t.equal(r.status, 403, `${method} with a forged Route: 403`);
+  }
+  const ack = await udpExchange(request('ACK', `sip:victim@127.0.0.1:${vport}`, { extra: [`Route: <sip:127.0.0.1:${udpPort};lr>`] }), udpPort, 4, 300);
+  t.equal(ack.raw, null, 'a forged ACK gets no answer');
+  t.equal(reached, 0, 'nothing reached the third party');
+  victim.close();
+});

@@ -21,7 +21,7 @@ import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, Ti
 import { buildCancel, isReliable, responseDestination } from '../transaction/index.js';
 import { forwardedStatus, isBetterResponse } from './best-response.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
-import { addRecordRoute, preprocessRoutes } from './route.js';
+import { addRecordRoute, preprocessRoutes, RouteSigner } from './route.js';
 import type { SelfAddresses } from './self.js';
 import { CallTracker } from './calls.js';
 
@@ -88,6 +88,8 @@ export class Proxy {
   readonly callTracker = new CallTracker();
   readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0 };
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
+  /** Signs Portier's Record-Route entries so that only real dialogs are routed through it. */
+  readonly signer = new RouteSigner();
 
   constructor(
     readonly self: SelfAddresses,
@@ -170,12 +172,10 @@ export class Proxy {
     if (req.method === 'INVITE') this.respond(stx, 100);
 
     // §16.4: our own Route entries go; whatever is left routes the request.
-    const before = req.routes()?.length ?? 0;
-    const uriBefore = req.uri;
-    preprocessRoutes(req, this.self);
+    // True only when the request came through a Route Portier record-routed
+    // for this very dialog (signed with its Call-ID): never an open relay.
+    const viaOurRoute = preprocessRoutes(req, this.self, this.signer).dialog;
     const routes = req.routes();
-    // True when the request came through a Route Portier had record-routed.
-    const viaOurRoute = (routes?.length ?? 0) < before || req.uri !== uriBefore;
     if (routes !== null && routes.length > 0) {
       // Loose routing to the next hop; only for dialogs Portier record-routed.
       if (!viaOurRoute) return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
@@ -243,7 +243,7 @@ export class Proxy {
 
   private async forwardStateless(req: SipMessage, _source: Source): Promise<void> {
     if (req.maxForwards() === 0) return;
-    preprocessRoutes(req, this.self);
+    const { dialog } = preprocessRoutes(req, this.self, this.signer);
     const routes = req.routes();
     const next = routes !== null && routes.length > 0 ? routes[0].uri : req.requestUri;
     if (next === null) return;
@@ -255,7 +255,8 @@ export class Proxy {
       req.setRequestUri(t.uri);
       const u = parseUri(t.uri);
       dest = t.flow !== null ? flowDestination(t.flow) : u === null ? null : await this.uriDestination(u);
-    } else dest = await this.uriDestination(next);
+    } else if (dialog) dest = await this.uriDestination(next);
+    else return; // an ACK for nobody we know: dropped, never relayed
     if (dest === null) return;
     const local = this.localFor(dest);
     if (local === null) return;
@@ -370,7 +371,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.considerFinal(buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
       return;
     }
-    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local);
+    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local, this.proxy.signer.token(copy.callId()));
     this.proxy.prepareForward(copy, local, branchFor(this.hash));
     this.proxy.stats.forwarded++;
     branch.ctx = this.proxy.tx.sendRequest(copy, dest, this);

@@ -1,10 +1,45 @@
 // Route pre-processing (RFC 3261 §16.4) and Record-Route values (§16.6
 // step 4, RFC 5658 double Record-Route).
+//
+// Portier's Record-Route URIs carry a token: an HMAC of the dialog's Call-ID
+// under a key only this server knows. A Route naming Portier is honoured as
+// "this request belongs to a dialog Portier record-routed" only when its
+// token matches the request's Call-ID; otherwise anyone could write
+// `Route: <sip:portier;lr>` and use Portier as an open relay to any address.
 
-import type { SipMessage } from '../sip/index.js';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { SipMessage, Uri } from '../sip/index.js';
 import { hostForUri } from '../sip/index.js';
 import type { Endpoint } from '../transport/index.js';
 import type { SelfAddresses } from './self.js';
+
+/** URI parameter of Portier's Record-Route entries holding the dialog token. */
+export const TOKEN_PARAM = 'pt';
+
+/** Signs and checks dialog tokens. One key per process unless one is given. */
+export class RouteSigner {
+  private readonly key: Buffer;
+
+  constructor(key?: Buffer) {
+    this.key = key ?? randomBytes(32);
+  }
+
+  token(callId: string): string {
+    return createHmac('sha256', this.key).update(callId).digest('base64url').slice(0, 16);
+  }
+
+  verify(callId: string, token: string | null | undefined): boolean {
+    if (typeof token !== 'string' || token.length !== 16) return false;
+    const want = Buffer.from(this.token(callId));
+    const got = Buffer.from(token);
+    return got.length === want.length && timingSafeEqual(got, want);
+  }
+}
+
+export interface RouteResult {
+  /** True when a Route (or a strict-routed Request-URI) of this server carried a valid token for this Call-ID. */
+  dialog: boolean;
+}
 
 /**
  * Applies §16.4 to `req` in place: a Request-URI that is one of this server's
@@ -12,11 +47,14 @@ import type { SelfAddresses } from './self.js';
  * Request-URI is the last Route value; then every topmost Route entry naming
  * this server is removed (two of them after a double Record-Route).
  */
-export function preprocessRoutes(req: SipMessage, self: SelfAddresses): void {
+export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: RouteSigner): RouteResult {
+  let dialog = false;
+  const callId = req.callId();
   const ruri = req.requestUri;
   if (ruri !== null && ruri.isSip && ruri.user === null && ruri.hasParam('lr') && self.isSelfUri(ruri)) {
     const routes = req.routes();
     if (routes !== null && routes.length > 0) {
+      if (signer.verify(callId, tokenOf(ruri))) dialog = true;
       const last = routes[routes.length - 1];
       req.setRequestUri(last.uriText);
       // Rewrite the Route set without its last entry.
@@ -27,17 +65,23 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses): void {
   }
   for (;;) {
     const routes = req.routes();
-    if (routes === null || routes.length === 0) return;
+    if (routes === null || routes.length === 0) break;
     const top = routes[0].uri;
-    if (!self.isSelfUri(top)) return;
+    if (!self.isSelfUri(top)) break;
+    if (signer.verify(callId, tokenOf(top))) dialog = true;
     req.removeFirstValue('route');
   }
+  return { dialog };
 }
 
-/** The Record-Route URI for one of this server's endpoints: `<sip:addr:port;transport=x;lr>`. */
-export function recordRouteValue(local: Endpoint): string {
+function tokenOf(uri: Uri): string | null | undefined {
+  return uri.params.get(TOKEN_PARAM);
+}
+
+/** The Record-Route URI for one of this server's endpoints: `<sip:addr:port;transport=x;lr;pt=TOKEN>`. */
+export function recordRouteValue(local: Endpoint, token: string): string {
   const transport = local.protocol === 'udp' ? '' : ';transport=' + local.protocol;
-  return '<sip:' + hostForUri(local.address) + ':' + local.port + transport + ';lr>';
+  return '<sip:' + hostForUri(local.address) + ':' + local.port + transport + ';lr;' + TOKEN_PARAM + '=' + token + '>';
 }
 
 /**
@@ -46,9 +90,9 @@ export function recordRouteValue(local: Endpoint): string {
  * are added (RFC 5658): the inbound one below, the outbound one on top, so
  * each side of the dialog reaches Portier over its own transport.
  */
-export function addRecordRoute(req: SipMessage, inbound: Endpoint, outbound: Endpoint): void {
-  const inVal = recordRouteValue(inbound);
-  const outVal = recordRouteValue(outbound);
+export function addRecordRoute(req: SipMessage, inbound: Endpoint, outbound: Endpoint, token: string): void {
+  const inVal = recordRouteValue(inbound, token);
+  const outVal = recordRouteValue(outbound, token);
   req.prependHeader('record-route', inVal);
   if (outVal !== inVal) req.prependHeader('record-route', outVal);
 }

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { forwardedStatus, isBetterResponse, responseRank } from '../../src/proxy/best-response.js';
 import { branchFor, hashInBranch, isLoop, loopHash } from '../../src/proxy/loop.js';
-import { addRecordRoute, preprocessRoutes, recordRouteValue } from '../../src/proxy/route.js';
+import { addRecordRoute, preprocessRoutes, recordRouteValue, RouteSigner } from '../../src/proxy/route.js';
 import { SelfAddresses } from '../../src/proxy/self.js';
 import { parseAndValidate, SipMessage } from '../../src/sip/index.js';
 
@@ -25,6 +25,9 @@ function req(ruri: string, extra: string[] = [], vias = ['SIP/2.0/UDP 192.0.2.1:
   if (!(m instanceof SipMessage)) throw new Error('fixture does not parse: ' + m.reason);
   return m;
 }
+
+const signer = new RouteSigner();
+const TOKEN = signer.token('c1@test');
 
 const self = new SelfAddresses(['example.test'], [
   { protocol: 'udp', address: '127.0.0.1', port: 5060 },
@@ -72,32 +75,39 @@ t.test('self addresses', async (t) => {
   t.ok(self.isDomain('example.test'));
 });
 
-t.test('Route pre-processing (§16.4)', async (t) => {
-  const loose = req('sip:alice@192.0.2.5', ['Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:proxy2.test;lr>']);
-  preprocessRoutes(loose, self);
+t.test('Route pre-processing (§16.4) and signed dialog routes', async (t) => {
+  const loose = req('sip:alice@192.0.2.5', [`Route: <sip:127.0.0.1:5060;lr;pt=${TOKEN}>, <sip:127.0.0.1:5060;transport=tcp;lr;pt=${TOKEN}>, <sip:proxy2.test;lr>`]);
+  t.equal(preprocessRoutes(loose, self, signer).dialog, true, 'our signed Route: a dialog Portier record-routed');
   t.same(loose.routes()!.map((r) => r.uriText), ['sip:proxy2.test;lr'], 'our entries (both of a double Record-Route) removed, the next hop kept');
   t.equal(loose.uri, 'sip:alice@192.0.2.5', 'Request-URI untouched');
 
-  const strict = req('sip:127.0.0.1:5060;lr', ['Route: <sip:proxy2.test;lr>, <sip:alice@192.0.2.5>']);
-  preprocessRoutes(strict, self);
+  const forged = req('sip:victim@198.51.100.7', ['Route: <sip:127.0.0.1:5060;lr>']);
+  t.equal(preprocessRoutes(forged, self, signer).dialog, false, 'a Route to Portier without a token is not a dialog (no open relay)');
+  t.equal(forged.count('route'), 0, 'it is still removed (§16.4)');
+  const wrong = req('sip:victim@198.51.100.7', [`Route: <sip:127.0.0.1:5060;lr;pt=${signer.token('another-call')}>`]);
+  t.equal(preprocessRoutes(wrong, self, signer).dialog, false, 'a token of another Call-ID is refused');
+  const otherKey = req('sip:victim@198.51.100.7', [`Route: <sip:127.0.0.1:5060;lr;pt=${new RouteSigner().token('c1@test')}>`]);
+  t.equal(preprocessRoutes(otherKey, self, signer).dialog, false, 'a token made with another key is refused');
+
+  const strict = req(`sip:127.0.0.1:5060;lr;pt=${TOKEN}`, ['Route: <sip:proxy2.test;lr>, <sip:alice@192.0.2.5>']);
+  t.equal(preprocessRoutes(strict, self, signer).dialog, true, 'strict-routed signed Request-URI');
   t.equal(strict.uri, 'sip:alice@192.0.2.5', 'strict router upstream: Request-URI restored from the last Route');
   t.same(strict.routes()!.map((r) => r.uriText), ['sip:proxy2.test;lr'], 'and that Route removed');
 
   const none = req('sip:alice@example.test');
-  preprocessRoutes(none, self);
+  preprocessRoutes(none, self, signer);
   t.equal(none.isModified, false, 'nothing to do: message untouched');
 });
 
 t.test('Record-Route values and double Record-Route (RFC 5658)', async (t) => {
-  t.equal(recordRouteValue({ protocol: 'udp', address: '127.0.0.1', port: 5060 }), '<sip:127.0.0.1:5060;lr>');
-  t.equal(recordRouteValue({ protocol: 'tcp', address: '::1', port: 5080 }), '<sip:[::1]:5080;transport=tcp;lr>');
+  t.equal(recordRouteValue({ protocol: 'udp', address: '127.0.0.1', port: 5060 }, 'T'), '<sip:127.0.0.1:5060;lr;pt=T>');
+  t.equal(recordRouteValue({ protocol: 'tcp', address: '::1', port: 5080 }, 'T'), '<sip:[::1]:5080;transport=tcp;lr;pt=T>');
   const m = req('sip:alice@example.test');
-  addRecordRoute(m, { protocol: 'udp', address: '127.0.0.1', port: 5060 }, { protocol: 'tcp', address: '127.0.0.1', port: 5060 });
-  t.same(m.values('record-route'), ['<sip:127.0.0.1:5060;transport=tcp;lr>', '<sip:127.0.0.1:5060;lr>'], 'outbound on top, inbound below');
+  addRecordRoute(m, { protocol: 'udp', address: '127.0.0.1', port: 5060 }, { protocol: 'tcp', address: '127.0.0.1', port: 5060 }, TOKEN);
+  t.same(m.values('record-route'), [`<sip:127.0.0.1:5060;transport=tcp;lr;pt=${TOKEN}>`, `<sip:127.0.0.1:5060;lr;pt=${TOKEN}>`], 'outbound on top, inbound below');
   const same = req('sip:alice@example.test');
-  addRecordRoute(same, { protocol: 'udp', address: '127.0.0.1', port: 5060 }, { protocol: 'udp', address: '127.0.0.1', port: 5060 });
+  addRecordRoute(same, { protocol: 'udp', address: '127.0.0.1', port: 5060 }, { protocol: 'udp', address: '127.0.0.1', port: 5060 }, TOKEN);
   t.equal(same.values('record-route').length, 1, 'same transport and interface: one entry');
   const again = parseAndValidate(m.toBuffer()) as SipMessage;
-  preprocessRoutes(again, self);
-  t.ok(again.recordRoutes()!.length === 2, 'Record-Route survives serialization');
+  t.equal(again.recordRoutes()!.length, 2, 'Record-Route survives serialization');
 });
