@@ -1,0 +1,1318 @@
+// bench/load: Portier under call load, end to end over UDP on 127.0.0.1.
+//
+//   npm run build && npm run bench:load [-- --calls 10000 --rate 500 --phones 500 --doors 50 --hold 0-100]
+//
+// A load generator of the project's own, not a timed test. It writes a
+// temporary configuration, starts Portier as a separate process
+// (dist/src/cli/main.js) on a free UDP port, waits until it answers
+// OPTIONS, then plays every user agent itself over real sockets, one UDP
+// socket per UA (receive buffer 4 MiB, or what the OS allows):
+//
+//   registration  every phone and door station REGISTERs (expires 3600);
+//                 by default each phone is its own address-of-record
+//                 phone-N@example.test (--devices 2: two phones per AOR,
+//                 so that every call is forked to both)
+//   calls         the doors call the AORs round-robin at a fixed rate
+//                 (default 500 calls/s, 10,000 calls), each INVITE with an
+//                 SDP body like the baresip door's in test/fixtures/traces.
+//                 A phone answers 180 then 200 (SDP, Contact, the request's
+//                 Via/From/To/Call-ID/CSeq/Record-Route, a To tag). The door
+//                 ACKs the 200 (to the phone's Contact, along the reversed
+//                 Record-Route, i.e. through Portier), holds the call
+//                 0-100 ms, sends BYE; the phone answers it 200.
+//                 Forked calls: a device that gets CANCEL answers 200 and
+//                 487 (and waits for the ACK); a second 2xx is ACKed and
+//                 BYEd by the door (RFC 3261 §13.2.2.4).
+//
+// Over UDP the UAs retransmit as RFC 3261 says: INVITE on Timer A (T1,
+// doubling) until a provisional, BYE and REGISTER on Timer E (T1 doubling
+// to T2), the phone's 2xx until its ACK (§13.3.1.4), 487 until its ACK
+// (Timer G); a retransmitted request is answered with the last response
+// again. Retransmissions are counted on both sides (what the generator
+// sent again, and duplicates it received). A call succeeds when the door
+// got the 200 to its INVITE and to its BYE and every device the call
+// reached got its ACK (and the BYE, or CANCEL); it fails on any error
+// response or when a step does not complete within 64*T1 = 32 s.
+//
+// Printed: registrations/s; calls attempted, completed, failed; offered and
+// achieved calls/s; setup latency (first INVITE sent -> first 200 received)
+// p50/p90/p99/max; retransmissions; Portier's CPU time (utime + stime from
+// /proc/PID/stat over the call phase) per call and its RSS; the
+// generator's own CPU. Exit status 1 when any call failed, any
+// registration failed, or the run hit its global timeout (--timeout,
+// default 170 s: the whole run ends within ~3 minutes even if Portier
+// hangs). Failed calls are written, message by message, to --trace-file.
+
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { parseAndValidate, SipParseError, type SipMessage } from '../src/sip/index.js';
+
+// ---------------------------------------------------------------- options
+
+const USAGE = `Usage: node dist/bench/load.js [options]
+  --calls N         calls to make (default 10000)
+  --rate R          calls per second, paced (default 500)
+  --phones P        phones that register and answer (default 500)
+  --doors D         door stations that register and call (default 50)
+  --devices K       phones per address-of-record: K > 1 forks every call (default 1)
+  --hold MS|A-B     how long a door holds an answered call before BYE, uniform (default 0-100)
+  --answer MS|A-B   how long a phone rings before it answers, uniform (default 0)
+  --t1 MS           T1 of Portier and of the UAs (default 500; 64*T1 is the step deadline)
+  --timeout S       global bound of the whole run, seconds (default 170)
+  --node-args ARGS  extra node options for the Portier process, space-separated
+                    (with =, e.g. --node-args=--max-old-space-size=128)
+  --seed N          seed of the hold/answer randomness (default 1)
+  --trace-file F    where failed calls are written message by message
+                    (default: $TMPDIR/portier-load-failures-PID.txt, only when some fail)
+  --max-traces N    failed calls written to it (default 20)`;
+
+function options() {
+  return parseArgs({
+  options: {
+    calls: { type: 'string', default: '10000' },
+    rate: { type: 'string', default: '500' },
+    phones: { type: 'string', default: '500' },
+    doors: { type: 'string', default: '50' },
+    devices: { type: 'string', default: '1' },
+    hold: { type: 'string', default: '0-100' },
+    answer: { type: 'string', default: '0' },
+    t1: { type: 'string', default: '500' },
+    timeout: { type: 'string', default: '170' },
+    seed: { type: 'string', default: '1' },
+    'node-args': { type: 'string', default: '' },
+    'trace-file': { type: 'string' },
+    'max-traces': { type: 'string', default: '20' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+  });
+}
+let parsed: ReturnType<typeof options>;
+try {
+  parsed = options();
+} catch (err) {
+  process.stderr.write(`bench/load: ${(err as Error).message.split('\n')[0]}\n${USAGE}\n`);
+  process.exit(2);
+}
+const opt = parsed.values;
+if (opt.help) {
+  process.stdout.write(USAGE + '\n');
+  process.exit(0);
+}
+
+function usage(msg: string): never {
+  process.stderr.write(`bench/load: ${msg}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function int(name: string, v: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) usage(`--${name} must be an integer in ${min}..${max}, not ${v}`);
+  return n;
+}
+
+function range(name: string, v: string): [number, number] {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(v);
+  if (m === null) usage(`--${name} must be MS or MIN-MAX, not ${v}`);
+  const a = Number(m[1]);
+  const b = m[2] === undefined ? a : Number(m[2]);
+  if (b < a) usage(`--${name}: MAX below MIN`);
+  return [a, b];
+}
+
+const CALLS = int('calls', opt.calls, 1, 10_000_000);
+const RATE = Number(opt.rate);
+if (!(RATE > 0) || RATE > 100_000) usage(`--rate must be a number in (0, 100000], not ${opt.rate}`);
+const PHONES = int('phones', opt.phones, 1, 20_000);
+const DOORS = int('doors', opt.doors, 1, 20_000);
+const DEVICES = int('devices', opt.devices, 1, 16);
+if (PHONES % DEVICES !== 0) usage('--phones must be a multiple of --devices');
+const AORS = PHONES / DEVICES;
+const HOLD = range('hold', opt.hold);
+const ANSWER = range('answer', opt.answer);
+const T1 = int('t1', opt.t1, 10, 5000);
+const T2 = Math.max(4000, T1);
+const STEP_MS = 64 * T1; // Timer B / F / H: a step that takes longer fails
+const TIMEOUT_MS = int('timeout', opt.timeout, 10, 3600) * 1000;
+const MAX_TRACES = int('max-traces', opt['max-traces'], 0, 10_000);
+const TRACE_FILE = opt['trace-file'] ?? join(tmpdir(), `portier-load-failures-${process.pid}.txt`);
+const NODE_ARGS = opt['node-args'].split(' ').filter((a) => a !== '');
+const RECV_BUFFER = 4 * 1024 * 1024;
+const DOMAIN = 'example.test';
+const HOST = '127.0.0.1';
+
+// mulberry32: reproducible hold and answer times.
+let seed = int('seed', opt.seed, 0, 2 ** 31) >>> 0;
+function random(): number {
+  seed = (seed + 0x6d2b79f5) >>> 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+const pick = (r: [number, number]): number => (r[0] === r[1] ? r[0] : r[0] + random() * (r[1] - r[0]));
+
+const here = dirname(fileURLToPath(import.meta.url));
+// Works from bench/ (ts) and from dist/bench/ (compiled); Portier runs from dist either way.
+const root = here.endsWith(join('dist', 'bench')) ? join(here, '..', '..') : join(here, '..');
+const PORTIER_MAIN = join(root, 'dist', 'src', 'cli', 'main.js');
+
+const now = (): number => performance.now();
+const RUN = Math.floor(Math.random() * 0xffffff).toString(16); // keeps Call-IDs and branches of two runs apart
+
+// ---------------------------------------------------------------- counters
+
+const stats = {
+  tx: 0,
+  rx: 0,
+  // Retransmissions the generator sent, by kind.
+  rtx: { invite: 0, bye: 0, register: 0, ok2xx: 0, err487: 0, ackAgain: 0, responseAgain: 0 } as Record<string, number>,
+  // Duplicates the generator received (Portier's retransmissions, or ours relayed).
+  dup: { invite: 0, bye: 0, ack: 0, ok2xxInvite: 0, ok2xxBye: 0, cancel: 0 } as Record<string, number>,
+  unparseable: 0,
+  stray: 0,
+  socketErrors: 0,
+  misrouted: 0,
+  byeBeforeAck: 0,
+  extraDialogs: 0,
+  cancelled: 0,
+  cancelAfterAnswer: 0,
+};
+
+// ---------------------------------------------------------------- user agents
+
+interface Ua {
+  door: boolean;
+  index: number;
+  /** Address-of-record user: door-N or phone-N. */
+  aorUser: string;
+  aor: number;
+  /** Contact user part: one per device. */
+  user: string;
+  sock: dgram.Socket;
+  port: number;
+  uri: string;
+  legs: Map<string, Leg>;
+  reg: Registration | null;
+}
+
+interface Registration {
+  buf: Buffer;
+  callId: string;
+  t0: number;
+  timer: NodeJS.Timeout | null;
+  interval: number;
+  done: (err: Error | null) => void;
+}
+
+/** A door's view of one dialog the call created (one per answering device). */
+interface Dialog {
+  toTag: string;
+  ack: Buffer;
+  bye: Buffer | null;
+  byeT0: number;
+  byeTimer: NodeJS.Timeout | null;
+  byeInterval: number;
+  byeDone: boolean;
+}
+
+/** A phone's view of one INVITE it received. */
+interface Leg {
+  ph: Ua;
+  call: Call | undefined;
+  toTag: string;
+  /** Via...CSeq of the INVITE's responses, To tag included. */
+  head: string;
+  recordRoute: string;
+  last: Buffer | null;
+  final: number;
+  timer: NodeJS.Timeout | null;
+  answerTimer: NodeJS.Timeout | null;
+  interval: number;
+  tFinal: number;
+  acked: boolean;
+  bye: boolean;
+  cancel: boolean;
+  done: boolean;
+}
+
+const enum State {
+  Inviting,
+  Answered,
+  Done,
+  Failed,
+}
+
+interface Call {
+  i: number;
+  callId: string;
+  door: Ua;
+  aor: number;
+  fromTag: string;
+  invite: Buffer;
+  t0: number;
+  timerA: NodeJS.Timeout | null;
+  intervalA: number;
+  provisional: boolean;
+  status: number;
+  nonAck: Buffer | null;
+  dialogs: Dialog[];
+  dialogsOpen: number;
+  legs: Leg[];
+  legsOpen: number;
+  state: State;
+  deadline: number;
+  holdTimer: NodeJS.Timeout | null;
+  /** Messages sent and received, for the trace of a failed call; dropped when the call completes. */
+  trace: Array<[number, string, Buffer]> | null;
+  reason: string;
+}
+
+const doors: Ua[] = [];
+const phones: Ua[] = [];
+const calls = new Map<string, Call>();
+const active = new Set<Call>();
+const failures = new Map<string, number>();
+const failedCalls: Call[] = [];
+let attempted = 0;
+let completed = 0;
+let failed = 0;
+let latencies = new Float64Array(0);
+let nLatencies = 0;
+let lastCompletion = 0;
+let settledResolve: (() => void) | null = null;
+let portierPort = 0;
+
+let closing = false;
+
+function send(ua: Ua, buf: Buffer, call?: Call): void {
+  if (closing) return; // a timer firing after the sockets were closed
+  stats.tx++;
+  if (call?.trace) call.trace.push([now(), `${ua.user} ->`, buf]);
+  ua.sock.send(buf);
+}
+
+const b = (s: string): Buffer => Buffer.from(s, 'latin1');
+
+function parse(buf: Buffer): SipMessage | null {
+  const m = parseAndValidate(buf, { transport: 'udp' });
+  if (m instanceof SipParseError) {
+    stats.unparseable++;
+    return null;
+  }
+  return m;
+}
+
+function onMessage(ua: Ua, buf: Buffer): void {
+  stats.rx++;
+  const m = parse(buf);
+  if (m === null) return;
+  if (m.isRequest) {
+    if (ua.door) {
+      stats.stray++;
+      return;
+    }
+    switch (m.method) {
+      case 'INVITE':
+        return phoneInvite(ua, m, buf);
+      case 'ACK':
+        return phoneAck(ua, m, buf);
+      case 'BYE':
+        return phoneBye(ua, m, buf);
+      case 'CANCEL':
+        return phoneCancel(ua, m, buf);
+      default:
+        stats.stray++;
+        send(ua, b(`SIP/2.0 405 Method Not Allowed\r\n${responseHead(m, null)}Allow: INVITE, ACK, BYE, CANCEL\r\nContent-Length: 0\r\n\r\n`));
+        return;
+    }
+  }
+  const method = m.cseq().method;
+  if (method === 'REGISTER') return onRegisterResponse(ua, m);
+  const call = calls.get(m.callId());
+  if (call === undefined || call.door !== ua) {
+    stats.stray++;
+    return;
+  }
+  if (call.trace) call.trace.push([now(), `${ua.user} <-`, buf]);
+  if (method === 'INVITE') onInviteResponse(call, m);
+  else if (method === 'BYE') onByeResponse(call, m);
+  else stats.stray++;
+}
+
+async function createUa(door: boolean, index: number): Promise<Ua> {
+  const aor = door ? index : Math.floor(index / DEVICES);
+  const aorUser = door ? `door-${index}` : `phone-${aor}`;
+  const user = door ? aorUser : DEVICES === 1 ? aorUser : `${aorUser}.${index % DEVICES}`;
+  const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: RECV_BUFFER });
+  const ua: Ua = { door, index, aorUser, aor, user, sock, port: 0, uri: '', legs: new Map(), reg: null };
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind(0, HOST, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
+  ua.port = sock.address().port;
+  ua.uri = `sip:${user}@${HOST}:${ua.port}`;
+  // Every message of this UA goes to or comes from Portier: a connected
+  // socket sends without a lookup per datagram.
+  await new Promise<void>((resolve) => sock.connect(portierPort, HOST, resolve));
+  sock.on('error', () => {
+    stats.socketErrors++;
+  });
+  sock.on('message', (msg) => onMessage(ua, msg));
+  return ua;
+}
+
+/** Via...CSeq of a response to `m`, with a To tag added when given and absent. */
+function responseHead(m: SipMessage, toTag: string | null): string {
+  let s = '';
+  for (const v of m.getAll('via')) s += 'Via: ' + v + '\r\n';
+  s += 'From: ' + m.getKey('from') + '\r\n';
+  const to = m.getKey('to')!;
+  s += 'To: ' + (toTag !== null && m.to().tag === null ? `${to};tag=${toTag}` : to) + '\r\n';
+  s += 'Call-ID: ' + m.callId() + '\r\nCSeq: ' + m.getKey('cseq') + '\r\n';
+  return s;
+}
+
+// ---------------------------------------------------------------- registration
+
+function registerBytes(ua: Ua, callId: string, attempt: number): Buffer {
+  return b(
+    `REGISTER sip:${DOMAIN} SIP/2.0\r\n` +
+      `Via: SIP/2.0/UDP ${HOST}:${ua.port};branch=z9hG4bK${RUN}r${ua.door ? 'd' : 'p'}${ua.index}x${attempt};rport\r\n` +
+      'Max-Forwards: 70\r\n' +
+      `From: <sip:${ua.aorUser}@${DOMAIN}>;tag=r${RUN}${ua.index}\r\n` +
+      `To: <sip:${ua.aorUser}@${DOMAIN}>\r\n` +
+      `Call-ID: ${callId}\r\n` +
+      'CSeq: 1 REGISTER\r\n' +
+      `Contact: <${ua.uri}>;expires=3600\r\n` +
+      'Expires: 3600\r\n' +
+      'User-Agent: portier-bench-load\r\n' +
+      'Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n' +
+      'Content-Length: 0\r\n\r\n',
+  );
+}
+
+function register(ua: Ua): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const callId = `reg-${RUN}-${ua.user}@${HOST}`;
+    const reg: Registration = {
+      buf: registerBytes(ua, callId, 0),
+      callId,
+      t0: now(),
+      timer: null,
+      interval: T1,
+      done: (err) => {
+        if (reg.timer) clearTimeout(reg.timer);
+        ua.reg = null;
+        if (err) reject(err);
+        else resolve();
+      },
+    };
+    ua.reg = reg;
+    const retransmit = (): void => {
+      if (now() - reg.t0 >= STEP_MS) return reg.done(new Error(`REGISTER of ${ua.user}: no response within ${STEP_MS} ms`));
+      stats.rtx.register++;
+      send(ua, reg.buf);
+      reg.interval = Math.min(reg.interval * 2, T2);
+      reg.timer = setTimeout(retransmit, reg.interval);
+    };
+    send(ua, reg.buf);
+    reg.timer = setTimeout(retransmit, reg.interval);
+  });
+}
+
+function onRegisterResponse(ua: Ua, m: SipMessage): void {
+  const reg = ua.reg;
+  if (reg === null || m.callId() !== reg.callId) {
+    stats.stray++;
+    return;
+  }
+  if (m.status < 200) return;
+  if (m.status >= 300) return reg.done(new Error(`REGISTER of ${ua.user}: ${m.status} ${m.reason}`));
+  const bound = (m.contacts() ?? []).some((c) => c.uriText === ua.uri);
+  if (!bound) return reg.done(new Error(`REGISTER of ${ua.user}: 200 without the Contact ${ua.uri}`));
+  reg.done(null);
+}
+
+async function registerAll(uas: Ua[], window: number): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < uas.length) await register(uas[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(window, uas.length) }, worker));
+}
+
+// ---------------------------------------------------------------- the door (UAC)
+
+const DOOR_SDP = (port: number, i: number): string =>
+  'v=0\r\n' +
+  `o=- ${869701281 + i} ${858248381 + i} IN IP4 ${HOST}\r\n` +
+  's=-\r\n' +
+  `c=IN IP4 ${HOST}\r\n` +
+  't=0 0\r\n' +
+  'a=tool:baresip 1.0.0\r\n' +
+  `m=audio ${port} RTP/AVP 0 8 101\r\n` +
+  'a=rtpmap:0 PCMU/8000\r\n' +
+  'a=rtpmap:8 PCMA/8000\r\n' +
+  'a=rtpmap:101 telephone-event/8000\r\n' +
+  'a=fmtp:101 0-15\r\n' +
+  'a=sendrecv\r\n' +
+  'a=label:1\r\n' +
+  'a=rtcp-rsize\r\n' +
+  `a=ssrc:${3890122829 + i} cname:sip:door@${DOMAIN}\r\n` +
+  'a=minptime:20\r\n' +
+  'a=ptime:20\r\n';
+
+function inviteBytes(call: Call): Buffer {
+  const d = call.door;
+  const sdp = DOOR_SDP(20000 + (call.i % 40000), call.i);
+  return b(
+    `INVITE sip:phone-${call.aor}@${DOMAIN} SIP/2.0\r\n` +
+      `Via: SIP/2.0/UDP ${HOST}:${d.port};branch=z9hG4bK${RUN}i${call.i};rport\r\n` +
+      `Contact: <${d.uri}>\r\n` +
+      'Max-Forwards: 70\r\n' +
+      // Portier as outbound proxy, as baresip sends it (pre-loaded Route).
+      `Route: <sip:${HOST}:${portierPort};lr>\r\n` +
+      `To: <sip:phone-${call.aor}@${DOMAIN}>\r\n` +
+      `From: <sip:${d.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` +
+      `Call-ID: ${call.callId}\r\n` +
+      'CSeq: 1 INVITE\r\n' +
+      'User-Agent: baresip v1.0.0 (x86_64/linux) portier-bench-load\r\n' +
+      'Allow: INVITE,ACK,BYE,CANCEL,OPTIONS,NOTIFY,SUBSCRIBE,INFO,MESSAGE,REFER\r\n' +
+      'Supported: gruu\r\n' +
+      'Content-Type: application/sdp\r\n' +
+      `Content-Length: ${sdp.length}\r\n\r\n` +
+      sdp,
+  );
+}
+
+function startCall(i: number): void {
+  const door = doors[i % DOORS];
+  const call: Call = {
+    i,
+    callId: `${RUN}${i.toString(16).padStart(8, '0')}@${HOST}`,
+    door,
+    aor: i % AORS,
+    fromTag: `${RUN}f${i}`,
+    invite: Buffer.alloc(0),
+    t0: 0,
+    timerA: null,
+    intervalA: T1,
+    provisional: false,
+    status: 0,
+    nonAck: null,
+    dialogs: [],
+    dialogsOpen: 0,
+    legs: [],
+    legsOpen: 0,
+    state: State.Inviting,
+    deadline: 0,
+    holdTimer: null,
+    trace: MAX_TRACES > 0 ? [] : null,
+    reason: '',
+  };
+  call.invite = inviteBytes(call);
+  calls.set(call.callId, call);
+  active.add(call);
+  attempted++;
+  call.t0 = now();
+  call.deadline = call.t0 + STEP_MS;
+  send(door, call.invite, call);
+  call.timerA = setTimeout(() => timerA(call), T1);
+}
+
+/** Timer A until a provisional; Timer B (64*T1) ends the call. */
+function timerA(call: Call): void {
+  call.timerA = null;
+  if (call.state !== State.Inviting || call.provisional || call.status !== 0) return;
+  if (now() - call.t0 >= STEP_MS) return fail(call, 'INVITE: no response at all within 64*T1 (Timer B)');
+  stats.rtx.invite++;
+  send(call.door, call.invite, call);
+  call.intervalA *= 2;
+  call.timerA = setTimeout(() => timerA(call), call.intervalA);
+}
+
+function onInviteResponse(call: Call, m: SipMessage): void {
+  const status = m.status;
+  if (status < 200) {
+    if (!call.provisional) {
+      call.provisional = true;
+      if (call.timerA) clearTimeout(call.timerA);
+      call.timerA = null;
+    }
+    return;
+  }
+  if (status >= 300) {
+    if (call.nonAck !== null) {
+      stats.rtx.ackAgain++;
+      send(call.door, call.nonAck, call);
+      return;
+    }
+    // §17.1.1.3: ACK in the INVITE transaction, with the response's To.
+    call.nonAck = b(
+      `ACK sip:phone-${call.aor}@${DOMAIN} SIP/2.0\r\n` +
+        `Via: SIP/2.0/UDP ${HOST}:${call.door.port};branch=z9hG4bK${RUN}i${call.i};rport\r\n` +
+        'Max-Forwards: 70\r\n' +
+        `Route: <sip:${HOST}:${portierPort};lr>\r\n` +
+        `From: <sip:${call.door.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` +
+        `To: ${m.getKey('to')}\r\n` +
+        `Call-ID: ${call.callId}\r\n` +
+        'CSeq: 1 ACK\r\n' +
+        'Content-Length: 0\r\n\r\n',
+    );
+    send(call.door, call.nonAck, call);
+    if (call.status === 0) call.status = status;
+    if (call.dialogs.length === 0) fail(call, `INVITE answered ${status} ${m.reason}`);
+    return;
+  }
+  const tag = m.to().tag ?? '';
+  for (const d of call.dialogs) {
+    if (d.toTag === tag) {
+      // The phone's 2xx again (our ACK lost, or late): ACK again (§13.2.2.4).
+      stats.dup.ok2xxInvite++;
+      stats.rtx.ackAgain++;
+      send(call.door, d.ack, call);
+      return;
+    }
+  }
+  if (call.state === State.Done || call.state === State.Failed) {
+    stats.stray++;
+    return;
+  }
+  if (call.timerA) clearTimeout(call.timerA);
+  call.timerA = null;
+  const target = m.contacts()?.[0]?.uriText;
+  const rr = m.recordRoutes();
+  if (target === undefined) return fail(call, '200 to INVITE without a Contact');
+  if (rr === null || rr.length === 0) return fail(call, '200 to INVITE without Record-Route: Portier would not stay in the dialog');
+  const route = 'Route: ' + rr.map((r) => r.raw).reverse().join(', ') + '\r\n';
+  const dlgHead =
+    `From: <sip:${call.door.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` + `To: ${m.getKey('to')}\r\n` + `Call-ID: ${call.callId}\r\n`;
+  const n = call.dialogs.length;
+  const d: Dialog = {
+    toTag: tag,
+    ack: b(
+      `ACK ${target} SIP/2.0\r\n` +
+        `Via: SIP/2.0/UDP ${HOST}:${call.door.port};branch=z9hG4bK${RUN}a${call.i}d${n};rport\r\n` +
+        'Max-Forwards: 70\r\n' +
+        route +
+        dlgHead +
+        'CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n',
+    ),
+    bye: null,
+    byeT0: 0,
+    byeTimer: null,
+    byeInterval: T1,
+    byeDone: false,
+  };
+  const bye =
+    `BYE ${target} SIP/2.0\r\n` +
+    `Via: SIP/2.0/UDP ${HOST}:${call.door.port};branch=z9hG4bK${RUN}b${call.i}d${n};rport\r\n` +
+    'Max-Forwards: 70\r\n' +
+    route +
+    dlgHead +
+    'CSeq: 2 BYE\r\nUser-Agent: baresip v1.0.0 (x86_64/linux) portier-bench-load\r\nContent-Length: 0\r\n\r\n';
+  call.dialogs.push(d);
+  call.dialogsOpen++;
+  send(call.door, d.ack, call);
+  if (n === 0) {
+    const t = now();
+    call.status = status;
+    call.state = State.Answered;
+    latencies[nLatencies++] = t - call.t0;
+    const hold = pick(HOLD);
+    call.deadline = t + hold + STEP_MS;
+    call.holdTimer = setTimeout(() => sendBye(call, d, bye), hold);
+  } else {
+    // A second device answered too (forking): end that dialog at once.
+    stats.extraDialogs++;
+    sendBye(call, d, bye);
+  }
+}
+
+function sendBye(call: Call, d: Dialog, bye: string): void {
+  if (d === call.dialogs[0]) call.holdTimer = null;
+  if (call.state === State.Failed) return;
+  d.bye = b(bye);
+  d.byeT0 = now();
+  call.deadline = Math.max(call.deadline, d.byeT0 + STEP_MS + 1000);
+  send(call.door, d.bye, call);
+  d.byeTimer = setTimeout(() => timerE(call, d), T1);
+}
+
+/** Timer E until a final response; Timer F (64*T1) ends the call. */
+function timerE(call: Call, d: Dialog): void {
+  d.byeTimer = null;
+  if (d.byeDone || call.state === State.Failed || d.bye === null) return;
+  if (now() - d.byeT0 >= STEP_MS) return fail(call, 'BYE: no final response within 64*T1 (Timer F)');
+  stats.rtx.bye++;
+  send(call.door, d.bye, call);
+  d.byeInterval = Math.min(d.byeInterval * 2, T2);
+  d.byeTimer = setTimeout(() => timerE(call, d), d.byeInterval);
+}
+
+function onByeResponse(call: Call, m: SipMessage): void {
+  if (m.status < 200) return;
+  const tag = m.to().tag;
+  const d = call.dialogs.find((x) => x.toTag === tag);
+  if (d === undefined) {
+    stats.stray++;
+    return;
+  }
+  if (d.byeDone) {
+    stats.dup.ok2xxBye++;
+    return;
+  }
+  if (m.status >= 300) return fail(call, `BYE answered ${m.status} ${m.reason}`);
+  d.byeDone = true;
+  if (d.byeTimer) clearTimeout(d.byeTimer);
+  d.byeTimer = null;
+  call.dialogsOpen--;
+  maybeComplete(call);
+}
+
+// ---------------------------------------------------------------- the phone (UAS)
+
+const PHONE_SDP = (port: number, i: number): string =>
+  'v=0\r\n' +
+  `o=- ${1000 + i} ${2000 + i} IN IP4 ${HOST}\r\n` +
+  's=Talk\r\n' +
+  `c=IN IP4 ${HOST}\r\n` +
+  't=0 0\r\n' +
+  `m=audio ${port} RTP/AVP 0 101\r\n` +
+  'a=rtpmap:0 PCMU/8000\r\n' +
+  'a=rtpmap:101 telephone-event/8000\r\n' +
+  'a=fmtp:101 0-15\r\n' +
+  'a=sendrecv\r\n' +
+  'a=ptime:20\r\n';
+
+let legSeq = 0;
+
+function phoneInvite(ph: Ua, m: SipMessage, buf: Buffer): void {
+  const callId = m.callId();
+  const call = calls.get(callId);
+  if (call?.trace) call.trace.push([now(), `${ph.user} <-`, buf]);
+  const known = ph.legs.get(callId);
+  if (known !== undefined) {
+    stats.dup.invite++;
+    if (known.last !== null) {
+      stats.rtx.responseAgain++;
+      send(ph, known.last, call);
+    }
+    return;
+  }
+  const leg: Leg = {
+    ph,
+    call,
+    toTag: `${RUN}t${++legSeq}`,
+    head: '',
+    recordRoute: '',
+    last: null,
+    final: 0,
+    timer: null,
+    answerTimer: null,
+    interval: T1,
+    tFinal: 0,
+    acked: false,
+    bye: false,
+    cancel: false,
+    done: false,
+  };
+  leg.head = responseHead(m, leg.toTag);
+  for (const r of m.getAll('record-route')) leg.recordRoute += 'Record-Route: ' + r + '\r\n';
+  ph.legs.set(callId, leg);
+  if (call !== undefined) {
+    call.legs.push(leg);
+    call.legsOpen++;
+    if (call.aor !== ph.aor || m.uri !== ph.uri) {
+      stats.misrouted++;
+      fail(call, 'INVITE delivered to a device not bound to its AOR', `to ${ph.user}, Request-URI ${m.uri}`);
+    }
+  } else stats.stray++;
+  const ringing = b(`SIP/2.0 180 Ringing\r\n${leg.head}${leg.recordRoute}Contact: <${ph.uri}>\r\nContent-Length: 0\r\n\r\n`);
+  leg.last = ringing;
+  send(ph, ringing, call);
+  const delay = pick(ANSWER);
+  if (delay <= 0) answer(leg);
+  else leg.answerTimer = setTimeout(() => answer(leg), delay);
+}
+
+function answer(leg: Leg): void {
+  leg.answerTimer = null;
+  if (leg.final !== 0 || leg.call?.state === State.Failed) return;
+  const sdp = PHONE_SDP(30000 + (leg.ph.index % 30000), leg.ph.index);
+  const ok = b(
+    `SIP/2.0 200 OK\r\n${leg.head}${leg.recordRoute}Contact: <${leg.ph.uri}>\r\n` +
+      'User-Agent: Linhome portier-bench-load\r\n' +
+      'Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n' +
+      'Content-Type: application/sdp\r\n' +
+      `Content-Length: ${sdp.length}\r\n\r\n${sdp}`,
+  );
+  sendFinal(leg, 200, ok);
+}
+
+/** Sends a final response to the INVITE and retransmits it until the ACK (§13.3.1.4 for 2xx, Timer G for 487). */
+function sendFinal(leg: Leg, status: number, bytes: Buffer): void {
+  leg.final = status;
+  leg.last = bytes;
+  leg.tFinal = now();
+  leg.interval = T1;
+  send(leg.ph, bytes, leg.call);
+  leg.timer = setTimeout(() => retransmitFinal(leg), T1);
+}
+
+function retransmitFinal(leg: Leg): void {
+  leg.timer = null;
+  if (leg.acked || leg.last === null || leg.call?.state === State.Failed) return;
+  if (now() - leg.tFinal >= STEP_MS) {
+    if (leg.call) fail(leg.call, `phone: no ACK for its ${leg.final} within 64*T1`, leg.ph.user);
+    return;
+  }
+  if (leg.final === 200) stats.rtx.ok2xx++;
+  else stats.rtx.err487++;
+  send(leg.ph, leg.last, leg.call);
+  leg.interval = Math.min(leg.interval * 2, T2);
+  leg.timer = setTimeout(() => retransmitFinal(leg), leg.interval);
+}
+
+function legDone(leg: Leg): void {
+  if (leg.done || !leg.acked || (leg.final === 200 && !leg.bye)) return;
+  leg.done = true;
+  const call = leg.call;
+  if (call === undefined) return;
+  call.legsOpen--;
+  maybeComplete(call);
+}
+
+function phoneAck(ph: Ua, m: SipMessage, buf: Buffer): void {
+  const leg = ph.legs.get(m.callId());
+  if (leg?.call?.trace) leg.call.trace.push([now(), `${ph.user} <-`, buf]);
+  if (leg === undefined || m.to().tag !== leg.toTag) {
+    stats.stray++;
+    return;
+  }
+  if (leg.acked) {
+    stats.dup.ack++;
+    return;
+  }
+  if (leg.final === 0) {
+    stats.stray++;
+    return;
+  }
+  leg.acked = true;
+  if (leg.timer) clearTimeout(leg.timer);
+  leg.timer = null;
+  legDone(leg);
+}
+
+function phoneBye(ph: Ua, m: SipMessage, buf: Buffer): void {
+  const leg = ph.legs.get(m.callId());
+  if (leg?.call?.trace) leg.call.trace.push([now(), `${ph.user} <-`, buf]);
+  if (leg === undefined || m.to().tag !== leg.toTag || leg.final !== 200) {
+    stats.stray++;
+    send(ph, b(`SIP/2.0 481 Call/Transaction Does Not Exist\r\n${responseHead(m, null)}Content-Length: 0\r\n\r\n`), leg?.call);
+    return;
+  }
+  if (leg.bye) {
+    stats.dup.bye++;
+    stats.rtx.responseAgain++;
+  }
+  send(ph, b(`SIP/2.0 200 OK\r\n${responseHead(m, null)}Content-Length: 0\r\n\r\n`), leg.call);
+  if (leg.bye) return;
+  leg.bye = true;
+  if (!leg.acked) stats.byeBeforeAck++;
+  legDone(leg);
+}
+
+function phoneCancel(ph: Ua, m: SipMessage, buf: Buffer): void {
+  const leg = ph.legs.get(m.callId());
+  if (leg?.call?.trace) leg.call.trace.push([now(), `${ph.user} <-`, buf]);
+  // §9.2: 200 to the CANCEL whatever the INVITE's state; 487 if it was still ringing.
+  send(ph, b(`SIP/2.0 200 OK\r\n${responseHead(m, leg?.toTag ?? null)}Content-Length: 0\r\n\r\n`), leg?.call);
+  if (leg === undefined) {
+    stats.stray++;
+    return;
+  }
+  if (leg.cancel) {
+    stats.dup.cancel++;
+    return;
+  }
+  leg.cancel = true;
+  if (leg.final !== 0) {
+    // Portier cancels the other forks when one answers; this one had answered too.
+    stats.cancelAfterAnswer++;
+    return;
+  }
+  stats.cancelled++;
+  if (leg.answerTimer) clearTimeout(leg.answerTimer);
+  leg.answerTimer = null;
+  sendFinal(leg, 487, b(`SIP/2.0 487 Request Terminated\r\n${leg.head}Content-Length: 0\r\n\r\n`));
+}
+
+// ---------------------------------------------------------------- call outcome
+
+function maybeComplete(call: Call): void {
+  if (call.state !== State.Answered) return;
+  if (call.dialogsOpen > 0 || call.legsOpen > 0 || call.legs.length < DEVICES) {
+    // The door is done but a device is not (or not reached yet): it has 64*T1 more.
+    if (call.dialogsOpen === 0) call.deadline = Math.max(call.deadline, now() + STEP_MS);
+    return;
+  }
+  call.state = State.Done;
+  call.trace = null;
+  completed++;
+  lastCompletion = now();
+  active.delete(call);
+  settled();
+}
+
+/** `reason` is the failure's kind, counted; `detail` (which device...) goes to the trace only. */
+function fail(call: Call, reason: string, detail = ''): void {
+  if (call.state === State.Done || call.state === State.Failed) return;
+  call.state = State.Failed;
+  call.reason = detail === '' ? reason : `${reason} (${detail})`;
+  failed++;
+  failures.set(reason, (failures.get(reason) ?? 0) + 1);
+  if (call.timerA) clearTimeout(call.timerA);
+  if (call.holdTimer) clearTimeout(call.holdTimer);
+  for (const d of call.dialogs) if (d.byeTimer) clearTimeout(d.byeTimer);
+  for (const l of call.legs) {
+    if (l.timer) clearTimeout(l.timer);
+    if (l.answerTimer) clearTimeout(l.answerTimer);
+  }
+  if (failedCalls.length < MAX_TRACES) failedCalls.push(call);
+  else call.trace = null;
+  active.delete(call);
+  settled();
+}
+
+/** Why a call is stuck: when it ran out of time (`late`), or when the run ended under it. */
+function stall(call: Call, late = true): string {
+  const within = late ? 'within 64*T1' : 'yet';
+  if (call.status === 0) {
+    const reached = call.legs.length > 0 ? 'the phone got the INVITE' : 'no phone got the INVITE';
+    return call.provisional ? `INVITE: 1xx but no final response ${within} (${reached})` : `INVITE: no response ${within} (${reached})`;
+  }
+  if (call.dialogsOpen > 0) {
+    const open = call.dialogs.find((d) => !d.byeDone)!;
+    const leg = call.legs.find((l) => l.toTag === open.toTag);
+    if (open.bye === null) return 'answered, in hold (BYE not sent yet)';
+    return `BYE: no 200 ${within} (${leg?.bye ? 'the phone got the BYE and answered 200' : 'the phone never got the BYE'})`;
+  }
+  if (call.legs.length < DEVICES) return `fork: only ${call.legs.length} of ${DEVICES} devices got the INVITE`;
+  const l = call.legs.find((x) => !x.done);
+  if (l === undefined) return 'stuck (no open step found)';
+  if (!l.acked) return l.final === 0 ? 'phone: rang, never got CANCEL nor answered' : `phone: no ACK for its ${l.final} ${within}`;
+  return `phone: no BYE ${within}`;
+}
+
+function settled(): void {
+  if (settledResolve !== null && attempted === CALLS && completed + failed === CALLS) settledResolve();
+}
+
+// ---------------------------------------------------------------- Portier process
+
+interface Portier {
+  child: ChildProcess;
+  pid: number;
+  exited: Promise<number | null>;
+  output: string[];
+  exitCode: number | null | undefined;
+}
+
+let portier: Portier | null = null;
+
+async function freeUdpPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.bind(0, HOST, resolve);
+  });
+  const port = s.address().port;
+  await new Promise<void>((resolve) => s.close(resolve));
+  return port;
+}
+
+function startPortier(configPath: string): Portier {
+  const child = spawn(process.execPath, [...NODE_ARGS, PORTIER_MAIN, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p: Portier = { child, pid: child.pid ?? 0, exited: Promise.resolve(null), output: [], exitCode: undefined };
+  const keep = (chunk: Buffer): void => {
+    for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '' && p.output.length < 200) p.output.push(line);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  p.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      p.exitCode = code ?? (signal ? -1 : null);
+      resolve(code);
+    });
+    child.once('error', (err) => {
+      p.output.push(`spawn error: ${err.message}`);
+      p.exitCode = -1;
+      resolve(null);
+    });
+  });
+  return p;
+}
+
+/** OPTIONS to the server itself, every 100 ms, until it answers. */
+async function waitReady(p: Portier, port: number, ms: number): Promise<void> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, HOST, resolve));
+  const local = s.address().port;
+  let answered = false;
+  s.on('message', (msg) => {
+    const m = parseAndValidate(msg);
+    if (!(m instanceof SipParseError) && !m.isRequest && m.cseq().method === 'OPTIONS' && m.status === 200) answered = true;
+  });
+  s.on('error', () => {});
+  const t0 = now();
+  try {
+    for (let n = 1; !answered; n++) {
+      if (p.exitCode !== undefined) throw new Error(`Portier exited (${p.exitCode}) before answering OPTIONS:\n  ${p.output.join('\n  ')}`);
+      if (now() - t0 > ms) throw new Error(`Portier did not answer OPTIONS within ${ms} ms:\n  ${p.output.join('\n  ')}`);
+      s.send(
+        `OPTIONS sip:${DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP ${HOST}:${local};branch=z9hG4bK${RUN}o${n};rport\r\nMax-Forwards: 70\r\n` +
+          `From: <sip:bench@${DOMAIN}>;tag=${RUN}o\r\nTo: <sip:${DOMAIN}>\r\nCall-ID: options-${RUN}@${HOST}\r\nCSeq: ${n} OPTIONS\r\n` +
+          'Accept: application/sdp\r\nContent-Length: 0\r\n\r\n',
+        port,
+        HOST,
+      );
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    s.close();
+  }
+}
+
+async function stopPortier(p: Portier): Promise<string> {
+  if (p.exitCode !== undefined) return `had already exited (${p.exitCode})`;
+  const t0 = now();
+  p.child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const gone = await Promise.race([p.exited.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)))]);
+  clearTimeout(timer);
+  if (gone) return `stopped on SIGTERM in ${(now() - t0).toFixed(0)} ms, exit status ${p.exitCode}`;
+  p.child.kill('SIGKILL');
+  await Promise.race([p.exited, new Promise((r) => setTimeout(r, 2000))]);
+  return 'did not stop within 5 s of SIGTERM: killed (SIGKILL)';
+}
+
+let CLK_TCK = 100;
+try {
+  CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+} catch {
+  /* Linux default */
+}
+
+/** utime + stime of a process, ms. */
+function cpuMs(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  // After the comm field: state is field 3, utime 14, stime 15.
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+}
+
+/** VmRSS and VmHWM, MiB. */
+function memory(pid: number): { rss: number; peak: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'latin1');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
+}
+
+/** Datagrams the kernel dropped per local UDP port (the drops column of /proc/net/udp): a full receive buffer. */
+function udpDrops(): Map<number, number> {
+  const m = new Map<number, number>();
+  try {
+    const lines = readFileSync('/proc/net/udp', 'latin1').split('\n');
+    for (let i = 1; i < lines.length; i++) {
+      const f = lines[i].trim().split(/\s+/);
+      if (f.length < 13) continue;
+      const port = parseInt(f[1].slice(f[1].indexOf(':') + 1), 16);
+      m.set(port, (m.get(port) ?? 0) + Number(f[f.length - 1]));
+    }
+  } catch {
+    /* not Linux */
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------- report
+
+function pct(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+const out = (s: string): void => {
+  process.stdout.write(s + '\n');
+};
+
+function sipText(buf: Buffer): string {
+  return buf.toString('latin1').replace(/\r\n/g, '\n').trimEnd();
+}
+
+function writeTraces(): void {
+  if (failedCalls.length === 0) return;
+  let s = '';
+  for (const c of failedCalls) {
+    s += `==== call ${c.i} ${c.callId}: ${c.door.user} -> phone-${c.aor}: FAILED: ${c.reason}\n`;
+    for (const [t, who, buf] of c.trace ?? []) s += `---- +${(t - c.t0).toFixed(1)} ms ${who}\n${sipText(buf)}\n`;
+    s += '\n';
+  }
+  writeFileSync(TRACE_FILE, s);
+  out(`traces            ${failedCalls.length} failed call(s) written message by message to ${TRACE_FILE}`);
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  const tRun = now();
+  let exitCode = 0;
+  let timedOut = false;
+  let globalTimer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    globalTimer = setTimeout(() => {
+      timedOut = true;
+      reject(new Error(`global timeout: the run took longer than ${TIMEOUT_MS / 1000} s`));
+    }, TIMEOUT_MS);
+  });
+  deadline.catch(() => {});
+  // Once Portier is up, its exit ends the run at once rather than after every call's 32 s.
+  let died: Promise<never> = new Promise<never>(() => {});
+  const bounded = <T>(p: Promise<T>): Promise<T> => Promise.race([p, deadline, died]);
+  const dir = mkdtempSync(join(tmpdir(), 'portier-load-'));
+  let sweeper: NodeJS.Timeout | undefined;
+  let pacer: NodeJS.Timeout | undefined;
+  let cpuBefore = 0;
+  let genCpuBefore = process.cpuUsage();
+  let tCalls = 0;
+  let tLastInvite = 0;
+  let tSettled = 0;
+  let regMs = 0;
+  let regRtx = 0;
+  let portierCpuMs = NaN;
+  let mem = { rss: NaN, peak: NaN };
+  let genCpuMs = NaN;
+  let abortReason = '';
+  let drops = { portier: NaN, generator: NaN };
+  const rssTimeline: string[] = [];
+  let rssSampler: NodeJS.Timeout | undefined;
+
+  out(
+    `portier load: ${CALLS} calls at ${RATE}/s over UDP, ${DOORS} door stations, ${PHONES} phones ` +
+      `(${AORS} AORs x ${DEVICES} device${DEVICES > 1 ? 's: every call forked' : ''}), hold ${HOLD[0]}-${HOLD[1]} ms, ` +
+      `answer after ${ANSWER[0]}-${ANSWER[1]} ms, T1 ${T1} ms`,
+  );
+  try {
+    // Portier on a free port (another process may grab it between probe and bind: try again).
+    for (let attempt = 1; ; attempt++) {
+      portierPort = await freeUdpPort();
+      const configPath = join(dir, 'portier.yaml');
+      writeFileSync(
+        configPath,
+        [
+          `domains: [${DOMAIN}]`,
+          `listen: [udp:${HOST}:${portierPort}]`,
+          'log: {level: warn}',
+          `timers: {t1: ${T1}, t2: ${T2}, t4: 5000}`,
+          'proxy: {ring-timeout: 30}',
+          'registrar: {min-expires: 60, max-expires: 3600, default-expires: 600}',
+          '',
+        ].join('\n'),
+      );
+      portier = startPortier(configPath);
+      try {
+        await bounded(waitReady(portier, portierPort, 10_000));
+        break;
+      } catch (err) {
+        if (timedOut || attempt >= 3) throw err;
+        await stopPortier(portier);
+      }
+    }
+    const running = portier;
+    died = running.exited.then(() => {
+      throw new Error(`Portier exited during the run (status ${running.exitCode})`);
+    });
+    died.catch(() => {});
+    out(`portier           pid ${portier.pid}, udp:${HOST}:${portierPort}, ready after ${(now() - tRun).toFixed(0)} ms`);
+
+    for (let i = 0; i < DOORS; i++) doors.push(await createUa(true, i));
+    for (let i = 0; i < PHONES; i++) phones.push(await createUa(false, i));
+    const rcvbuf = phones[0].sock.getRecvBufferSize();
+
+    // Registration.
+    const tReg = now();
+    const regRtx0 = stats.rtx.register;
+    await bounded(registerAll([...phones, ...doors], 50));
+    regMs = now() - tReg;
+    regRtx = stats.rtx.register - regRtx0;
+    out(
+      `registrations     ${PHONES + DOORS} in ${regMs.toFixed(0)} ms = ${(((PHONES + DOORS) * 1000) / regMs).toFixed(0)}/s, ` +
+        `50 in flight, ${regRtx} retransmissions (generator sockets: ${PHONES + DOORS}, SO_RCVBUF ${(rcvbuf / 1048576).toFixed(1)} MiB as the kernel reports it)`,
+    );
+
+    // Calls.
+    latencies = new Float64Array(CALLS);
+    const allSettled = new Promise<void>((resolve) => (settledResolve = resolve));
+    sweeper = setInterval(() => {
+      const t = now();
+      for (const c of active) if (t > c.deadline) fail(c, stall(c));
+    }, 200);
+    cpuBefore = cpuMs(portier.pid);
+    genCpuBefore = process.cpuUsage();
+    tCalls = now();
+    const pid = portier.pid;
+    rssSampler = setInterval(() => {
+      try {
+        rssTimeline.push(`${((now() - tCalls) / 1000).toFixed(0)}s ${memory(pid).rss.toFixed(0)}`);
+      } catch {
+        /* gone */
+      }
+    }, 5000);
+    let sent = 0;
+    const pace = (): void => {
+      pacer = undefined;
+      const due = Math.min(CALLS, Math.floor(((now() - tCalls) * RATE) / 1000) + 1);
+      while (sent < due) startCall(sent++);
+      if (sent < CALLS) pacer = setTimeout(pace, 1);
+      else tLastInvite = now();
+    };
+    pace();
+    await bounded(allSettled);
+    tSettled = now();
+  } catch (err) {
+    exitCode = 1;
+    abortReason = (err as Error).message;
+    process.stderr.write(`bench/load: ${abortReason}\n`);
+    if (tCalls > 0) {
+      for (const c of [...active]) fail(c, `unfinished when the run ${timedOut ? 'timed out' : 'aborted'}: ${stall(c, false)}`);
+      tSettled = now();
+    }
+  } finally {
+    clearTimeout(globalTimer);
+    if (pacer) clearTimeout(pacer);
+    if (sweeper) clearInterval(sweeper);
+    if (rssSampler) clearInterval(rssSampler);
+    const dropMap = udpDrops();
+    if (dropMap.size > 0) {
+      drops = { portier: dropMap.get(portierPort) ?? 0, generator: [...doors, ...phones].reduce((a, u) => a + (dropMap.get(u.port) ?? 0), 0) };
+    }
+    if (portier !== null && portier.exitCode === undefined && tCalls > 0) {
+      try {
+        portierCpuMs = cpuMs(portier.pid) - cpuBefore;
+        mem = memory(portier.pid);
+      } catch {
+        /* gone */
+      }
+    }
+    const g = process.cpuUsage(genCpuBefore);
+    genCpuMs = (g.user + g.system) / 1000;
+    const portierExit = portier !== null && portier.exitCode !== undefined ? portier.exitCode : undefined;
+    const stopped = portier === null ? 'never started' : await stopPortier(portier);
+    closing = true;
+    for (const u of [...doors, ...phones]) {
+      try {
+        u.sock.close();
+      } catch {
+        /* closed */
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+
+    if (tCalls > 0) {
+      const sorted = latencies.slice(0, nLatencies).sort();
+      const sendSpan = (tLastInvite || tSettled) - tCalls;
+      const span = (lastCompletion || tSettled) - tCalls;
+      out(`calls             attempted ${attempted}, completed ${completed}, failed ${failed}${attempted < CALLS ? `, never attempted ${CALLS - attempted}` : ''}`);
+      out(
+        `call rate         offered ${((attempted * 1000) / (sendSpan + 1000 / RATE)).toFixed(1)}/s (INVITEs over ${(sendSpan / 1000).toFixed(2)} s), ` +
+          `achieved ${((completed * 1000) / span).toFixed(1)} completed calls/s (first INVITE to last BYE 200, ${(span / 1000).toFixed(2)} s)`,
+      );
+      out(
+        `setup latency     p50 ${pct(sorted, 0.5).toFixed(2)} ms, p90 ${pct(sorted, 0.9).toFixed(2)} ms, p99 ${pct(sorted, 0.99).toFixed(2)} ms, ` +
+          `max ${pct(sorted, 1).toFixed(2)} ms (INVITE sent -> 200 received, ${nLatencies} calls)`,
+      );
+      const r = stats.rtx;
+      const d = stats.dup;
+      const rtxTotal = Object.values(r).reduce((a, x) => a + x, 0);
+      const dupTotal = Object.values(d).reduce((a, x) => a + x, 0);
+      out(
+        `retransmissions   generator sent ${rtxTotal} (doors: INVITE ${r.invite}, BYE ${r.bye}, ACK again ${r.ackAgain}; ` +
+          `phones: 200 to INVITE ${r.ok2xx}, 487 ${r.err487}, response to a repeated request ${r.responseAgain}; REGISTER ${regRtx})`,
+      );
+      out(
+        `                  generator received ${dupTotal} duplicates (phones: INVITE ${d.invite}, BYE ${d.bye}, ACK ${d.ack}, CANCEL ${d.cancel}; ` +
+          `doors: 200 to INVITE ${d.ok2xxInvite}, 200 to BYE ${d.ok2xxBye})`,
+      );
+      if (failures.size > 0) {
+        out('failures');
+        const kinds = [...failures.entries()].sort((a, b2) => b2[1] - a[1]);
+        for (const [why, n] of kinds.slice(0, 20)) out(`  ${String(n).padStart(6)}  ${why}`);
+        if (kinds.length > 20) out(`          and ${kinds.length - 20} more kinds`);
+      }
+      const other = [
+        stats.extraDialogs ? `${stats.extraDialogs} extra 2xx dialogs (forks) ACKed and BYEd` : '',
+        stats.cancelled ? `${stats.cancelled} forks cancelled while ringing (200 + 487)` : '',
+        stats.cancelAfterAnswer ? `${stats.cancelAfterAnswer} CANCELs to forks that had answered already` : '',
+        stats.byeBeforeAck ? `${stats.byeBeforeAck} BYEs before their ACK at the phone` : '',
+        stats.misrouted ? `${stats.misrouted} INVITEs to the wrong phone` : '',
+        stats.stray ? `${stats.stray} stray messages` : '',
+        stats.unparseable ? `${stats.unparseable} unparseable datagrams` : '',
+        stats.socketErrors ? `${stats.socketErrors} socket errors` : '',
+      ].filter((x) => x !== '');
+      if (other.length > 0) out(`notes             ${other.join(', ')}`);
+      if (Number.isNaN(portierCpuMs)) out('portier           cpu and RSS not measured: the process was gone');
+      else out(
+        `portier           cpu ${portierCpuMs.toFixed(0)} ms over the call phase (${((portierCpuMs / span) * 100).toFixed(0)}% of a core) = ` +
+          `${((portierCpuMs * 1000) / Math.max(1, attempted)).toFixed(0)} µs/call; RSS ${mem.rss.toFixed(1)} MiB at the end (peak ${mem.peak.toFixed(1)} MiB)`,
+      );
+      if (rssTimeline.length > 0) out(`portier RSS MiB   ${rssTimeline.join(', ')}`);
+      out(`udp drops         ${drops.portier} at Portier's socket, ${drops.generator} at the generator's (kernel: receive buffer full)`);
+      out(
+        `generator         cpu ${genCpuMs.toFixed(0)} ms = ${((genCpuMs * 1000) / Math.max(1, attempted)).toFixed(0)} µs/call; ` +
+          `${stats.tx} datagrams sent, ${stats.rx} received`,
+      );
+    }
+    if (portier !== null) {
+      out(`portier exit      ${portierExit !== undefined ? `exited by itself during the run (${portierExit})` : stopped}`);
+      const logs = portier.output.filter((l) => l.trim() !== '');
+      if (logs.length > 0) {
+        out(`portier output    ${logs.length}${logs.length >= 200 ? '+' : ''} line(s), first ones:`);
+        for (const l of logs.slice(0, 10)) out('  ' + l.slice(0, 300));
+      }
+    }
+    if (abortReason !== '') out(`aborted           ${abortReason}`);
+    writeTraces();
+    if (failed > 0 || attempted < CALLS || portierExit !== undefined) exitCode = 1;
+    out(`result            ${exitCode === 0 ? 'PASS' : 'FAIL'} in ${((now() - tRun) / 1000).toFixed(1)} s`);
+  }
+  return exitCode;
+}
+
+// Never leave Portier running behind us.
+process.on('exit', () => {
+  if (portier !== null && portier.exitCode === undefined) portier.child.kill('SIGKILL');
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    const p = portier;
+    void (p !== null ? stopPortier(p) : Promise.resolve('')).finally(() => process.exit(130));
+  });
+}
+
+main().then(
+  (code) => process.stdout.write('', () => process.exit(code)),
+  (err: unknown) => {
+    process.stderr.write(`bench/load: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
