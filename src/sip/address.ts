@@ -30,11 +30,17 @@ export class NameAddr {
     readonly uriText: string,
     /** Header parameters (after the URI): tag, expires, q, +sip.instance, reg-id... */
     readonly params: Params,
-    /** The value's text as written, from the display name to the last parameter. */
-    readonly raw: string,
+    private readonly src: string,
+    private readonly rawStart: number,
+    private readonly rawEnd: number,
     /** True when the URI was enclosed in <>. */
     readonly angle: boolean,
   ) {}
+
+  /** The value's text as written, from the display name to the last parameter. */
+  get raw(): string {
+    return this.src.slice(this.rawStart, this.rawEnd);
+  }
 
   /**
    * The URI, parsed on first use (a proxy reads most From and To URIs never).
@@ -139,7 +145,7 @@ export function parseNameAddrAt(s: string, i: number, end: number, inList: boole
   if (pe < 0) return null;
   if (!inList && pe !== end) return null;
   const rawEnd = trimEnd(s, start, pe);
-  return { value: new NameAddr(display, s.slice(uriStart, uriEnd), params, s.slice(start, rawEnd), angle), end: pe };
+  return { value: new NameAddr(display, s.slice(uriStart, uriEnd), params, s, start, rawEnd, angle), end: pe };
 }
 
 /** scheme ":" and no white space or angle brackets: the cheap part of URI syntax, checked for every From and To. */

@@ -645,7 +645,7 @@ export class SipMessage {
   }
 }
 
-const NULL_ADDR = new NameAddr(null, 'sip:invalid', new Map(), '', false);
+const NULL_ADDR = new NameAddr(null, 'sip:invalid', new Map(), '', 0, 0, false);
 
 function parseCSeq(v: string, start: number, n: number, hint: string): CSeq | null {
   let i = start;

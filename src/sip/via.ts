@@ -34,9 +34,15 @@ export class Via {
     readonly host: string,
     readonly port: number | null,
     readonly params: Params,
-    /** This value's text as written. */
-    readonly raw: string,
+    private readonly src: string,
+    private readonly rawStart: number,
+    private readonly rawEnd: number,
   ) {}
+
+  /** This value's text as written (sliced on demand: most Vias are never printed). */
+  get raw(): string {
+    return this.src.slice(this.rawStart, this.rawEnd);
+  }
 
   get branch(): string | null {
     return this.params.get('branch') ?? null;
@@ -159,7 +165,7 @@ export function parseVias(s: string, into: Via[], start = 0, end = s.length): bo
     const params: Params = new Map();
     const after = parseParams(s, i, end, params);
     if (after < 0) return false;
-    into.push(new Via(protocol, transport, host, port, params, s.slice(vStart, trimEnd(s, vStart, after))));
+    into.push(new Via(protocol, transport, host, port, params, s, vStart, trimEnd(s, vStart, after)));
     i = after;
     if (i >= end) return true;
     // parseParams stopped at a ','
