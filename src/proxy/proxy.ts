@@ -73,6 +73,8 @@ export interface ProxyStats {
   callsCancelled: number;
   callsTimedOut: number;
   loops: number;
+  /** Requests answered 500 because routing them threw. */
+  internalErrors: number;
 }
 
 /** Methods whose 2xx creates a dialog: Portier record-routes them so in-dialog requests come back through it. */
@@ -86,7 +88,9 @@ const REAP_MS = 32_000;
 export class Proxy {
   /** Established calls, for metrics: bounded, so a lost BYE never leaks. */
   readonly callTracker = new CallTracker();
-  readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0 };
+  readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0, internalErrors: 0 };
+  /** The last unexpected error while routing a request, for logs and tests. */
+  lastError: unknown = null;
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
   /** Signs Portier's Record-Route entries so that only real dialogs are routed through it. */
   readonly signer = new RouteSigner();
@@ -104,7 +108,10 @@ export class Proxy {
 
   onRequest(stx: ServerTransaction, req: SipMessage): void {
     void this.handle(stx, req).catch((err: unknown) => {
-      this.respond(stx, 500, { reason: 'Server Internal Error', headers: [['Warning', `399 portier "${String((err as Error).message ?? err).slice(0, 80)}"`]] });
+      // The cause is counted, not sent: error text would tell a scanner about the internals.
+      this.stats.internalErrors++;
+      this.lastError = err;
+      this.respond(stx, 500);
     });
   }
 
