@@ -106,6 +106,10 @@ class Server implements RunningServer {
       minExpires: config.registrar.minExpires,
       maxExpires: config.registrar.maxExpires,
       defaultExpires: config.registrar.defaultExpires,
+      // A binding on a TCP flow must not outlive the flow: the idle timeout
+      // closes a silent connection, so registrations over TCP are refreshed
+      // within it (src/transport/types.ts, DEFAULT_IDLE_TIMEOUT_MS).
+      maxStreamExpires: Math.max(config.registrar.minExpires, Math.min(config.registrar.maxExpires, Math.floor(config.limits.idleTimeout))),
     });
     const user: TransactionUser = {
       onRequest: (tx, req) => this.proxy.onRequest(tx, req),
