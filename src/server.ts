@@ -21,6 +21,8 @@ import { TransactionLayer, responseDestination, type TransactionUser } from './t
 import { Registrar, buildRegisterResponse, type Binding } from './registrar/index.js';
 import { Proxy, type Location, type LocationResult, type Target } from './proxy/proxy.js';
 import { SelfAddresses } from './proxy/self.js';
+import { MetricsHttpServer, SipCounters, createRegistry, type Health } from './metrics/index.js';
+import { version } from './version.js';
 
 /** Methods Portier answers itself or routes. */
 export const ALLOWED_METHODS = 'INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER';
@@ -46,6 +48,8 @@ export interface RunningServer {
   listening(): Endpoint[];
   readonly stats: ServerStats;
   readonly transport: TransportLayer;
+  /** Where /metrics and /healthz are served (port resolved when 0 was asked); null when metrics.listen is off. */
+  metricsAddress(): { address: string; port: number } | null;
 }
 
 /** Receive buffer asked for on UDP sockets: 8 MiB. */
@@ -79,7 +83,13 @@ class Server implements RunningServer {
   readonly transactions: TransactionLayer;
   readonly registrar: Registrar;
   proxy!: Proxy;
+  /** Per-method and per-transport counts read by the metrics on scrape. */
+  readonly counters = new SipCounters();
   private readonly limits: ParseLimits;
+  private http: MetricsHttpServer | null = null;
+  private state: 'new' | 'running' | 'stopping' = 'new';
+  private startedAt = 0;
+  private readonly version = version();
 
   constructor(
     private readonly config: Config,
@@ -119,7 +129,11 @@ class Server implements RunningServer {
         this.stats.strayResponses++;
         this.proxy.onStrayResponse(res, source);
       },
-      onServerTerminated: (tx) => this.proxy.onServerTerminated(tx),
+      onServerTerminated: (tx) => {
+        // The final response this transaction sent (0 or 1xx: it never got one).
+        if (tx.status >= 200) this.counters.response(tx.method, tx.status);
+        this.proxy.onServerTerminated(tx);
+      },
     };
     this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers });
   }
@@ -138,13 +152,72 @@ class Server implements RunningServer {
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,
     });
+    if (this.config.metrics.listen !== null) {
+      const http = new MetricsHttpServer(this.config.metrics.listen, this.metricsRegistry(), () => this.health());
+      try {
+        await http.start();
+      } catch (err) {
+        await this.stopSip();
+        throw err;
+      }
+      this.http = http;
+    }
+    this.startedAt = performance.now();
+    this.state = 'running';
+    const metrics = this.metricsAddress();
+    if (metrics !== null) this.log.info({ metrics: `http://${metrics.address.includes(':') ? `[${metrics.address}]` : metrics.address}:${metrics.port}/metrics` }, 'metrics listening');
     this.log.info({ listen: this.listening().map((e) => `${e.protocol}:${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port}`), domains: this.config.domains }, 'listening');
   }
 
   async stop(): Promise<void> {
+    // /healthz answers 503 from here until the HTTP listener closes.
+    this.state = 'stopping';
+    await this.stopSip();
+    await this.http?.close();
+  }
+
+  private async stopSip(): Promise<void> {
     this.transactions.stop();
     await this.registrar.close();
     await this.transport.stop();
+  }
+
+  metricsAddress(): { address: string; port: number } | null {
+    return this.http?.address() ?? null;
+  }
+
+  private metricsRegistry() {
+    const protocols = [...new Set(this.config.listen.map((l) => l.protocol))];
+    return createRegistry({
+      counters: this.counters,
+      protocols,
+      domains: this.config.domains,
+      version: this.version,
+      transport: this.transport,
+      transactions: this.transactions,
+      registrations: () => this.registrar.bindingCounts(),
+      calls: () => (this.proxy === undefined ? null : { stats: this.proxy.stats, active: this.proxy.callTracker.stats() }),
+    });
+  }
+
+  /** Liveness: the SIP transports are up. Storage trouble shows as registrations: null, not as a failure. */
+  private async health(): Promise<Health> {
+    const up = this.state === 'running' && this.listening().length > 0;
+    let registrations: number | null = null;
+    try {
+      registrations = (await this.registrar.bindingCounts()).bindings;
+    } catch {
+      // reported by the readiness check, later
+    }
+    return {
+      ok: up,
+      body: {
+        uptime: this.state === 'new' ? 0 : Math.round(performance.now() - this.startedAt) / 1000,
+        version: this.version,
+        transports: this.listening().map((e) => `${e.protocol}:${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port}`),
+        registrations,
+      },
+    };
   }
 
   listening(): Endpoint[] {
@@ -159,6 +232,7 @@ class Server implements RunningServer {
     }
     if (r.isRequest) {
       this.stats.requests++;
+      this.counters.request(r.method, source.protocol);
       stampTopVia(r, source);
     } else this.stats.responses++;
     this.transactions.receive(r, source);
@@ -180,6 +254,7 @@ class Server implements RunningServer {
       msg.has('cseq');
     const key = canAnswer ? String(err.code) : 'drop';
     this.stats.parseErrors[key] = (this.stats.parseErrors[key] ?? 0) + 1;
+    this.counters.parseError(source.protocol, key);
     this.log.debug({ source: `${source.protocol}:${source.address}:${source.port}`, code: err.code, reason: err.reason }, 'malformed message');
     if (!canAnswer) return;
     stampTopVia(msg, source);
@@ -187,6 +262,7 @@ class Server implements RunningServer {
     if (err.code === 505) headers.push(['Supported', SUPPORTED_OPTIONS]);
     // Stateless: a malformed request gets no transaction (RFC 3261 §16.3).
     this.stats.answered[err.code] = (this.stats.answered[err.code] ?? 0) + 1;
+    this.counters.response(msg.method, err.code);
     this.transport.send(buildResponseBytes(msg, err.code, { reason: reasonFor(err), headers }), responseDestination(msg, source));
   }
 }

@@ -10,13 +10,13 @@
  * Exit status: 0 ok, 1 configuration or start-up error, 2 usage error;
  * after a second SIGTERM/SIGINT during shutdown, 128 + signal number.
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { version } from '../version.js';
 import { parseArgs } from 'node:util';
 import type pino from 'pino';
 import { ConfigError, demoConfig, formatConfig, loadConfig, type Config } from '../config/index.js';
 import { createLogger, type Logger } from '../log.js';
+
+export { version };
 
 export interface RunningServer {
   stop(): Promise<void>;
@@ -53,7 +53,7 @@ export const EXIT_ERROR = 1;
 export const EXIT_USAGE = 2;
 
 export const DEMO_WARNING =
-  'no --config given: running the embedded demo configuration, which listens on 127.0.0.1 only (udp and tcp port 5060), ' +
+  'no --config given: running the embedded demo configuration, which listens on 127.0.0.1 only (udp and tcp port 5060, metrics on http port 9090), ' +
   'serves the domain localhost and has no authentication; it is for trying Portier on one machine, ' +
   'not for deployment (start from conf/portier.yaml and pass --config FILE)';
 
@@ -81,20 +81,6 @@ SIGHUP would reload the configuration (not implemented yet: restart instead).
 Exit status: 0 ok, 1 configuration or start-up error, 2 usage error.
 `;
 
-/** Version from the package.json above this file (src/cli/ and dist/src/cli/ alike). */
-export function version(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'portier' && pkg.version) return pkg.version;
-    } catch {
-      // not here: look one level up
-    }
-    dir = dirname(dir);
-  }
-  return 'unknown';
-}
 
 async function importStartServer(): Promise<StartServer> {
   // Resolved at run time so that `check`, `--help` and `--version` never load the server.

@@ -11,11 +11,13 @@
  * below and add its interface to ./types.ts (the compiler checks they agree).
  */
 import { readFileSync } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
 import YAML from 'yaml';
 import { ConfigError } from './errors.js';
-import { checkListenConflicts, formatListen, parseDomain, parseListen } from './hosts.js';
+import { canonicalIPv6, checkListenConflicts, formatListen, parseDomain, parseListen } from './hosts.js';
 import {
   FAILED,
+  Invalid,
   deepFreeze,
   integer,
   list,
@@ -25,12 +27,25 @@ import {
   section,
   text,
   type Ctx,
+  type Field,
 } from './schema.js';
-import { LOG_LEVELS, type Config, type ListenSpec, type LogLevel } from './types.js';
+import { LOG_LEVELS, type Config, type HttpListen, type ListenSpec, type LogLevel, type MetricsConfig } from './types.js';
 
 export { ConfigError } from './errors.js';
 export { DEFAULT_PORTS, formatListen, parseListen } from './hosts.js';
-export type { Config, Limits, ListenSpec, LogConfig, LogLevel, Protocol, ProxyConfig, RegistrarConfig, TimersConfig } from './types.js';
+export type {
+  Config,
+  HttpListen,
+  Limits,
+  ListenSpec,
+  LogConfig,
+  LogLevel,
+  MetricsConfig,
+  Protocol,
+  ProxyConfig,
+  RegistrarConfig,
+  TimersConfig,
+} from './types.js';
 export { LOG_LEVELS, PROTOCOLS } from './types.js';
 
 export const DEMO_SOURCE = '(embedded demo)';
@@ -78,6 +93,57 @@ const timers = section(
   },
 );
 
+const HTTP_LISTEN_EXAMPLE = '127.0.0.1:9090, 0.0.0.0:9090 or [::1]:9090';
+
+/** `host:port` for an HTTP listener (IPv6 in brackets), or `off`. */
+export function parseHttpListen(raw: string): HttpListen | null {
+  if (raw.toLowerCase() === 'off') return null;
+  let host: string;
+  let portText: string;
+  if (raw.startsWith('[')) {
+    const close = raw.indexOf(']');
+    if (close < 0) throw new Invalid(`missing "]" after the IPv6 address in ${JSON.stringify(raw)}`);
+    host = raw.slice(1, close);
+    if (!isIPv6(host)) throw new Invalid(`${JSON.stringify(host)} in ${JSON.stringify(raw)} is not a valid IPv6 address`);
+    host = canonicalIPv6(host);
+    const after = raw.slice(close + 1);
+    if (!after.startsWith(':')) throw new Invalid(`${JSON.stringify(raw)} needs a port after "]", e.g. [::1]:9090`);
+    portText = after.slice(1);
+  } else {
+    const parts = raw.split(':');
+    if (parts.length > 2) {
+      throw new Invalid(`IPv6 addresses must be in brackets, e.g. [::1]:9090 (got ${JSON.stringify(raw)})`);
+    }
+    if (parts.length < 2) throw new Invalid(`${JSON.stringify(raw)} must be host:port, e.g. ${HTTP_LISTEN_EXAMPLE}, or off`);
+    [host, portText] = parts;
+    if (!isIPv4(host)) {
+      throw new Invalid(`host ${JSON.stringify(host)} in ${JSON.stringify(raw)} must be an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1] or [::]), not a name`);
+    }
+  }
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
+    throw new Invalid(`port ${JSON.stringify(portText)} in ${JSON.stringify(raw)} must be an integer between 0 and 65535`);
+  }
+  return { host, port: Number(portText) };
+}
+
+/** Inverse of parseHttpListen. */
+export function formatHttpListen(listen: HttpListen | null): string {
+  if (listen === null) return 'off';
+  return `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
+}
+
+// `metrics:` present needs its `listen`; no `metrics:` section at all serves no HTTP
+// (so that test and embedded configs never claim port 9090 by surprise).
+const metricsSection = section({
+  listen: text<HttpListen | null>({
+    convert: parseHttpListen,
+    format: formatHttpListen,
+    expected: `host:port (e.g. ${HTTP_LISTEN_EXAMPLE}) or off`,
+    example: '127.0.0.1:9090',
+  }),
+});
+const metrics: Field<MetricsConfig> = { ...metricsSection, default: () => ({ listen: null }) };
+
 export const SCHEMA = section({
   domains: list(text({ convert: parseDomain, format: (d: string) => d, expected: 'a host name or IP address' }), {
     min: 1,
@@ -98,6 +164,7 @@ export const SCHEMA = section({
   proxy: section({ 'ring-timeout': integer({ min: 1, max: 3600, default: 30 }) }),
   timers,
   log: section({ level: oneOf<LogLevel>(LOG_LEVELS, { default: 'info' }) }),
+  metrics,
 });
 
 // The validated YAML must be exactly the Config minus its bookkeeping fields:
@@ -159,7 +226,7 @@ export function loadConfig(path: string): Config {
 /** The embedded configuration used without --config: localhost only, for trying Portier on one machine. */
 export function demoConfig(): Config {
   return validate(
-    { domains: ['localhost'], listen: ['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'] },
+    { domains: ['localhost'], listen: ['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], metrics: { listen: '127.0.0.1:9090' } },
     DEMO_SOURCE,
     true,
   );

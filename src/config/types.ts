@@ -70,6 +70,20 @@ export interface TimersConfig {
   t4: number;
 }
 
+/** An HTTP listening address: `127.0.0.1:9090`, `[::1]:9090`. */
+export interface HttpListen {
+  /** IP literal without brackets. */
+  host: string;
+  /** 0 means "any free port" (useful in tests only). */
+  port: number;
+}
+
+/** `metrics:` — the HTTP listener for /metrics (Prometheus) and /healthz. */
+export interface MetricsConfig {
+  /** Where to listen; null (`listen: off`, or no `metrics:` section) serves no HTTP at all. */
+  listen: HttpListen | null;
+}
+
 export interface Config {
   /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
   domains: string[];
@@ -79,6 +93,7 @@ export interface Config {
   proxy: ProxyConfig;
   timers: TimersConfig;
   log: LogConfig;
+  metrics: MetricsConfig;
   /** True only for the embedded demo configuration (no --config given). */
   demo: boolean;
   /** The file the configuration came from, or '(embedded demo)'. */

@@ -71,6 +71,8 @@ timers:
   t4: 3000
 log:
   level: debug
+metrics:
+  listen: "[::1]:9091"
 `,
     F,
   );
@@ -94,6 +96,7 @@ log:
     proxy: { ringTimeout: 45 },
     timers: { t1: 250, t2: 2000, t4: 3000 },
     log: { level: 'debug' },
+    metrics: { listen: { host: '::1', port: 9091 } },
     demo: false,
     source: F,
   });
@@ -209,9 +212,9 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}log: info\n`, `${F}: log: must be a mapping with the keys level, not "info"`],
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
-    [`${MIN}tls: {}\n`, `${F}: tls: unknown key (expected domains, listen, limits, registrar, proxy, timers or log)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers and log, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers and log, not "just text"`],
+    [`${MIN}tls: {}\n`, `${F}: tls: unknown key (expected domains, listen, limits, registrar, proxy, timers, log or metrics)`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log and metrics, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log and metrics, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -234,7 +237,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers or log)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log or metrics)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -279,7 +282,9 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['domains', 'limits', 'listen', 'log', 'proxy', 'registrar', 'timers']);
+  t.same(Object.keys(raw).sort(), ['domains', 'limits', 'listen', 'log', 'metrics', 'proxy', 'registrar', 'timers']);
+  t.same(Object.keys(raw.metrics), ['listen']);
+  t.same(c.metrics, { listen: { host: '127.0.0.1', port: 9090 } }, 'the example serves metrics on localhost');
   t.same(Object.keys(raw.registrar).sort(), ['default-expires', 'max-expires', 'min-expires']);
   t.same(Object.keys(raw.timers).sort(), ['t1', 't2', 't4']);
   t.same(Object.keys(raw.limits).sort(), [
@@ -307,6 +312,7 @@ t.test('demo config', async (t) => {
     proxy: { ringTimeout: 30 },
     timers: { t1: 500, t2: 4000, t4: 5000 },
     log: { level: 'info' },
+    metrics: { listen: { host: '127.0.0.1', port: 9090 } },
     demo: true,
     source: DEMO_SOURCE,
   });
@@ -376,4 +382,40 @@ t.test('registrar, proxy and timers: defaults and cross-checks', async (t) => {
   t.throws(() => parseConfig(`${MIN}timers: {t1: 1000, t2: 500}\n`, F), /timers.t2: must not be below t1/);
   t.throws(() => parseConfig(`${MIN}proxy: {ring-timeout: 0}\n`, F), /proxy.ring-timeout/);
   t.throws(() => parseConfig(`${MIN}proxy: {ringtimeout: 3}\n`, F), /unknown key/);
+});
+
+t.test('metrics: listen host:port or off; no section means off', async (t) => {
+  t.same(parseConfig(MIN, F).metrics, { listen: null }, 'no metrics section: no HTTP listener');
+  const cases: Array<[string, { host: string; port: number } | null]> = [
+    ['127.0.0.1:9090', { host: '127.0.0.1', port: 9090 }],
+    ['0.0.0.0:9100', { host: '0.0.0.0', port: 9100 }],
+    ['"[::1]:9090"', { host: '::1', port: 9090 }],
+    ['"[0:0::0]:0"', { host: '::', port: 0 }],
+    ['off', null],
+    ['OFF', null],
+  ];
+  for (const [text, listen] of cases) {
+    t.same(parseConfig(`${MIN}metrics: {listen: ${text}}\n`, F).metrics, { listen }, text);
+  }
+  const refused: Array<[string, string]> = [
+    [`${MIN}metrics:\n`, `${F}: metrics.listen: required (e.g. listen: 127.0.0.1:9090)`],
+    [`${MIN}metrics: {}\n`, `${F}: metrics.listen: required (e.g. listen: 127.0.0.1:9090)`],
+    [`${MIN}metrics: {listen: localhost:9090}\n`, `${F}: metrics.listen: host "localhost" in "localhost:9090" must be an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1] or [::]), not a name`],
+    [`${MIN}metrics: {listen: 127.0.0.1}\n`, `${F}: metrics.listen: "127.0.0.1" must be host:port, e.g. 127.0.0.1:9090, 0.0.0.0:9090 or [::1]:9090, or off`],
+    [`${MIN}metrics: {listen: "::1:9090"}\n`, `${F}: metrics.listen: IPv6 addresses must be in brackets, e.g. [::1]:9090 (got "::1:9090")`],
+    [`${MIN}metrics: {listen: "[::1]"}\n`, `${F}: metrics.listen: "[::1]" needs a port after "]", e.g. [::1]:9090`],
+    [`${MIN}metrics: {listen: "[::1:9090"}\n`, `${F}: metrics.listen: missing "]" after the IPv6 address in "[::1:9090"`],
+    [`${MIN}metrics: {listen: "[1.2.3.4]:9090"}\n`, `${F}: metrics.listen: "1.2.3.4" in "[1.2.3.4]:9090" is not a valid IPv6 address`],
+    [`${MIN}metrics: {listen: 127.0.0.1:65536}\n`, `${F}: metrics.listen: port "65536" in "127.0.0.1:65536" must be an integer between 0 and 65535`],
+    [`${MIN}metrics: {listen: false}\n`, `${F}: metrics.listen: must be host:port (e.g. 127.0.0.1:9090, 0.0.0.0:9090 or [::1]:9090) or off (got false)`],
+    [`${MIN}metrics: {port: 9090}\n`, `${F}: metrics.port: unknown key (expected listen)`],
+  ];
+  for (const [text, message] of refused) {
+    t.throws(() => parseConfig(text, F), { name: 'ConfigError', message }, text);
+  }
+  const off = parseConfig(`${MIN}metrics: {listen: off}\n`, F);
+  t.match(formatConfig(off), /^metrics:\n {2}listen: off$/m, 'off is written back as off');
+  t.same(parseConfig(formatConfig(off), F), off);
+  const v6 = parseConfig(`${MIN}metrics: {listen: "[::1]:9090"}\n`, F);
+  t.same(parseConfig(formatConfig(v6), F), v6, 'IPv6 round-trips in brackets');
 });

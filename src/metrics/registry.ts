@@ -1,0 +1,226 @@
+/**
+ * Portier's Prometheus registry: the Node/process default metrics and the
+ * portier_* metrics. Nothing here runs per message: every portier_* value is
+ * read on scrape (collect callbacks) from the counters the layers keep anyway
+ * (./counters.ts, TransportLayer.stats, TransactionLayer.stats(), ...).
+ *
+ * Labels are bounded sets: methods (unknown ones are "other"), code classes,
+ * transports, the configured domains, fixed reasons. Never a user, Call-ID or
+ * address.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Protocol } from '../config/types.js';
+import type { BindingCounts } from '../registrar/index.js';
+import type { CallCounts } from '../proxy/calls.js';
+import type { TransactionStats } from '../transaction/index.js';
+import type { DropReason, TransportStats } from '../transport/index.js';
+import { CODE_CLASSES, METHODS, PARSE_ERROR_REASONS, type SipCounters } from './counters.js';
+import { PROTOCOLS } from '../config/types.js';
+
+/** The proxy's call outcome counters (a subset of ProxyStats). */
+export interface CallStats {
+  callsAnswered: number;
+  callsFailed: number;
+  callsCancelled: number;
+  callsTimedOut: number;
+}
+
+/** What the registry reads on scrape. */
+export interface MetricsSources {
+  counters: SipCounters;
+  /** SIP transports configured (label values of per-transport series). */
+  protocols: readonly Protocol[];
+  /** Served domains: the only values of the domain label. */
+  domains: readonly string[];
+  version: string;
+  transport: { readonly stats: TransportStats; connectionCount(protocol?: Protocol): number };
+  transactions: { stats(): TransactionStats };
+  registrations(): Promise<BindingCounts>;
+  /** Null before the proxy exists. */
+  calls(): { stats: CallStats; active: CallCounts } | null;
+}
+
+const STREAM_PROTOCOLS: readonly Protocol[] = ['tcp', 'tls', 'ws', 'wss'];
+
+const DROP_REASONS: readonly DropReason[] = ['oversize', 'framing', 'connection-limit', 'timeout', 'stun', 'send-error'];
+
+export function createRegistry(src: MetricsSources): Registry {
+  const register = new Registry();
+  collectDefaultMetrics({ register });
+  const registers = [register];
+  const protocols = PROTOCOLS.filter((p) => src.protocols.includes(p));
+  const streams = protocols.filter((p) => STREAM_PROTOCOLS.includes(p));
+  const c = src.counters;
+
+  new Gauge({
+    name: 'portier_build_info',
+    help: 'Always 1; the version label names the running Portier.',
+    labelNames: ['version'],
+    registers,
+    collect() {
+      this.set({ version: src.version }, 1);
+    },
+  });
+
+  new Counter({
+    name: 'portier_sip_requests_total',
+    help: 'SIP requests received that passed the parser, retransmissions included, by method (unknown methods as "other") and transport.',
+    labelNames: ['method', 'transport'],
+    registers,
+    collect() {
+      this.reset();
+      METHODS.forEach((method, m) => {
+        for (const transport of protocols) {
+          this.inc({ method, transport }, c.requests[m * PROTOCOLS.length + PROTOCOLS.indexOf(transport)]);
+        }
+      });
+    },
+  });
+
+  new Counter({
+    name: 'portier_sip_responses_total',
+    help:
+      'Final SIP responses Portier sent or forwarded upstream, one per server transaction, counted when the ' +
+      'transaction ends (over UDP 64*T1 later, 32 s with the default timers), plus stateless answers to malformed requests; ' +
+      'by code class and the method of the request. Provisional responses, retransmissions and stateless ' +
+      'forwarding are not counted.',
+    labelNames: ['code_class', 'method'],
+    registers,
+    collect() {
+      this.reset();
+      METHODS.forEach((method, m) => {
+        CODE_CLASSES.forEach((codeClass, k) => {
+          const n = c.responses[m * CODE_CLASSES.length + k];
+          if (n > 0) this.inc({ code_class: codeClass, method }, n);
+        });
+      });
+    },
+  });
+
+  new Counter({
+    name: 'portier_sip_parse_errors_total',
+    help: 'Messages refused by the SIP parser, by transport and reason: the response sent (400, 413, 505) or "drop" when none could be.',
+    labelNames: ['transport', 'reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const transport of protocols) {
+        const p = PROTOCOLS.indexOf(transport);
+        PARSE_ERROR_REASONS.forEach((reason, r) => {
+          const n = c.parseErrors[p * PARSE_ERROR_REASONS.length + r];
+          if (reason !== 'other' || n > 0) this.inc({ transport, reason }, n);
+        });
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'portier_transactions_active',
+    help: 'SIP transactions in progress, by kind (server_invite, server_non_invite, client_invite, client_non_invite).',
+    labelNames: ['kind'],
+    registers,
+    collect() {
+      const s = src.transactions.stats();
+      this.set({ kind: 'server_invite' }, s.serverInvite);
+      this.set({ kind: 'server_non_invite' }, s.serverNonInvite);
+      this.set({ kind: 'client_invite' }, s.clientInvite);
+      this.set({ kind: 'client_non_invite' }, s.clientNonInvite);
+    },
+  });
+
+  new Gauge({
+    name: 'portier_registrations_active',
+    help: 'Live registration bindings (registered contacts), by served domain.',
+    labelNames: ['domain'],
+    registers,
+    async collect() {
+      this.reset();
+      let byDomain: Record<string, number>;
+      try {
+        byDomain = (await src.registrations()).byDomain;
+      } catch {
+        return; // the store did not answer: no value rather than a wrong one
+      }
+      for (const domain of src.domains) this.set({ domain }, byDomain[domain] ?? 0);
+    },
+  });
+
+  new Gauge({
+    name: 'portier_calls_active',
+    help: 'Calls established through Portier (2xx to an INVITE forwarded) and not yet ended by a BYE.',
+    registers,
+    collect() {
+      this.set(src.calls()?.active.active ?? 0);
+    },
+  });
+
+  // The proxy counts failures including timed-out and cancelled calls; "failed" is the rest.
+  // Between a CANCEL and its 487 that difference dips by one: report the highest seen so the counter never goes down.
+  let failedSeen = 0;
+  new Counter({
+    name: 'portier_calls_total',
+    help:
+      'INVITEs Portier forwarded that ended, by result: answered (2xx), no_answer (ring timeout), cancelled (by the caller), ' +
+      'failed (every branch refused or unreachable). INVITEs Portier refused itself (404, 480, 403...) are not counted.',
+    labelNames: ['result'],
+    registers,
+    collect() {
+      this.reset();
+      const s = src.calls()?.stats;
+      const answered = s?.callsAnswered ?? 0;
+      const noAnswer = s?.callsTimedOut ?? 0;
+      const cancelled = s?.callsCancelled ?? 0;
+      failedSeen = Math.max(failedSeen, (s?.callsFailed ?? 0) - noAnswer - cancelled);
+      this.inc({ result: 'answered' }, answered);
+      this.inc({ result: 'failed' }, failedSeen);
+      this.inc({ result: 'cancelled' }, cancelled);
+      this.inc({ result: 'no_answer' }, noAnswer);
+    },
+  });
+
+  new Gauge({
+    name: 'portier_connections_active',
+    help: 'Open stream connections (connecting ones included), by transport.',
+    labelNames: ['transport'],
+    registers,
+    collect() {
+      for (const transport of streams) this.set({ transport }, src.transport.connectionCount(transport));
+    },
+  });
+
+  new Counter({
+    name: 'portier_transport_dropped_total',
+    help:
+      'Messages and connections the transport dropped, by reason: oversize, framing, connection-limit, timeout, ' +
+      'stun (STUN not answered), send-error.',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      this.reset();
+      const d = src.transport.stats.dropped;
+      for (const reason of DROP_REASONS) this.inc({ reason }, d[reason]);
+    },
+  });
+
+  new Counter({
+    name: 'portier_retransmissions_total',
+    help: 'SIP messages sent again by the transactions: request retransmissions (timers A, E, G), responses resent to retransmitted requests, ACKs resent.',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(src.transactions.stats().retransmissionsSent);
+    },
+  });
+
+  new Counter({
+    name: 'portier_retransmissions_absorbed_total',
+    help: 'Retransmitted requests, responses and ACKs received that a transaction absorbed.',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(src.transactions.stats().retransmissionsAbsorbed);
+    },
+  });
+
+  return register;
+}
