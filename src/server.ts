@@ -19,7 +19,7 @@ import {
 import { TransportLayer, type Destination, type Endpoint, type Source, type TransportLimits } from './transport/index.js';
 import { TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
 import { Registrar, buildRegisterResponse, type Binding } from './registrar/index.js';
-import { Proxy, type Location, type LocationResult, type Target } from './proxy/proxy.js';
+import { Proxy, type Location, type LocationResult, type ProxyObserver, type Target } from './proxy/proxy.js';
 import { SelfAddresses } from './proxy/self.js';
 import { MetricsHttpServer, SipCounters, createRegistry, type Health } from './metrics/index.js';
 import { version } from './version.js';
@@ -85,6 +85,8 @@ class Server implements RunningServer {
   proxy!: Proxy;
   /** Per-method and per-transport counts read by the metrics on scrape. */
   readonly counters = new SipCounters();
+  /** The proxy's timing observer; the metrics registry points it at its histograms. */
+  private readonly timings: ProxyObserver = { callSetup() {}, processing() {} };
   private readonly limits: ParseLimits;
   private http: MetricsHttpServer | null = null;
   private state: 'new' | 'running' | 'stopping' = 'new';
@@ -152,6 +154,7 @@ class Server implements RunningServer {
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,
     });
+    this.proxy.observer = this.timings;
     if (this.config.metrics.listen !== null) {
       const http = new MetricsHttpServer(this.config.metrics.listen, this.metricsRegistry(), () => this.health());
       try {
@@ -197,6 +200,7 @@ class Server implements RunningServer {
       transactions: this.transactions,
       registrations: () => this.registrar.bindingCounts(),
       calls: () => (this.proxy === undefined ? null : { stats: this.proxy.stats, active: this.proxy.callTracker.stats() }),
+      timings: this.timings,
     });
   }
 

@@ -8,7 +8,7 @@
  * transports, the configured domains, fixed reasons. Never a user, Call-ID or
  * address.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Protocol } from '../config/types.js';
 import type { BindingCounts } from '../registrar/index.js';
 import type { CallCounts } from '../proxy/calls.js';
@@ -19,10 +19,13 @@ import { PROTOCOLS } from '../config/types.js';
 
 /** The proxy's call outcome counters (a subset of ProxyStats). */
 export interface CallStats {
-  callsAnswered: number;
-  callsFailed: number;
-  callsCancelled: number;
-  callsTimedOut: number;
+  callResults: Record<'answered' | 'busy' | 'no_answer' | 'cancelled' | 'failed', number>;
+}
+
+/** Histograms the proxy feeds (through its observer). */
+export interface CallTimings {
+  callSetup(seconds: number): void;
+  processing(seconds: number): void;
 }
 
 /** What the registry reads on scrape. */
@@ -38,6 +41,8 @@ export interface MetricsSources {
   registrations(): Promise<BindingCounts>;
   /** Null before the proxy exists. */
   calls(): { stats: CallStats; active: CallCounts } | null;
+  /** The proxy's observer: the registry points its methods at the histograms. */
+  timings?: CallTimings;
 }
 
 const STREAM_PROTOCOLS: readonly Protocol[] = ['tcp', 'tls', 'ws', 'wss'];
@@ -154,27 +159,17 @@ export function createRegistry(src: MetricsSources): Registry {
     },
   });
 
-  // The proxy counts failures including timed-out and cancelled calls; "failed" is the rest.
-  // Between a CANCEL and its 487 that difference dips by one: report the highest seen so the counter never goes down.
-  let failedSeen = 0;
   new Counter({
     name: 'portier_calls_total',
     help:
-      'INVITEs Portier forwarded that ended, by result: answered (2xx), no_answer (ring timeout), cancelled (by the caller), ' +
-      'failed (every branch refused or unreachable). INVITEs Portier refused itself (404, 480, 403...) are not counted.',
+      'INVITEs Portier forwarded that ended, by result: answered (2xx), busy (486, 600, 603), no_answer (ring timeout, 408, 480), ' +
+      'cancelled (by the caller), failed (every other final response). INVITEs Portier refused itself (404, 480, 403...) are not counted.',
     labelNames: ['result'],
     registers,
     collect() {
       this.reset();
-      const s = src.calls()?.stats;
-      const answered = s?.callsAnswered ?? 0;
-      const noAnswer = s?.callsTimedOut ?? 0;
-      const cancelled = s?.callsCancelled ?? 0;
-      failedSeen = Math.max(failedSeen, (s?.callsFailed ?? 0) - noAnswer - cancelled);
-      this.inc({ result: 'answered' }, answered);
-      this.inc({ result: 'failed' }, failedSeen);
-      this.inc({ result: 'cancelled' }, cancelled);
-      this.inc({ result: 'no_answer' }, noAnswer);
+      const r = src.calls()?.stats.callResults;
+      for (const result of ['answered', 'busy', 'no_answer', 'cancelled', 'failed'] as const) this.inc({ result }, r?.[result] ?? 0);
     },
   });
 
@@ -221,6 +216,23 @@ export function createRegistry(src: MetricsSources): Registry {
       this.inc(src.transactions.stats().retransmissionsAbsorbed);
     },
   });
+
+  const setup = new Histogram({
+    name: 'portier_call_setup_seconds',
+    help: 'Time from an INVITE reaching Portier to the first 2xx forwarded back to the caller (ringing included).',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60],
+    registers,
+  });
+  const processing = new Histogram({
+    name: 'portier_proxy_processing_seconds',
+    help: 'Time a request spends inside Portier, from its arrival to its first copy forwarded.',
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+    registers,
+  });
+  if (src.timings) {
+    src.timings.callSetup = (seconds) => setup.observe(seconds);
+    src.timings.processing = (seconds) => processing.observe(seconds);
+  }
 
   return register;
 }

@@ -75,6 +75,18 @@ export interface ProxyStats {
   loops: number;
   /** Requests answered 500 because routing them threw. */
   internalErrors: number;
+  /** Forwarded INVITEs by how they ended, each counted once. */
+  callResults: Record<CallResult, number>;
+}
+
+export type CallResult = 'answered' | 'busy' | 'no_answer' | 'cancelled' | 'failed';
+
+/** Timings for metrics; the proxy knows nothing of Prometheus. */
+export interface ProxyObserver {
+  /** INVITE received to first 2xx forwarded, in seconds. */
+  callSetup(seconds: number): void;
+  /** Request received to its first copy forwarded, in seconds (the time spent inside Portier). */
+  processing(seconds: number): void;
 }
 
 /** Methods whose 2xx creates a dialog: Portier record-routes them so in-dialog requests come back through it. */
@@ -88,7 +100,9 @@ const REAP_MS = 32_000;
 export class Proxy {
   /** Established calls, for metrics: bounded, so a lost BYE never leaks. */
   readonly callTracker = new CallTracker();
-  readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0, internalErrors: 0 };
+  readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0, internalErrors: 0, callResults: { answered: 0, busy: 0, no_answer: 0, cancelled: 0, failed: 0 } };
+  /** Set by whoever exports metrics. */
+  observer: ProxyObserver | null = null;
   /** The last unexpected error while routing a request, for logs and tests. */
   lastError: unknown = null;
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
@@ -107,7 +121,8 @@ export class Proxy {
   // ---- from the transaction layer ----
 
   onRequest(stx: ServerTransaction, req: SipMessage): void {
-    void this.handle(stx, req).catch((err: unknown) => {
+    const received = performance.now();
+    void this.handle(stx, req, received).catch((err: unknown) => {
       // The cause is counted, not sent: error text would tell a scanner about the internals.
       this.stats.internalErrors++;
       this.lastError = err;
@@ -151,7 +166,7 @@ export class Proxy {
 
   // ---- routing ----
 
-  private async handle(stx: ServerTransaction, req: SipMessage): Promise<void> {
+  private async handle(stx: ServerTransaction, req: SipMessage, received: number): Promise<void> {
     const ruri = req.requestUri!;
     if (ruri.scheme !== 'sip' && ruri.scheme !== 'sips' && ruri.scheme !== 'tel') return this.respond(stx, 416);
 
@@ -188,26 +203,26 @@ export class Proxy {
       if (!viaOurRoute) return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
       const dest = await this.uriDestination(routes[0].uri);
       if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
-      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest);
+      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received);
     }
     const target = req.requestUri!;
     if (target.isSip && this.self.isDomain(target.host)) {
       const found = await this.location.targets(target);
       if (found.kind === 'unknown') return this.respond(stx, 404);
       if (found.kind === 'unregistered') return this.respond(stx, 480);
-      return this.startCall(stx, req, hash, found.targets, null);
+      return this.startCall(stx, req, hash, found.targets, null, received);
     }
     if (target.isSip && viaOurRoute) {
       // In a record-routed dialog: the Request-URI is the remote target.
       const dest = await this.uriDestination(target);
       if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
-      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest);
+      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received);
     }
     return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
   }
 
-  private startCall(stx: ServerTransaction, req: SipMessage, hash: string, targets: Target[], fixed: Destination | null): void {
-    const call = new ProxyCall(this, stx, req, hash, targets, fixed);
+  private startCall(stx: ServerTransaction, req: SipMessage, hash: string, targets: Target[], fixed: Destination | null, received: number): void {
+    const call = new ProxyCall(this, stx, req, hash, targets, fixed, received);
     this.calls.set(stx, call);
     call.start();
   }
@@ -324,6 +339,8 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private cancelled = false;
   private ring: TimerHandle | null = null;
   private reaper: TimerHandle | null = null;
+  private timed = false;
+  private timedOut = false;
   private readonly isInvite: boolean;
   private pendingGroups: Target[][] = [];
 
@@ -334,6 +351,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
     private readonly hash: string,
     targets: Target[],
     private readonly fixed: Destination | null,
+    private readonly received: number,
   ) {
     this.isInvite = req.method === 'INVITE';
     // Sequential between q groups, parallel within one (§16.6, RFC 3261 §10.2.1.2).
@@ -381,6 +399,10 @@ class ProxyCall implements BranchOwner, TimerTarget {
     if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local, this.proxy.signer.token(copy.callId()));
     this.proxy.prepareForward(copy, local, branchFor(this.hash));
     this.proxy.stats.forwarded++;
+    if (!this.timed) {
+      this.timed = true;
+      this.proxy.observer?.processing((performance.now() - this.received) / 1000);
+    }
     branch.ctx = this.proxy.tx.sendRequest(copy, dest, this);
   }
 
@@ -412,6 +434,8 @@ class ProxyCall implements BranchOwner, TimerTarget {
         this.answered = true;
         if (this.isInvite) {
           this.proxy.stats.callsAnswered++;
+          this.proxy.stats.callResults.answered++;
+          this.proxy.observer?.callSetup((performance.now() - this.received) / 1000);
           this.proxy.callTracker.established(this.req.callId());
         } else if (this.req.method === 'BYE') this.proxy.callTracker.ended(this.req.callId());
         this.stopRing();
@@ -461,6 +485,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
     if (kind !== TIMER_RING || this.finished) return;
     this.ring = null;
     this.proxy.stats.callsTimedOut++;
+    this.timedOut = true;
     this.finished = true;
     for (const b of this.branches) if (b.final === 0) this.cancelBranch(b);
     this.sendFinal(buildResponse(this.req, 408, { reason: 'Request Timeout' }));
@@ -513,11 +538,23 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
   private sendFinal(res: SipMessage): void {
-    if (this.isInvite && !this.answered) this.proxy.stats.callsFailed++;
+    if (this.isInvite && !this.answered) {
+      this.proxy.stats.callsFailed++;
+      this.proxy.stats.callResults[this.resultOf(res.status)]++;
+    }
     const status = forwardedStatus(res.status);
     if (status !== res.status) this.stx.respond(buildResponse(this.req, status));
     else this.stx.respond(res);
     this.maybeDone();
+  }
+
+  /** How a call that was not answered ended, for metrics. */
+  private resultOf(status: number): CallResult {
+    if (this.timedOut) return 'no_answer';
+    if (this.cancelled) return 'cancelled';
+    if (status === 486 || status === 600 || status === 603) return 'busy';
+    if (status === 408 || status === 480) return 'no_answer';
+    return 'failed';
   }
 
   private maybeDone(): void {
