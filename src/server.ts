@@ -1,9 +1,10 @@
-// The running server: configuration in, transports up, every received
-// message parsed, checked and answered or dropped (and counted).
+// The running server: configuration in, the layers wired together, out.
 //
-// This is the foundation's request handling: OPTIONS to the server itself,
-// and a correct SIP error for what cannot be routed yet. The transaction
-// layer, proxy and registrar take over the routing of requests.
+//   transport (UDP, TCP) -> parse and check -> transaction layer -> proxy
+//                                                                 -> registrar (REGISTER)
+//
+// Malformed requests are answered here, statelessly (400/413/505), or
+// dropped and counted; everything well formed goes to the transactions.
 
 import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
@@ -30,7 +31,7 @@ export const ALLOWED_METHODS = 'INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INF
 /** Option tags Portier supports. */
 export const SUPPORTED_OPTIONS = 'path, gruu';
 
-/** Counters of what the server did with what it received; read by tests and, later, metrics. */
+/** Counters of what the server did with what it received; read by tests and metrics. */
 export interface ServerStats {
   requests: number;
   responses: number;
@@ -75,7 +76,6 @@ export function parseLimits(config: Config): ParseLimits {
     maxLineLength: config.limits.lineLength,
   };
 }
-
 
 class Server implements RunningServer {
   readonly stats: ServerStats = { requests: 0, responses: 0, parseErrors: {}, strayResponses: 0, answered: {} };
