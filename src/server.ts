@@ -6,6 +6,7 @@
 // Malformed requests are answered here, statelessly (400/413/505), or
 // dropped and counted; everything well formed goes to the transactions.
 
+import { readFileSync } from 'node:fs';
 import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
 import {
@@ -17,7 +18,14 @@ import {
   type SipMessage,
   type Uri,
 } from './sip/index.js';
-import { TransportLayer, type Destination, type Endpoint, type Source, type TransportLimits } from './transport/index.js';
+import {
+  TransportLayer,
+  type Destination,
+  type Endpoint,
+  type Source,
+  type TlsSettings,
+  type TransportLimits,
+} from './transport/index.js';
 import { TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
 import { Registrar, buildRegisterResponse, type Binding } from './registrar/index.js';
 import { Proxy, type Location, type LocationResult, type ProxyObserver, type Target } from './proxy/proxy.js';
@@ -69,6 +77,27 @@ export function transportLimits(config: Config): TransportLimits {
   };
 }
 
+/** The `tls:` section with its files read; undefined without one (outbound TLS then trusts the system store). */
+export function tlsSettings(config: Config): TlsSettings | undefined {
+  const tls = config.tls;
+  if (tls === null) return undefined;
+  const read = (key: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`${config.source}: tls.${key}: cannot read ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const out: TlsSettings = {
+    cert: read('cert', tls.cert),
+    key: read('key', tls.key),
+    verifyClients: tls.verifyClients,
+    minVersion: tls.minVersion,
+  };
+  if (tls.ca !== null) out.ca = read('ca', tls.ca);
+  return out;
+}
+
 export function parseLimits(config: Config): ParseLimits {
   return {
     maxMessageSize: config.limits.messageSize,
@@ -112,6 +141,7 @@ class Server implements RunningServer {
         warn: (obj, msg) => this.log.warn(obj, msg),
         debug: (obj, msg) => this.log.debug(obj, msg),
       },
+      tlsSettings(config),
     );
     this.registrar = new Registrar({
       domains: config.domains,

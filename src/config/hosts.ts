@@ -13,7 +13,7 @@ export const DEFAULT_PORTS: Readonly<Record<Protocol, number>> = {
 };
 
 /** Transports parsed and validated, but not served yet (refused with "not supported yet"). */
-export const UNSUPPORTED_PROTOCOLS: readonly Protocol[] = ['tls', 'ws', 'wss'];
+export const UNSUPPORTED_PROTOCOLS: readonly Protocol[] = ['ws', 'wss'];
 
 /** Canonical lower-case IPv6 text (`0:0::1` → `::1`); zone ids are kept as written. */
 export function canonicalIPv6(ip: string): string {
@@ -102,7 +102,7 @@ export function parseListen(raw: string): ListenSpec {
     }
   }
   if (UNSUPPORTED_PROTOCOLS.includes(protocol)) {
-    throw new Invalid(`${protocol} transport is not supported yet (use udp or tcp for now)`);
+    throw new Invalid(`${protocol} transport is not supported yet (use udp, tcp or tls for now)`);
   }
   return { protocol, host, port };
 }

@@ -10,7 +10,8 @@
  * To add a section: describe it with the builders of ./schema.js in `SCHEMA`
  * below and add its interface to ./types.ts (the compiler checks they agree).
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isIPv4, isIPv6 } from 'node:net';
 import YAML from 'yaml';
 import { ConfigError } from './errors.js';
@@ -28,8 +29,20 @@ import {
   text,
   type Ctx,
   type Field,
+  type Issue,
 } from './schema.js';
-import { LOG_LEVELS, type Config, type HttpListen, type ListenSpec, type LogLevel, type MetricsConfig } from './types.js';
+import {
+  LOG_LEVELS,
+  TLS_VERSIONS,
+  type Config,
+  type HttpListen,
+  type ListenSpec,
+  type LogLevel,
+  type MetricsConfig,
+  type TlsConfig,
+  type TlsVersion,
+  type VerifyClients,
+} from './types.js';
 
 export { ConfigError } from './errors.js';
 export { DEFAULT_PORTS, formatListen, parseListen } from './hosts.js';
@@ -45,8 +58,11 @@ export type {
   ProxyConfig,
   RegistrarConfig,
   TimersConfig,
+  TlsConfig,
+  TlsVersion,
+  VerifyClients,
 } from './types.js';
-export { LOG_LEVELS, PROTOCOLS } from './types.js';
+export { LOG_LEVELS, PROTOCOLS, TLS_VERSIONS } from './types.js';
 
 export const DEMO_SOURCE = '(embedded demo)';
 
@@ -144,28 +160,80 @@ const metricsSection = section({
 });
 const metrics: Field<MetricsConfig> = { ...metricsSection, default: () => ({ listen: null }) };
 
-export const SCHEMA = section({
-  domains: list(text({ convert: parseDomain, format: (d: string) => d, expected: 'a host name or IP address' }), {
-    min: 1,
-    example: '[example.test]',
-    check(domains, report) {
-      domains.forEach((d, i) => {
-        const j = domains.indexOf(d);
-        if (j < i) report(i, `duplicate of domains[${j}] (${d})`);
-      });
+const path = (example: string) =>
+  text<string>({
+    convert(s) {
+      if (s === '') throw new Invalid('must not be empty');
+      return s;
     },
-  }),
-  listen: list(
-    text<ListenSpec>({ convert: parseListen, format: formatListen, expected: 'a string like udp:127.0.0.1:5060' }),
-    { min: 1, example: '[udp:127.0.0.1:5060, tcp:127.0.0.1:5060]', check: checkListenConflicts },
-  ),
-  limits,
-  registrar,
-  proxy: section({ 'ring-timeout': integer({ min: 1, max: 3600, default: 30 }) }),
-  timers,
-  log: section({ level: oneOf<LogLevel>(LOG_LEVELS, { default: 'info' }) }),
-  metrics,
+    format: (p) => p,
+    expected: 'a file path',
+    example,
+  });
+
+const VERIFY_CLIENTS_REASON = 'must be false, optional or required';
+const verifyClients: Field<VerifyClients> = {
+  parse(value) {
+    if (value === false) return false;
+    if (typeof value === 'string') {
+      const v = value.toLowerCase();
+      if (v === 'false') return false;
+      if (v === 'optional' || v === 'required') return v;
+    }
+    throw new Invalid(`${VERIFY_CLIENTS_REASON}${typeof value === 'string' || typeof value === 'boolean' ? ` (got ${JSON.stringify(value)})` : ''}`);
+  },
+  format: (v) => v,
+  default: () => false,
+};
+
+const tlsSection = section({
+  cert: path('/etc/portier/tls/cert.pem'),
+  key: path('/etc/portier/tls/key.pem'),
+  // Absent (or written back as nothing): the system store.
+  ca: { ...path('/etc/portier/tls/ca.pem'), format: (p: string | null) => p ?? undefined, default: () => null } as Field<string | null>,
+  'verify-clients': verifyClients,
+  'min-version': oneOf<TlsVersion>(TLS_VERSIONS, { default: 'TLSv1.2' }),
 });
+// No `tls:` section: null, and nothing written back.
+const tlsField: Field<TlsConfig | null> = {
+  parse: (value, p, ctx) => tlsSection.parse(value, p, ctx),
+  format: (v) => (v === null ? undefined : tlsSection.format(v)),
+  default: () => null,
+};
+
+const TLS_EXAMPLE = 'tls: {cert: /etc/portier/tls/cert.pem, key: /etc/portier/tls/key.pem}';
+
+export const SCHEMA = section(
+  {
+    domains: list(text({ convert: parseDomain, format: (d: string) => d, expected: 'a host name or IP address' }), {
+      min: 1,
+      example: '[example.test]',
+      check(domains, report) {
+        domains.forEach((d, i) => {
+          const j = domains.indexOf(d);
+          if (j < i) report(i, `duplicate of domains[${j}] (${d})`);
+        });
+      },
+    }),
+    listen: list(
+      text<ListenSpec>({ convert: parseListen, format: formatListen, expected: 'a string like udp:127.0.0.1:5060' }),
+      { min: 1, example: '[udp:127.0.0.1:5060, tcp:127.0.0.1:5060]', check: checkListenConflicts },
+    ),
+    limits,
+    registrar,
+    proxy: section({ 'ring-timeout': integer({ min: 1, max: 3600, default: 30 }) }),
+    timers,
+    log: section({ level: oneOf<LogLevel>(LOG_LEVELS, { default: 'info' }) }),
+    metrics,
+    tls: tlsField,
+  },
+  {
+    check(c, report) {
+      const i = c.listen.findIndex((l) => l.protocol === 'tls');
+      if (i >= 0 && c.tls === null) report('tls', `required by listen[${i}] (${formatListen(c.listen[i])}) (e.g. ${TLS_EXAMPLE})`);
+    },
+  },
+);
 
 // The validated YAML must be exactly the Config minus its bookkeeping fields:
 type SchemaOutput = ReturnType<typeof SCHEMA.parse>;
@@ -180,7 +248,38 @@ function validate(data: unknown, source: string, demo: boolean): Config {
   const ctx: Ctx = { issues: [] };
   const result = run(SCHEMA, data, [], ctx);
   if (result === FAILED || ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
-  return deepFreeze({ ...result, demo, source });
+  const tls = result.tls === null ? null : resolveTlsFiles(result.tls, demo ? process.cwd() : dirname(source), ctx.issues);
+  if (ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
+  return deepFreeze({ ...result, tls, demo, source });
+}
+
+/**
+ * TLS paths are relative to the configuration file's directory; they are
+ * stored absolute, and every file must be readable now, so that a typo
+ * is found by `portier check` and not at the first handshake.
+ */
+function resolveTlsFiles(tls: TlsConfig, base: string, issues: Issue[]): TlsConfig {
+  const check = (key: 'cert' | 'key' | 'ca', p: string): string => {
+    const abs = resolve(base, p);
+    try {
+      if (statSync(abs).isDirectory()) {
+        issues.push({ path: ['tls', key], reason: `cannot read ${abs}: is a directory, not a file` });
+        return abs;
+      }
+      accessSync(abs, fsConstants.R_OK);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.message;
+      issues.push({ path: ['tls', key], reason: `cannot read ${abs}: ${why}` });
+    }
+    return abs;
+  };
+  return {
+    ...tls,
+    cert: check('cert', tls.cert),
+    key: check('key', tls.key),
+    ca: tls.ca === null ? null : check('ca', tls.ca),
+  };
 }
 
 function yamlProblem(source: string, e: YAML.YAMLError): string {

@@ -6,7 +6,7 @@
  * and the whole object is deeply frozen.
  */
 
-/** SIP transports Portier knows how to name. Only udp and tcp are served so far. */
+/** SIP transports Portier knows how to name. udp, tcp and tls are served so far. */
 export type Protocol = 'udp' | 'tcp' | 'tls' | 'ws' | 'wss';
 
 export const PROTOCOLS: readonly Protocol[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
@@ -84,6 +84,26 @@ export interface MetricsConfig {
   listen: HttpListen | null;
 }
 
+/** `tls.verify-clients`: whether TLS listeners ask clients for a certificate. */
+export type VerifyClients = false | 'optional' | 'required';
+
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+export type TlsVersion = (typeof TLS_VERSIONS)[number];
+
+/** `tls:` — certificates for tls listeners and trust for outbound TLS. Paths were readable at load. */
+export interface TlsConfig {
+  /** PEM certificate chain, server certificate first. */
+  cert: string;
+  /** PEM private key of `cert`. */
+  key: string;
+  /** PEM CA bundle trusted for client certificates and for servers reached over TLS; null: the system store. */
+  ca: string | null;
+  /** false: no client certificate asked; optional: verified when given; required: refused without one. */
+  verifyClients: VerifyClients;
+  /** Oldest TLS version accepted, in and out. */
+  minVersion: TlsVersion;
+}
+
 export interface Config {
   /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
   domains: string[];
@@ -94,6 +114,8 @@ export interface Config {
   timers: TimersConfig;
   log: LogConfig;
   metrics: MetricsConfig;
+  /** Null when there is no `tls:` section (allowed only without tls listeners). */
+  tls: TlsConfig | null;
   /** True only for the embedded demo configuration (no --config given). */
   demo: boolean;
   /** The file the configuration came from, or '(embedded demo)'. */

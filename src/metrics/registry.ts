@@ -47,7 +47,7 @@ export interface MetricsSources {
 
 const STREAM_PROTOCOLS: readonly Protocol[] = ['tcp', 'tls', 'ws', 'wss'];
 
-const DROP_REASONS: readonly DropReason[] = ['oversize', 'framing', 'connection-limit', 'timeout', 'stun', 'send-error'];
+const DROP_REASONS: readonly DropReason[] = ['oversize', 'framing', 'connection-limit', 'timeout', 'stun', 'send-error', 'tls-handshake'];
 
 export function createRegistry(src: MetricsSources): Registry {
   const register = new Registry();

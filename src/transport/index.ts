@@ -1,17 +1,19 @@
 // The transport layer: binds the listen specs, hands every received message
 // up with its Source, and sends messages to a Destination. It frames stream
-// transports and answers keep-alives; it knows nothing else of SIP.
+// transports (TCP, TLS) and answers keep-alives; it knows nothing else of SIP.
 
 import net from 'node:net';
 import { ConnectionTable } from './connections.js';
 import { connectTcp, TcpListener, type StreamContext, type TcpConnection } from './tcp.js';
 import {
   createTransportStats,
+  DEFAULT_TLS_SETTINGS,
   endpointKey,
   type Destination,
   type Endpoint,
   type ListenSpec,
   type Protocol,
+  type TlsSettings,
   type TransportLimits,
   type TransportLog,
   type TransportSink,
@@ -30,20 +32,27 @@ export class TransportLayer {
   private readonly limits: TransportLimits;
   private readonly sink: TransportSink;
   private readonly log: TransportLog | undefined;
+  private readonly tls: Readonly<TlsSettings>;
   private readonly table: ConnectionTable<TcpConnection>;
   private readonly ctx: StreamContext;
   private udp: UdpListener[] = [];
   private tcp: TcpListener[] = [];
   private state: State = 'new';
 
-  constructor(specs: ListenSpec[], limits: TransportLimits, sink: TransportSink, log?: TransportLog) {
+  /**
+   * `tls` gives the certificate and key of TLS listeners (required when there
+   * is one) and the trust of outbound TLS; without it outbound TLS verifies
+   * against the system store.
+   */
+  constructor(specs: ListenSpec[], limits: TransportLimits, sink: TransportSink, log?: TransportLog, tls?: TlsSettings) {
     this.specs = specs.slice();
     this.limits = { ...limits };
     this.sink = sink;
     this.log = log;
+    this.tls = Object.freeze({ ...(tls ?? DEFAULT_TLS_SETTINGS) });
     this.stats = createTransportStats();
     this.table = new ConnectionTable<TcpConnection>(this.limits, this.stats);
-    this.ctx = { table: this.table, limits: this.limits, stats: this.stats, sink, log };
+    this.ctx = { table: this.table, limits: this.limits, stats: this.stats, sink, log, tls: this.tls };
   }
 
   /**
@@ -61,7 +70,7 @@ export class TransportLayer {
     for (const spec of this.specs) {
       let host: string;
       try {
-        host = checkSpec(spec);
+        host = checkSpec(spec, this.tls);
       } catch (err) {
         failure = err as Error;
         break;
@@ -114,9 +123,11 @@ export class TransportLayer {
    * failed connect), reported through sink.onSendError.
    *
    * UDP goes out of the socket of the destination's family, preferring the
-   * one bound to dest.local. TCP goes down dest.connectionId if still open,
-   * else down an open connection to the endpoint (RFC 3261 §18), else down a
-   * new connection, the data queued until it is up.
+   * one bound to dest.local. TCP and TLS go down dest.connectionId if still
+   * open (and of that protocol), else down an open connection to the
+   * endpoint (RFC 3261 §18), else down a new connection, the data queued
+   * until it is up (for TLS: until the handshake is done and the server's
+   * certificate verified).
    */
   send(data: Buffer, dest: Destination): void {
     if (this.state !== 'running') {
@@ -128,7 +139,8 @@ export class TransportLayer {
         this.sendUdp(data, dest);
         return;
       case 'tcp':
-        this.sendTcp(data, dest);
+      case 'tls':
+        this.sendStream(data, dest, dest.protocol);
         return;
       default:
         this.sendFailed(dest, `protocol ${dest.protocol} is not supported`, 'EPROTONOSUPPORT');
@@ -174,13 +186,13 @@ export class TransportLayer {
     chosen.send(data, dest.port, dest.address);
   }
 
-  private sendTcp(data: Buffer, dest: Destination): void {
+  private sendStream(data: Buffer, dest: Destination, protocol: 'tcp' | 'tls'): void {
     let conn: TcpConnection | undefined;
     if (dest.connectionId !== undefined && dest.connectionId !== 0) {
       conn = this.table.get(dest.connectionId);
-      if (conn !== undefined && conn.protocol !== 'tcp') conn = undefined;
+      if (conn !== undefined && conn.protocol !== protocol) conn = undefined;
     }
-    if (conn === undefined) conn = this.table.find(endpointKey('tcp', dest.address, dest.port));
+    if (conn === undefined) conn = this.table.find(endpointKey(protocol, dest.address, dest.port));
     if (conn === undefined) {
       if (!this.table.admitOutbound()) {
         this.sendFailed(dest, 'connection limit reached', 'EMFILE');
@@ -219,10 +231,13 @@ export class TransportLayer {
 }
 
 // Validates a listen spec; returns the host without brackets.
-function checkSpec(spec: ListenSpec): string {
+function checkSpec(spec: ListenSpec, tls: Readonly<TlsSettings>): string {
   const name = `${spec.protocol} ${spec.host}:${spec.port}`;
-  if (spec.protocol !== 'udp' && spec.protocol !== 'tcp') {
+  if (spec.protocol !== 'udp' && spec.protocol !== 'tcp' && spec.protocol !== 'tls') {
     throw new Error(`cannot listen on ${name}: protocol ${spec.protocol} is not implemented yet`);
+  }
+  if (spec.protocol === 'tls' && (tls.cert === undefined || tls.key === undefined)) {
+    throw new Error(`cannot listen on ${name}: no TLS certificate and key given`);
   }
   let host = spec.host;
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);

@@ -1,7 +1,11 @@
-// SIP over TCP: listeners and connections. Each connection owns a
-// StreamFramer and the Source its messages are handed up with.
+// SIP over TCP and TLS: listeners and connections. Each connection owns a
+// StreamFramer and the Source its messages are handed up with. TLS differs
+// only in how the socket is made (node:tls server and tls.connect) and in
+// when it counts as connected (after the handshake); framing, limits,
+// timeouts, keep-alives and the connection table are the same code.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import {
   FRAMING_ERROR_HEAD_TOO_LARGE,
   FRAMING_ERROR_MESSAGE_TOO_LARGE,
@@ -17,9 +21,13 @@ import {
   type Source,
   type TransportLimits,
   type TransportLog,
+  type TlsSettings,
   type TransportSink,
   type TransportStats,
 } from './types.js';
+
+/** The stream protocols served by this file. */
+export type StreamProtocol = 'tcp' | 'tls';
 
 // RFC 5626 §4.4.1: the pong to a double-CRLF ping is a single CRLF.
 const PONG = Buffer.from('\r\n', 'latin1');
@@ -31,11 +39,12 @@ export interface StreamContext {
   readonly stats: TransportStats;
   readonly sink: TransportSink;
   readonly log: TransportLog | undefined;
+  readonly tls: Readonly<TlsSettings>;
 }
 
 export class TcpConnection implements TableConnection, FramerSink {
   readonly id: number;
-  readonly protocol = 'tcp' as const;
+  readonly protocol: StreamProtocol;
   readonly key: string;
   readonly remoteAddress: string;
   readonly remote: Readonly<Endpoint>;
@@ -58,14 +67,24 @@ export class TcpConnection implements TableConnection, FramerSink {
   private readonly dest: Destination | null;
   private closed = false;
   private connectError: Error | null = null;
+  // Outbound TLS: the TCP connect completed, so a failure now is the handshake's.
+  private tcpConnected = false;
 
-  constructor(ctx: StreamContext, socket: net.Socket, remote: Endpoint, family: 4 | 6, dest: Destination | null) {
+  constructor(
+    ctx: StreamContext,
+    protocol: StreamProtocol,
+    socket: net.Socket,
+    remote: Endpoint,
+    family: 4 | 6,
+    dest: Destination | null,
+  ) {
     this.ctx = ctx;
+    this.protocol = protocol;
     this.socket = socket;
     this.id = ctx.table.nextId();
-    this.remote = Object.freeze({ protocol: 'tcp', address: remote.address, port: remote.port });
+    this.remote = Object.freeze({ protocol, address: remote.address, port: remote.port });
     this.remoteAddress = remote.address;
-    this.key = endpointKey('tcp', remote.address, remote.port);
+    this.key = endpointKey(protocol, remote.address, remote.port);
     this.family = family;
     this.inbound = dest === null;
     this.dest = dest;
@@ -79,7 +98,14 @@ export class TcpConnection implements TableConnection, FramerSink {
     socket.on('close', this.onClose);
     if (this.connecting) {
       this.queue = [];
-      socket.once('connect', this.onConnect);
+      if (protocol === 'tls') {
+        socket.once('connect', () => {
+          this.tcpConnected = true;
+        });
+        socket.once('secureConnect', this.onConnect);
+      } else {
+        socket.once('connect', this.onConnect);
+      }
     } else {
       this.makeSource();
     }
@@ -105,7 +131,7 @@ export class TcpConnection implements TableConnection, FramerSink {
     const bound = this.ctx.limits.maxMessageSize * 16;
     if (this.pendingBytes + data.length > bound) {
       stats.dropped['send-error']++;
-      this.ctx.log?.warn({ connectionId: this.id, remote: this.remote }, 'tcp peer not reading, closing');
+      this.ctx.log?.warn({ connectionId: this.id, remote: this.remote }, `${this.protocol} peer not reading, closing`);
       this.destroy(null);
       return false;
     }
@@ -114,8 +140,8 @@ export class TcpConnection implements TableConnection, FramerSink {
       this.queuedBytes += data.length;
       return true;
     }
-    stats.messagesOut.tcp++;
-    stats.bytesOut.tcp += data.length;
+    stats.messagesOut[this.protocol]++;
+    stats.bytesOut[this.protocol] += data.length;
     this.socket.write(data);
     return true;
   }
@@ -129,7 +155,7 @@ export class TcpConnection implements TableConnection, FramerSink {
   }
 
   timeout(reason: CloseReason): void {
-    this.ctx.log?.debug?.({ connectionId: this.id, remote: this.remote, reason }, 'tcp connection timed out');
+    this.ctx.log?.debug?.({ connectionId: this.id, remote: this.remote, reason }, `${this.protocol} connection timed out`);
     this.destroy(reason === 'connect-timeout' ? Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }) : null);
   }
 
@@ -138,7 +164,7 @@ export class TcpConnection implements TableConnection, FramerSink {
   onFrame(message: Buffer): void {
     this.delivered = true;
     const ctx = this.ctx;
-    ctx.stats.messagesIn.tcp++;
+    ctx.stats.messagesIn[this.protocol]++;
     try {
       ctx.sink.onMessage(message, this.source as Source);
     } catch (err) {
@@ -147,9 +173,9 @@ export class TcpConnection implements TableConnection, FramerSink {
   }
 
   onPing(): void {
-    this.ctx.stats.keepalivesIn.tcp++;
+    this.ctx.stats.keepalivesIn[this.protocol]++;
     if (!this.closed) {
-      this.ctx.stats.bytesOut.tcp += PONG.length;
+      this.ctx.stats.bytesOut[this.protocol] += PONG.length;
       this.socket.write(PONG);
     }
   }
@@ -157,7 +183,7 @@ export class TcpConnection implements TableConnection, FramerSink {
   onFramingError(reason: string): void {
     const oversize = reason === FRAMING_ERROR_HEAD_TOO_LARGE || reason === FRAMING_ERROR_MESSAGE_TOO_LARGE;
     this.ctx.stats.dropped[oversize ? 'oversize' : 'framing']++;
-    this.ctx.log?.warn({ connectionId: this.id, remote: this.remote, reason }, 'tcp framing error, closing');
+    this.ctx.log?.warn({ connectionId: this.id, remote: this.remote, reason }, `${this.protocol} framing error, closing`);
     this.destroy(null);
   }
 
@@ -177,14 +203,21 @@ export class TcpConnection implements TableConnection, FramerSink {
   private readonly onData = (chunk: Buffer): void => {
     if (this.closed) return;
     this.lastActivity = now();
-    this.ctx.stats.bytesIn.tcp += chunk.length;
+    this.ctx.stats.bytesIn[this.protocol] += chunk.length;
     this.framer.push(chunk);
   };
 
   private readonly onError = (err: Error): void => {
     // Resets and the like are the normal end of a connection; 'close' follows.
-    if (this.connecting && this.connectError === null) this.connectError = err;
-    this.ctx.log?.debug?.({ err, connectionId: this.id, remote: this.remote }, 'tcp socket error');
+    if (this.connecting && this.connectError === null) {
+      this.connectError = err;
+      if (this.tcpConnected) {
+        this.ctx.stats.dropped['tls-handshake']++;
+        this.ctx.log?.warn({ err, remote: this.remote }, 'outbound tls handshake failed');
+        return;
+      }
+    }
+    this.ctx.log?.debug?.({ err, connectionId: this.id, remote: this.remote }, `${this.protocol} socket error`);
   };
 
   private readonly onClose = (): void => {
@@ -193,9 +226,9 @@ export class TcpConnection implements TableConnection, FramerSink {
 
   private makeSource(): void {
     const s = this.socket;
-    const local: Endpoint = Object.freeze({ protocol: 'tcp', address: s.localAddress ?? '', port: s.localPort ?? 0 });
+    const local: Endpoint = Object.freeze({ protocol: this.protocol, address: s.localAddress ?? '', port: s.localPort ?? 0 });
     this.source = Object.freeze({
-      protocol: 'tcp',
+      protocol: this.protocol,
       address: this.remote.address,
       port: this.remote.port,
       family: this.family,
@@ -219,7 +252,7 @@ export class TcpConnection implements TableConnection, FramerSink {
       this.queuedBytes = 0;
       ctx.stats.dropped['send-error'] += lost === 0 ? 1 : lost;
       const err = this.connectError ?? Object.assign(new Error('connection closed before connect'), { code: 'ECONNABORTED' });
-      ctx.log?.debug?.({ err, remote: this.remote }, 'tcp connect failed');
+      ctx.log?.debug?.({ err, remote: this.remote }, `${this.protocol} connect failed`);
       if (ctx.sink.onSendError) {
         try {
           ctx.sink.onSendError(this.dest as Destination, err);
@@ -238,21 +271,53 @@ export class TcpConnection implements TableConnection, FramerSink {
   }
 }
 
-/** Opens an outbound connection to `dest`; the caller has admitted it. */
+/**
+ * Opens an outbound connection to `dest` (TCP, or TLS for dest.protocol
+ * 'tls'); the caller has admitted it.
+ *
+ * TLS verifies the server's certificate against the configured `ca`, or the
+ * system store without one, always: an unverified peer is a failed connect.
+ * A destination given by name is sent as SNI and checked against the
+ * certificate; an IP literal is checked against its IP subjectAltNames.
+ */
 export function connectTcp(ctx: StreamContext, dest: Destination, localAddress: string | undefined): TcpConnection {
   const family: 4 | 6 = dest.address.indexOf(':') === -1 ? 4 : 6;
-  const options: net.TcpNetConnectOpts = { host: dest.address, port: dest.port, family };
-  if (localAddress !== undefined) options.localAddress = localAddress;
-  const socket = net.connect(options);
-  const conn = new TcpConnection(ctx, socket, dest, family, dest);
+  const protocol: StreamProtocol = dest.protocol === 'tls' ? 'tls' : 'tcp';
+  let socket: net.Socket;
+  if (protocol === 'tls') {
+    const t = ctx.tls;
+    // tls.connect hands family and localAddress on to the TCP connect.
+    const options: tls.ConnectionOptions & Pick<net.TcpNetConnectOpts, 'family' | 'localAddress'> = {
+      host: dest.address,
+      port: dest.port,
+      family,
+      minVersion: t.minVersion,
+      rejectUnauthorized: true,
+    };
+    if (net.isIP(dest.address) === 0) options.servername = dest.address;
+    if (t.ca !== undefined) options.ca = t.ca;
+    if (t.cert !== undefined && t.key !== undefined) {
+      options.cert = t.cert;
+      options.key = t.key;
+    }
+    if (localAddress !== undefined) options.localAddress = localAddress;
+    socket = tls.connect(options);
+  } else {
+    const options: net.TcpNetConnectOpts = { host: dest.address, port: dest.port, family };
+    if (localAddress !== undefined) options.localAddress = localAddress;
+    socket = net.connect(options);
+  }
+  const conn = new TcpConnection(ctx, protocol, socket, dest, family, dest);
   ctx.table.add(conn);
   ctx.stats.connectionsOutbound++;
   return conn;
 }
 
+/** A TCP listener, or a TLS one for spec.protocol 'tls' (whose connections enter the table once the handshake is done). */
 export class TcpListener {
   readonly spec: ListenSpec;
   readonly family: 4 | 6;
+  readonly protocol: StreamProtocol;
   private readonly host: string;
   private readonly ctx: StreamContext;
   private readonly server: net.Server;
@@ -263,8 +328,26 @@ export class TcpListener {
     this.host = host;
     this.family = host.indexOf(':') === -1 ? 4 : 6;
     this.ctx = ctx;
-    this.server = net.createServer();
-    this.server.on('connection', this.onConnection);
+    this.protocol = spec.protocol === 'tls' ? 'tls' : 'tcp';
+    if (this.protocol === 'tls') {
+      const t = ctx.tls;
+      const server = tls.createServer({
+        cert: t.cert,
+        key: t.key,
+        ca: t.ca,
+        minVersion: t.minVersion,
+        requestCert: t.verifyClients !== false,
+        rejectUnauthorized: t.verifyClients === 'required',
+        // A handshake is bounded like the wait for the first message.
+        handshakeTimeout: ctx.limits.firstMessageTimeoutMs,
+      });
+      server.on('secureConnection', this.onConnection);
+      server.on('tlsClientError', this.onTlsClientError);
+      this.server = server;
+    } else {
+      this.server = net.createServer();
+      this.server.on('connection', this.onConnection);
+    }
   }
 
   /** The host as bound, when it names one address (not a wildcard). */
@@ -273,7 +356,7 @@ export class TcpListener {
   }
 
   get local(): Endpoint {
-    if (this.localEndpoint === null) throw new Error('TCP listener not started');
+    if (this.localEndpoint === null) throw new Error(`${this.protocol.toUpperCase()} listener not started`);
     return this.localEndpoint;
   }
 
@@ -291,7 +374,7 @@ export class TcpListener {
       const onListening = () => {
         server.removeListener('error', onError);
         const a = server.address() as net.AddressInfo;
-        this.localEndpoint = Object.freeze({ protocol: 'tcp', address: a.address, port: a.port });
+        this.localEndpoint = Object.freeze({ protocol: this.protocol, address: a.address, port: a.port });
         server.on('error', this.onError);
         resolve();
       };
@@ -314,8 +397,18 @@ export class TcpListener {
   }
 
   private readonly onError = (err: Error): void => {
-    this.ctx.log?.warn({ err, local: this.localEndpoint }, 'tcp server error');
+    this.ctx.log?.warn({ err, local: this.localEndpoint }, `${this.protocol} server error`);
   };
+
+  private readonly onTlsClientError = (err: Error, socket: tls.TLSSocket): void => {
+    this.handshakeFailed(err.message, socket.remoteAddress, socket.remotePort);
+    socket.destroy();
+  };
+
+  private handshakeFailed(reason: string, address: string | undefined, port: number | undefined): void {
+    this.ctx.stats.dropped['tls-handshake']++;
+    this.ctx.log?.warn({ remote: `${address ?? '?'}:${port ?? '?'}`, local: this.localEndpoint, reason }, 'tls handshake failed');
+  }
 
   private readonly onConnection = (socket: net.Socket): void => {
     const ctx = this.ctx;
@@ -330,11 +423,21 @@ export class TcpListener {
     if (!ctx.table.admitInbound(address)) {
       socket.on('error', ignore);
       socket.destroy();
-      ctx.log?.debug?.({ remote: address }, 'tcp connection refused: limit');
+      ctx.log?.debug?.({ remote: address }, `${this.protocol} connection refused: limit`);
       return;
     }
+    if (this.protocol === 'tls' && ctx.tls.verifyClients === 'optional') {
+      // Asked but not required: no certificate is fine, an unverified one is not.
+      const s = socket as tls.TLSSocket;
+      if (!s.authorized && Object.keys(s.getPeerCertificate()).length > 0) {
+        this.handshakeFailed(`client certificate refused: ${String(s.authorizationError)}`, address, port);
+        socket.on('error', ignore);
+        socket.destroy();
+        return;
+      }
+    }
     const family: 4 | 6 = socket.remoteFamily === 'IPv6' ? 6 : 4;
-    const conn = new TcpConnection(ctx, socket, { protocol: 'tcp', address, port }, family, null);
+    const conn = new TcpConnection(ctx, this.protocol, socket, { protocol: this.protocol, address, port }, family, null);
     ctx.table.add(conn);
     ctx.stats.connectionsAccepted++;
   };

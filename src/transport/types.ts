@@ -93,7 +93,30 @@ export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze
   firstMessageTimeoutMs: DEFAULT_FIRST_MESSAGE_TIMEOUT_MS,
 });
 
-export type DropReason = 'oversize' | 'framing' | 'connection-limit' | 'timeout' | 'stun' | 'send-error';
+export type DropReason = 'oversize' | 'framing' | 'connection-limit' | 'timeout' | 'stun' | 'send-error' | 'tls-handshake';
+
+/** Who must present a certificate to a TLS listener. */
+export type VerifyClients = false | 'optional' | 'required';
+
+/**
+ * TLS settings shared by the TLS listeners and outbound TLS connections.
+ * PEM contents, not paths: the transport reads no files.
+ */
+export interface TlsSettings {
+  /** Our certificate chain; also presented as client certificate on outbound connections. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /**
+   * Trusted CAs: client certificates are verified against them, and so are
+   * server certificates on outbound connections (instead of the system store).
+   */
+  ca?: string | Buffer;
+  /** false: no client certificate asked; optional: asked, and verified when given; required: refused without a valid one. */
+  verifyClients: VerifyClients;
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+export const DEFAULT_TLS_SETTINGS: Readonly<TlsSettings> = Object.freeze({ verifyClients: false, minVersion: 'TLSv1.2' });
 
 /** Per-protocol counters. */
 export type ProtocolCounters = Record<Protocol, number>;
@@ -113,7 +136,8 @@ export interface TransportStats {
    * closed); connection-limit: connection refused over a bound; timeout:
    * connection closed by idle, first-message or connect timeout; stun: a STUN
    * datagram not answered (not a well-formed Binding request); send-error: a
-   * message that could not be sent.
+   * message that could not be sent; tls-handshake: a TLS handshake that
+   * failed (inbound or outbound), or a client certificate refused.
    */
   dropped: Record<DropReason, number>;
   /** CRLF keep-alives received: UDP CRLF datagrams, stream double-CRLF pings. */
@@ -140,7 +164,7 @@ export function createTransportStats(): TransportStats {
     messagesOut: protocolCounters(),
     bytesIn: protocolCounters(),
     bytesOut: protocolCounters(),
-    dropped: { oversize: 0, framing: 0, 'connection-limit': 0, timeout: 0, stun: 0, 'send-error': 0 },
+    dropped: { oversize: 0, framing: 0, 'connection-limit': 0, timeout: 0, stun: 0, 'send-error': 0, 'tls-handshake': 0 },
     keepalivesIn: protocolCounters(),
     stunAnswered: 0,
     connectionsAccepted: 0,

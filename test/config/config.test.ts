@@ -97,6 +97,7 @@ metrics:
     timers: { t1: 250, t2: 2000, t4: 3000 },
     log: { level: 'debug' },
     metrics: { listen: { host: '::1', port: 9091 } },
+    tls: null,
     demo: false,
     source: F,
   });
@@ -154,9 +155,9 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
   const cases: Array<[string, string]> = [
     // listen
     [`domains: [a.test]\nlisten: [udp:127.0.0.1, sctp:127.0.0.1:5060]\n`, `${F}: listen[1]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`],
-    [`domains: [a.test]\nlisten: [tls:127.0.0.1]\n`, `${F}: listen[0]: tls transport is not supported yet (use udp or tcp for now)`],
-    [`domains: [a.test]\nlisten: [ws:127.0.0.1:8080]\n`, `${F}: listen[0]: ws transport is not supported yet (use udp or tcp for now)`],
-    [`domains: [a.test]\nlisten: ["wss:[::1]"]\n`, `${F}: listen[0]: wss transport is not supported yet (use udp or tcp for now)`],
+    [`domains: [a.test]\nlisten: [tls:127.0.0.1]\n`, `${F}: tls: required by listen[0] (tls:127.0.0.1:5061) (e.g. tls: {cert: /etc/portier/tls/cert.pem, key: /etc/portier/tls/key.pem})`],
+    [`domains: [a.test]\nlisten: [ws:127.0.0.1:8080]\n`, `${F}: listen[0]: ws transport is not supported yet (use udp, tcp or tls for now)`],
+    [`domains: [a.test]\nlisten: ["wss:[::1]"]\n`, `${F}: listen[0]: wss transport is not supported yet (use udp, tcp or tls for now)`],
     [`domains: [a.test]\nlisten: ["udp:::1:5060"]\n`, `${F}: listen[0]: IPv6 addresses must be in brackets, e.g. udp:[::1]:5060 (got "udp:::1:5060")`],
     [`domains: [a.test]\nlisten: ["udp:[::1"]\n`, `${F}: listen[0]: missing "]" after the IPv6 address in "udp:[::1"`],
     [`domains: [a.test]\nlisten: ["udp:[1.2.3.4]:5060"]\n`, `${F}: listen[0]: "1.2.3.4" in "udp:[1.2.3.4]:5060" is not a valid IPv6 address`],
@@ -212,9 +213,17 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}log: info\n`, `${F}: log: must be a mapping with the keys level, not "info"`],
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
-    [`${MIN}tls: {}\n`, `${F}: tls: unknown key (expected domains, listen, limits, registrar, proxy, timers, log or metrics)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log and metrics, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log and metrics, not "just text"`],
+    [`${MIN}tlss: {}\n`, `${F}: tlss: unknown key (did you mean "tls"?)`],
+    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics or tls)`],
+    [`${MIN}tls: {}\n`, `${F}: tls.cert: required (e.g. cert: /etc/portier/tls/cert.pem)`],
+    [`${MIN}tls: {cert: "", key: k}\n`, `${F}: tls.cert: must not be empty`],
+    [`${MIN}tls: {cert: 3, key: k}\n`, `${F}: tls.cert: must be a file path (got 3)`],
+    [`${MIN}tls: {cert: c, key: k, verify-clients: yes}\n`, `${F}: tls.verify-clients: must be false, optional or required (got "yes")`],
+    [`${MIN}tls: {cert: c, key: k, verify-clients: true}\n`, `${F}: tls.verify-clients: must be false, optional or required (got true)`],
+    [`${MIN}tls: {cert: c, key: k, min-version: TLSv1.1}\n`, `${F}: tls.min-version: must be one of TLSv1.2 or TLSv1.3 (got "TLSv1.1")`],
+    [`${MIN}tls: {cert: c, key: k, ca: ca, verify-client: required}\n`, `${F}: tls.verify-client: unknown key (did you mean "verify-clients"?)`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics and tls, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics and tls, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -237,7 +246,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log or metrics)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics or tls)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -313,6 +322,7 @@ t.test('demo config', async (t) => {
     timers: { t1: 500, t2: 4000, t4: 5000 },
     log: { level: 'info' },
     metrics: { listen: { host: '127.0.0.1', port: 9090 } },
+    tls: null,
     demo: true,
     source: DEMO_SOURCE,
   });
@@ -418,4 +428,40 @@ t.test('metrics: listen host:port or off; no section means off', async (t) => {
   t.same(parseConfig(formatConfig(off), F), off);
   const v6 = parseConfig(`${MIN}metrics: {listen: "[::1]:9090"}\n`, F);
   t.same(parseConfig(formatConfig(v6), F), v6, 'IPv6 round-trips in brackets');
+});
+
+t.test('tls section: files, defaults, relative paths, round trip', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-tls-conf-'));
+  for (const f of ['cert.pem', 'key.pem', 'ca.pem']) writeFileSync(join(dir, f), 'PEM\n');
+  const file = join(dir, 'portier.yaml');
+  const listen = 'domains: [a.test]\nlisten: [tls:127.0.0.1, "tls:[::1]:5071", tcp:127.0.0.1]\n';
+  writeFileSync(file, `${listen}tls: {cert: cert.pem, key: ${join(dir, 'key.pem')}}\n`);
+  const c = loadConfig(file);
+  t.same(c.listen.slice(0, 2), [
+    { protocol: 'tls', host: '127.0.0.1', port: 5061 },
+    { protocol: 'tls', host: '::1', port: 5071 },
+  ]);
+  t.same(c.tls, { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), ca: null, verifyClients: false, minVersion: 'TLSv1.2' }, 'relative to the file, defaults');
+  t.ok(Object.isFrozen(c.tls));
+  t.same(parseConfig(formatConfig(c), file), c, 'round trip without ca');
+  t.notMatch(formatConfig(c), /ca:/, 'no ca written');
+  t.notMatch(formatConfig(parseConfig(MIN, F)), /tls/, 'no tls section written');
+
+  writeFileSync(file, `${listen}tls: {cert: cert.pem, key: key.pem, ca: ca.pem, verify-clients: Required, min-version: tlsv1.3}\n`);
+  const full = loadConfig(file);
+  t.same(full.tls, { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), ca: join(dir, 'ca.pem'), verifyClients: 'required', minVersion: 'TLSv1.3' });
+  t.same(parseConfig(formatConfig(full), file), full, 'round trip with ca');
+  for (const v of ['false', 'optional']) {
+    writeFileSync(file, `${listen}tls: {cert: cert.pem, key: key.pem, verify-clients: "${v}"}\n`);
+    t.equal(loadConfig(file).tls?.verifyClients, v === 'false' ? false : v);
+  }
+  // A tls section without tls listeners is fine (outbound TLS trust).
+  t.equal(parseConfig(`${MIN}tls: {cert: ${join(dir, 'cert.pem')}, key: ${join(dir, 'key.pem')}}\n`, F).tls?.minVersion, 'TLSv1.2');
+
+  writeFileSync(file, `${listen}tls: {cert: missing.pem, key: ${dir}, ca: ca.pem}\n`);
+  const err = t.throws(() => loadConfig(file)) as ConfigError;
+  t.same(err.problems, [
+    `${file}: tls.cert: cannot read ${join(dir, 'missing.pem')}: no such file`,
+    `${file}: tls.key: cannot read ${dir}: is a directory, not a file`,
+  ]);
 });
