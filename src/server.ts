@@ -179,10 +179,11 @@ class Server implements RunningServer {
       send: (data: Buffer, dest: Destination) => this.transport.send(data, dest),
       wheel: layer.wheel,
     };
-    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar), sender, () => this.transport.listening(), {
+    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar), sender, this.transport.listening(), {
       ringTimeoutMs: this.config.proxy.ringTimeout * 1000,
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,
+      onError: (err, req) => this.log.error({ err, method: req.method, callId: req.callId() }, 'routing failed'),
     });
     this.proxy.observer = this.timings;
     if (this.config.metrics.listen !== null) {
@@ -297,7 +298,7 @@ class Server implements RunningServer {
     // Stateless: a malformed request gets no transaction (RFC 3261 §16.3).
     this.stats.answered[err.code] = (this.stats.answered[err.code] ?? 0) + 1;
     this.counters.response(msg.method, err.code);
-    this.transport.send(buildResponseBytes(msg, err.code, { reason: reasonFor(err), headers }), responseDestination(msg, source));
+    this.transport.send(buildResponseBytes(msg, err.code, { headers }), responseDestination(msg, source));
   }
 }
 
@@ -327,11 +328,6 @@ class RegistrarLocation implements Location {
 
 function bindingTarget(b: Binding): Target {
   return { uri: b.contact, q: b.q, flow: b.source, path: [...b.path] };
-}
-
-function reasonFor(err: SipParseError): string | undefined {
-  if (err.code === 400) return 'Bad Request';
-  return undefined;
 }
 
 /** RFC 3261 §18.2.1, RFC 3581: note where the request really came from in its top Via. */

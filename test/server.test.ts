@@ -10,6 +10,7 @@ import { parseConfig } from '../src/config/index.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
 import { parseAndValidate, SipMessage, SipParseError, StreamFramer } from '../src/sip/index.js';
+import { until } from './helpers/wait.js';
 
 const config = parseConfig(
   ['domains: [example.test]', 'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0, "udp:[::1]:0"]', 'log: {level: fatal}'].join('\n'),
@@ -134,9 +135,9 @@ t.test('OPTIONS over TCP, two requests on one connection, a CRLF ping answered',
     else framer.push(d);
   });
   sock.write(request('OPTIONS', 'sip:127.0.0.1', { via: 'Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-tcp1' }) + request('OPTIONS', 'sip:example.test', { via: 'Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-tcp2' }));
-  await waitFor(() => replies.length >= 2);
+  await until(() => replies.length >= 2);
   sock.write('\r\n\r\n');
-  await waitFor(() => pongs >= 1);
+  await until(() => pongs >= 1);
   t.same(
     replies.map((r) => r.status),
     [200, 200],
@@ -147,13 +148,6 @@ t.test('OPTIONS over TCP, two requests on one connection, a CRLF ping answered',
   sock.destroy();
 });
 
-async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 t.test('requests it cannot route get a SIP error, never silence', async (t) => {
   t.equal((await udpReply(request('INVITE', 'sip:alice@example.test'))).status, 480, 'INVITE to a user of a served domain: 480');

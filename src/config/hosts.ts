@@ -62,6 +62,53 @@ function parsePort(text: string, raw: string): number {
   return Number(text);
 }
 
+export interface HostPortRules {
+  /** Port when none is written; null: a port is required. */
+  defaultPort: number | null;
+  /** The whole value, for messages. */
+  raw: string;
+  /** How an IPv6 example is written, e.g. `udp:[::1]:5060`. */
+  v6Example: string;
+  /** Message for a value with no port when one is required. */
+  needsPort: string;
+  /** Message for an empty host. */
+  missingHost: string;
+}
+
+/**
+ * `host[:port]` where host is an IP literal, IPv6 in brackets: the part of a
+ * listen value after its transport, and an HTTP listen address.
+ */
+export function parseHostPort(rest: string, rules: HostPortRules): { host: string; port: number } {
+  const raw = rules.raw;
+  let host: string;
+  let port = rules.defaultPort;
+  if (rest.startsWith('[')) {
+    const close = rest.indexOf(']');
+    if (close < 0) throw new Invalid(`missing "]" after the IPv6 address in ${JSON.stringify(raw)}`);
+    host = rest.slice(1, close);
+    if (!isIPv6(host)) throw new Invalid(`${JSON.stringify(host)} in ${JSON.stringify(raw)} is not a valid IPv6 address`);
+    host = canonicalIPv6(host);
+    const after = rest.slice(close + 1);
+    if (after.startsWith(':')) port = parsePort(after.slice(1), raw);
+    else if (after !== '') throw new Invalid(`unexpected ${JSON.stringify(after)} after "]" in ${JSON.stringify(raw)}`);
+    else if (port === null) throw new Invalid(`${JSON.stringify(raw)} needs a port after "]", e.g. ${rules.v6Example}`);
+  } else {
+    const parts = rest.split(':');
+    if (parts.length > 2) throw new Invalid(`IPv6 addresses must be in brackets, e.g. ${rules.v6Example} (got ${JSON.stringify(raw)})`);
+    host = parts[0];
+    if (parts.length === 2) port = parsePort(parts[1], raw);
+    if (host === '') throw new Invalid(rules.missingHost);
+    if (!isIPv4(host)) {
+      throw new Invalid(
+        `host ${JSON.stringify(host)} in ${JSON.stringify(raw)} must be an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1] or [::]), not a name`,
+      );
+    }
+  }
+  if (port === null) throw new Invalid(rules.needsPort);
+  return { host, port };
+}
+
 /** `transport:host[:port]`, IPv6 hosts in brackets: `udp:[::1]:5060`. */
 export function parseListen(raw: string): ListenSpec {
   const colon = raw.indexOf(':');
@@ -73,34 +120,13 @@ export function parseListen(raw: string): ListenSpec {
     throw new Invalid(`unknown transport ${JSON.stringify(raw.slice(0, colon))} (expected ${alternatives(PROTOCOLS)})`);
   }
   const protocol = name as Protocol;
-  const rest = raw.slice(colon + 1);
-  let host: string;
-  let port = DEFAULT_PORTS[protocol];
-  if (rest.startsWith('[')) {
-    const close = rest.indexOf(']');
-    if (close < 0) throw new Invalid(`missing "]" after the IPv6 address in ${JSON.stringify(raw)}`);
-    host = rest.slice(1, close);
-    if (!isIPv6(host)) throw new Invalid(`${JSON.stringify(host)} in ${JSON.stringify(raw)} is not a valid IPv6 address`);
-    host = canonicalIPv6(host);
-    const after = rest.slice(close + 1);
-    if (after !== '') {
-      if (!after.startsWith(':')) throw new Invalid(`unexpected ${JSON.stringify(after)} after "]" in ${JSON.stringify(raw)}`);
-      port = parsePort(after.slice(1), raw);
-    }
-  } else {
-    const parts = rest.split(':');
-    if (parts.length > 2) {
-      throw new Invalid(`IPv6 addresses must be in brackets, e.g. ${protocol}:[::1]:${DEFAULT_PORTS[protocol]} (got ${JSON.stringify(raw)})`);
-    }
-    host = parts[0];
-    if (parts.length === 2) port = parsePort(parts[1], raw);
-    if (host === '') throw new Invalid(`missing host in ${JSON.stringify(raw)}, e.g. ${LISTEN_EXAMPLE}`);
-    if (!isIPv4(host)) {
-      throw new Invalid(
-        `host ${JSON.stringify(host)} in ${JSON.stringify(raw)} must be an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1] or [::]), not a name`,
-      );
-    }
-  }
+  const { host, port } = parseHostPort(raw.slice(colon + 1), {
+    defaultPort: DEFAULT_PORTS[protocol],
+    raw,
+    v6Example: `${protocol}:[::1]:${DEFAULT_PORTS[protocol]}`,
+    needsPort: '',
+    missingHost: `missing host in ${JSON.stringify(raw)}, e.g. ${LISTEN_EXAMPLE}`,
+  });
   if (UNSUPPORTED_PROTOCOLS.includes(protocol)) {
     throw new Invalid(`${protocol} transport is not supported yet (use udp, tcp or tls for now)`);
   }

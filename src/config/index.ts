@@ -12,10 +12,9 @@
  */
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isIPv4, isIPv6 } from 'node:net';
 import YAML from 'yaml';
 import { ConfigError } from './errors.js';
-import { canonicalIPv6, checkListenConflicts, formatListen, parseDomain, parseListen } from './hosts.js';
+import { checkListenConflicts, formatListen, parseDomain, parseHostPort, parseListen } from './hosts.js';
 import {
   FAILED,
   Invalid,
@@ -114,32 +113,8 @@ const HTTP_LISTEN_EXAMPLE = '127.0.0.1:9090, 0.0.0.0:9090 or [::1]:9090';
 /** `host:port` for an HTTP listener (IPv6 in brackets), or `off`. */
 export function parseHttpListen(raw: string): HttpListen | null {
   if (raw.toLowerCase() === 'off') return null;
-  let host: string;
-  let portText: string;
-  if (raw.startsWith('[')) {
-    const close = raw.indexOf(']');
-    if (close < 0) throw new Invalid(`missing "]" after the IPv6 address in ${JSON.stringify(raw)}`);
-    host = raw.slice(1, close);
-    if (!isIPv6(host)) throw new Invalid(`${JSON.stringify(host)} in ${JSON.stringify(raw)} is not a valid IPv6 address`);
-    host = canonicalIPv6(host);
-    const after = raw.slice(close + 1);
-    if (!after.startsWith(':')) throw new Invalid(`${JSON.stringify(raw)} needs a port after "]", e.g. [::1]:9090`);
-    portText = after.slice(1);
-  } else {
-    const parts = raw.split(':');
-    if (parts.length > 2) {
-      throw new Invalid(`IPv6 addresses must be in brackets, e.g. [::1]:9090 (got ${JSON.stringify(raw)})`);
-    }
-    if (parts.length < 2) throw new Invalid(`${JSON.stringify(raw)} must be host:port, e.g. ${HTTP_LISTEN_EXAMPLE}, or off`);
-    [host, portText] = parts;
-    if (!isIPv4(host)) {
-      throw new Invalid(`host ${JSON.stringify(host)} in ${JSON.stringify(raw)} must be an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1] or [::]), not a name`);
-    }
-  }
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) {
-    throw new Invalid(`port ${JSON.stringify(portText)} in ${JSON.stringify(raw)} must be an integer between 0 and 65535`);
-  }
-  return { host, port: Number(portText) };
+  const needsPort = `${JSON.stringify(raw)} must be host:port, e.g. ${HTTP_LISTEN_EXAMPLE}, or off`;
+  return parseHostPort(raw, { defaultPort: null, raw, v6Example: '[::1]:9090', needsPort, missingHost: needsPort });
 }
 
 /** Inverse of parseHttpListen. */

@@ -12,6 +12,8 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import {
   buildResponse,
   parseUri,
+  responseAddress,
+  responsePort,
   type ResponseOptions,
   type SipMessage,
   type Uri,
@@ -63,15 +65,13 @@ export interface ProxyOptions {
   /** Methods listed in Allow of OPTIONS answers and 405/501s. */
   allow: string;
   supported: string;
+  /** Told of an unexpected error while routing a request (the caller logs it). */
+  onError?: (err: unknown, req: SipMessage) => void;
 }
 
 export interface ProxyStats {
   forwarded: number;
   answeredLocally: Record<string, number>;
-  callsAnswered: number;
-  callsFailed: number;
-  callsCancelled: number;
-  callsTimedOut: number;
   loops: number;
   /** Requests answered 500 because routing them threw. */
   internalErrors: number;
@@ -100,11 +100,10 @@ const REAP_MS = 32_000;
 export class Proxy {
   /** Established calls, for metrics: bounded, so a lost BYE never leaks. */
   readonly callTracker = new CallTracker();
-  readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, callsAnswered: 0, callsFailed: 0, callsCancelled: 0, callsTimedOut: 0, loops: 0, internalErrors: 0, callResults: { answered: 0, busy: 0, no_answer: 0, cancelled: 0, failed: 0 } };
+  readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, loops: 0, internalErrors: 0, callResults: { answered: 0, busy: 0, no_answer: 0, cancelled: 0, failed: 0 } };
   /** Set by whoever exports metrics. */
   observer: ProxyObserver | null = null;
-  /** The last unexpected error while routing a request, for logs and tests. */
-  lastError: unknown = null;
+
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
   /** Signs Portier's Record-Route entries so that only real dialogs are routed through it. */
   readonly signer = new RouteSigner();
@@ -113,8 +112,8 @@ export class Proxy {
     readonly self: SelfAddresses,
     private readonly location: Location,
     readonly tx: ProxyTransactions,
-    /** Local endpoints by protocol and family, to fill Via sent-by and Record-Route. */
-    private readonly listening: () => Endpoint[],
+    /** The bound local endpoints, to fill Via sent-by and Record-Route (fixed once the transports are up). */
+    private readonly listening: readonly Endpoint[],
     readonly options: ProxyOptions,
   ) {}
 
@@ -125,7 +124,7 @@ export class Proxy {
     void this.handle(stx, req, received).catch((err: unknown) => {
       // The cause is counted, not sent: error text would tell a scanner about the internals.
       this.stats.internalErrors++;
-      this.lastError = err;
+      this.options.onError?.(err, req);
       this.respond(stx, 500);
     });
   }
@@ -155,9 +154,8 @@ export class Proxy {
     const next = res.topVia();
     if (next === null) return;
     const protocol = next.transport.toLowerCase() as Protocol;
-    const address = next.received ?? next.host;
-    const port = typeof next.rport === 'number' ? next.rport : (next.port ?? 5060);
-    this.tx.send(res.toBuffer(), { protocol: protocol === 'udp' ? 'udp' : protocol, address: address.replace(/^\[|\]$/g, ''), port });
+    // §18.2.2 / RFC 3581, as for any response: received address, rport or sent-by port.
+    this.tx.send(res.toBuffer(), { protocol, address: responseAddress(next), port: responsePort(next, protocol === 'tls' ? 5061 : 5060) });
   }
 
   onServerTerminated(stx: ServerTransaction): void {
@@ -254,7 +252,7 @@ export class Proxy {
     if (dest.local) return dest.local;
     const v6 = dest.address.includes(':');
     let fallback: Endpoint | null = null;
-    for (const ep of this.listening()) {
+    for (const ep of this.listening) {
       if (ep.protocol !== dest.protocol) continue;
       const epV6 = ep.address.includes(':');
       if (epV6 === v6) return ep;
@@ -433,7 +431,6 @@ class ProxyCall implements BranchOwner, TimerTarget {
       if (!this.answered) {
         this.answered = true;
         if (this.isInvite) {
-          this.proxy.stats.callsAnswered++;
           this.proxy.stats.callResults.answered++;
           this.proxy.observer?.callSetup((performance.now() - this.received) / 1000);
           this.proxy.callTracker.established(this.req.callId());
@@ -484,7 +481,6 @@ class ProxyCall implements BranchOwner, TimerTarget {
     }
     if (kind !== TIMER_RING || this.finished) return;
     this.ring = null;
-    this.proxy.stats.callsTimedOut++;
     this.timedOut = true;
     this.finished = true;
     for (const b of this.branches) if (b.final === 0) this.cancelBranch(b);
@@ -495,7 +491,6 @@ class ProxyCall implements BranchOwner, TimerTarget {
   cancelByCaller(): void {
     if (this.finished || this.cancelled) return;
     this.cancelled = true;
-    this.proxy.stats.callsCancelled++;
     this.pendingGroups = [];
     for (const b of this.branches) if (b.final === 0) this.cancelBranch(b);
     // The UAS answers its INVITE with 487, which becomes the best response;
@@ -539,7 +534,6 @@ class ProxyCall implements BranchOwner, TimerTarget {
 
   private sendFinal(res: SipMessage): void {
     if (this.isInvite && !this.answered) {
-      this.proxy.stats.callsFailed++;
       this.proxy.stats.callResults[this.resultOf(res.status)]++;
     }
     const status = forwardedStatus(res.status);

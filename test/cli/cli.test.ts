@@ -6,6 +6,7 @@ import t from 'tap';
 import { parseConfig, type Config } from '../../src/config/index.js';
 import type { Logger } from '../../src/log.js';
 import { DEMO_WARNING, HELP, runCli, version, type CliIo, type RunningServer, type StartServer } from '../../src/cli/run.js';
+import { until } from '../helpers/wait.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -48,10 +49,6 @@ function file(name: string, text: string): string {
 const GOOD = 'domains: [school.example.test]\nlisten: [udp:127.0.0.1:0, tcp:127.0.0.1:0]\nlog: {level: debug}\n';
 
 /** Wait until `cond` holds (the CLI reacts to events asynchronously). */
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  if (!cond()) throw new Error('condition not reached');
-}
 
 /** A startServer that records its calls; `stop` behaves as told. */
 function fakeServer(stop: () => Promise<void> = async () => {}) {

@@ -8,6 +8,7 @@ import { parseConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { parseAndValidate, SipParseError, type SipMessage } from '../../src/sip/index.js';
+import { until } from '../helpers/wait.js';
 
 // t1 10 ms: Timer J (64*T1) ends UDP non-INVITE transactions after 640 ms, when their responses are counted.
 const config = parseConfig(
@@ -129,13 +130,6 @@ async function scrape(): Promise<Sample[]> {
   return parseMetrics(r.body);
 }
 
-async function waitFor(cond: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 t.test('scrape: default metrics, every portier metric, text format content type', async (t) => {
   const r = await httpRequest('GET', '/metrics');
@@ -194,7 +188,7 @@ t.test('requests, responses, parse errors and registrations move with bounded la
 
   // Responses are counted when their transactions end (Timer J, 640 ms here).
   let after: Sample[] = [];
-  await waitFor(async () => {
+  await until(async () => {
     after = await scrape();
     return (value(after, 'portier_sip_responses_total', { code_class: '2xx', method: 'REGISTER' }) ?? 0) >= 1;
   });
@@ -211,11 +205,12 @@ t.test('requests, responses, parse errors and registrations move with bounded la
 
   t.equal(value(after, 'portier_sip_responses_total', { code_class: '2xx', method: 'REGISTER' }), 1);
   t.equal(value(after, 'portier_sip_responses_total', { code_class: '4xx', method: 'OPTIONS' }), 1, 'the stateless 400');
-  await waitFor(async () => {
+  // Final responses are counted when their transaction ends (Timer J): wait for every one of them.
+  await until(async () => {
     after = await scrape();
-    return value(after, 'portier_sip_responses_total', { code_class: '2xx', method: 'OPTIONS' }) === 1;
-  });
-  t.pass('the 200 to OPTIONS counted once its transaction ended');
+    return value(after, 'portier_transactions_active', { kind: 'server_non_invite' }) === 0;
+  }).catch(() => {});
+  t.equal(value(after, 'portier_sip_responses_total', { code_class: '2xx', method: 'OPTIONS' }), 1, 'the 200 to OPTIONS counted once its transaction ended');
   t.equal(value(after, 'portier_sip_responses_total', { code_class: '4xx', method: 'other' }), 1, 'the refusal of FROBNICATE');
 
   t.equal(value(after, 'portier_registrations_active', { domain: 'example.test' }), 1, 'one binding');

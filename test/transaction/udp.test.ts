@@ -7,16 +7,10 @@ import { parseAndValidate, SipParseError, stampedVia, type SipMessage } from '..
 import { DEFAULT_TRANSPORT_LIMITS, TransportLayer, type Destination, type Source } from '../../src/transport/index.js';
 import { newBranch, TransactionLayer, TransactionState, type ServerTransaction } from '../../src/transaction/index.js';
 import { RecordingOwner, RecordingUser, response } from './helpers.js';
+import { until } from '../helpers/wait.js';
 
 const T1 = 40; // short, so the test takes a fraction of a second in real time
 
-async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 interface Side {
   transport: TransportLayer;

@@ -9,17 +9,11 @@ import {
   type Source,
   type TransportLimits,
 } from '../../src/transport/index.js';
+import { until } from '../helpers/wait.js';
 
 const TEST_TIMEOUT = { timeout: 8000 };
 const LOCAL: ListenSpec = { protocol: 'tcp', host: '127.0.0.1', port: 0 };
 
-async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -14,17 +14,11 @@ import {
   type TransportLimits,
 } from '../../src/transport/index.js';
 import { makeTestCerts, opensslMissing, type TestCerts } from '../helpers/certs.js';
+import { until } from '../helpers/wait.js';
 
 const TEST_TIMEOUT = { timeout: 10000 };
 const TLS_LOCAL: ListenSpec = { protocol: 'tls', host: '127.0.0.1', port: 0 };
 
-async function until(cond: () => boolean, what: string, ms = 4000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 interface Warn {
   obj: Record<string, unknown>;

@@ -10,16 +10,10 @@ import {
   type Source,
   type TransportLimits,
 } from '../../src/transport/index.js';
+import { until } from '../helpers/wait.js';
 
 const TEST_TIMEOUT = { timeout: 5000 };
 
-async function until(cond: () => boolean, what: string, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 async function ipv6Available(): Promise<boolean> {
   const s = dgram.createSocket({ type: 'udp6', ipv6Only: true });
