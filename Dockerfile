@@ -24,7 +24,7 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY conf ./conf
 COPY LICENSE README.md ./
-COPY conf/portier.yaml /etc/portier/portier.yaml
+COPY conf/portier.yaml conf/users /etc/portier/
 USER node
 # 5060 SIP over UDP and TCP, 5061 SIP over TLS (later), 9090 metrics and /healthz (later).
 EXPOSE 5060/udp 5060/tcp 5061/tcp 9090/tcp

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
 import {
+  buildResponse,
   buildResponseBytes,
   parseAndValidate,
   SipParseError,
@@ -30,7 +31,8 @@ import { TransactionLayer, responseDestination, type TransactionUser } from './t
 import { Registrar, buildRegisterResponse, type Binding } from './registrar/index.js';
 import { Proxy, type Location, type LocationResult, type ProxyObserver, type Target } from './proxy/proxy.js';
 import { SelfAddresses } from './proxy/self.js';
-import { MetricsHttpServer, SipCounters, createRegistry, type Health } from './metrics/index.js';
+import { MetricsHttpServer, SipCounters, createRegistry, type Health, type RefusalReason } from './metrics/index.js';
+import { AddressSet, Authenticator, DigestAuthenticator, SourceGuard, accountFor, isScanner, loadUsersFile, type Accounts } from './auth/index.js';
 import { version } from './version.js';
 
 /** Methods Portier answers itself or routes. */
@@ -59,6 +61,8 @@ export interface RunningServer {
   readonly transport: TransportLayer;
   /** Where /metrics and /healthz are served (port resolved when 0 was asked); null when metrics.listen is off. */
   metricsAddress(): { address: string; port: number } | null;
+  /** SIGHUP: read the users file again (a file that cannot be read keeps the accounts loaded before). */
+  reload(): void;
 }
 
 /** Receive buffer asked for on UDP sockets: 8 MiB. */
@@ -117,6 +121,12 @@ class Server implements RunningServer {
   /** The proxy's timing observer; the metrics registry points it at its histograms. */
   private readonly timings: ProxyObserver = { callSetup() {}, processing() {} };
   private readonly limits: ParseLimits;
+  /** Per-source rate limits and bans; applies with or without authentication. */
+  readonly guard: SourceGuard;
+  /** Null when authentication is off. */
+  readonly authenticator: Authenticator | null = null;
+  private accounts: Accounts | null = null;
+  readonly refused: Record<RefusalReason, number> = { rate_limit: 0, banned: 0, scanner: 0 };
   private http: MetricsHttpServer | null = null;
   private state: 'new' | 'running' | 'stopping' = 'new';
   private startedAt = 0;
@@ -151,6 +161,7 @@ class Server implements RunningServer {
       // A binding on a TCP flow must not outlive the flow: the idle timeout
       // closes a silent connection, so registrations over TCP are refreshed
       // within it (src/transport/types.ts, DEFAULT_IDLE_TIMEOUT_MS).
+      maxBindingsPerAor: config.registrar.maxBindings,
       maxStreamExpires: Math.max(config.registrar.minExpires, Math.min(config.registrar.maxExpires, Math.floor(config.limits.idleTimeout))),
     });
     const user: TransactionUser = {
@@ -168,6 +179,42 @@ class Server implements RunningServer {
       },
     };
     this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers });
+    const security = config.security;
+    this.guard = new SourceGuard({ rate: security.rate, authFailures: security.authFailures, exempt: security.exempt, dropScanners: security.dropScanners });
+    const auth = config.auth;
+    if (auth !== null) {
+      this.accounts = this.readAccounts(auth.users, true);
+      this.authenticator = new Authenticator({
+        digest: new DigestAuthenticator({ realm: auth.realm, algorithms: auth.algorithms, nonceLifetimeMs: auth.nonceLifetime * 1000 }),
+        accounts: () => this.accounts as Accounts,
+        trusted: new AddressSet(auth.trusted),
+        guard: this.guard,
+        onBan: (ban, user) =>
+          this.log.warn(
+            { source: ban.address, seconds: Math.round((ban.until - Date.now()) / 1000), level: ban.level, user },
+            'source banned after repeated authentication failures',
+          ),
+      });
+    }
+  }
+
+  /** The users file; problems are logged with their line number and the rest still loads. */
+  private readAccounts(path: string, atStart: boolean): Accounts {
+    const { accounts, problems } = loadUsersFile(path);
+    for (const p of problems) this.log.warn({ file: path, line: p.line }, `users file: ${p.reason}`);
+    if (accounts.size === 0) this.log.warn({ file: path }, 'no accounts in the users file: nobody can register (add one with: portier user add AOR)');
+    else if (!atStart) this.log.info({ file: path, accounts: accounts.size }, 'users file reloaded');
+    return accounts;
+  }
+
+  reload(): void {
+    const auth = this.config.auth;
+    if (auth === null) return;
+    try {
+      this.accounts = this.readAccounts(auth.users, false);
+    } catch (err) {
+      this.log.error({ file: auth.users, err: (err as Error).message }, 'cannot reload the users file; the accounts loaded before stay');
+    }
   }
 
   async start(): Promise<void> {
@@ -179,7 +226,9 @@ class Server implements RunningServer {
       send: (data: Buffer, dest: Destination) => this.transport.send(data, dest),
       wheel: layer.wheel,
     };
-    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar), sender, this.transport.listening(), {
+    const accounts = this.config.auth === null ? null : () => this.accounts as Accounts;
+    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar, accounts), sender, this.transport.listening(), {
+      gate: this.authenticator ?? undefined,
       ringTimeoutMs: this.config.proxy.ringTimeout * 1000,
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,
@@ -232,6 +281,12 @@ class Server implements RunningServer {
       registrations: () => this.registrar.bindingCounts(),
       calls: () => (this.proxy === undefined ? null : { stats: this.proxy.stats, active: this.proxy.callTracker.stats() }),
       timings: this.timings,
+      security: {
+        authFailures: () => this.authenticator?.failures ?? null,
+        refused: this.refused,
+        activeBans: () => this.guard.activeBans(),
+        bansStarted: () => this.guard.stats.bansStarted,
+      },
     });
   }
 
@@ -269,8 +324,35 @@ class Server implements RunningServer {
       this.stats.requests++;
       this.counters.request(r.method, source.protocol);
       stampTopVia(r, source);
+      if (this.refuse(r, source)) return;
     } else this.stats.responses++;
     this.transactions.receive(r, source);
+  }
+
+  /**
+   * Per-source protection before any SIP work: scanners and banned sources
+   * are dropped without a word; a source over its rate gets 503 on a stream
+   * (a UDP answer would feed a flood of forged sources) and silence on UDP.
+   * Responses are never refused: calls already set up go on.
+   */
+  private refuse(req: SipMessage, source: Source): boolean {
+    const guard = this.guard;
+    if (this.config.security.dropScanners && isScanner(req.get('user-agent')) && !guard.isExempt(source.address)) {
+      this.refused.scanner++;
+      return true;
+    }
+    const admission = guard.admit(source.address);
+    if (admission === 'ok') return false;
+    if (admission === 'banned') {
+      this.refused.banned++;
+      return true;
+    }
+    this.refused.rate_limit++;
+    if (source.protocol !== 'udp' && req.method !== 'ACK') {
+      this.counters.response(req.method, 503);
+      this.transport.send(buildResponseBytes(req, 503, { headers: [['Retry-After', '1']] }), responseDestination(req, source));
+    }
+    return true;
   }
 
   private onParseError(err: SipParseError, source: Source): void {
@@ -304,9 +386,15 @@ class Server implements RunningServer {
 
 /** The registrar as the proxy's location service. */
 class RegistrarLocation implements Location {
-  constructor(private readonly registrar: Registrar) {}
+  constructor(
+    private readonly registrar: Registrar,
+    /** With authentication, only accounts exist; null: every AOR of a served domain does. */
+    private readonly accounts: (() => Accounts) | null,
+  ) {}
 
   async register(req: SipMessage, source: Source): Promise<SipMessage> {
+    // A trusted source registers without credentials, but only for an account.
+    if (this.accounts !== null && accountFor(this.accounts(), req.to().uri) === undefined) return buildResponse(req, 404);
     const result = await this.registrar.register(req, source);
     return buildRegisterResponse(req, result);
   }
@@ -319,8 +407,8 @@ class RegistrarLocation implements Location {
       if (b === 'expired') return { kind: 'unregistered' };
       return { kind: 'found', targets: [bindingTarget(b)] };
     }
+    if (this.accounts !== null && accountFor(this.accounts(), uri) === undefined) return { kind: 'unknown' };
     const bindings = await this.registrar.lookup(uri);
-    // Until accounts exist (the authentication issue) every AOR of a served domain exists.
     if (bindings.length === 0) return { kind: 'unregistered' };
     return { kind: 'found', targets: bindings.map(bindingTarget) };
   }

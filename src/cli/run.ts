@@ -5,6 +5,7 @@
  *
  *   portier [--config FILE]        run the server (embedded demo config without --config)
  *   portier check --config FILE    validate FILE and print the effective configuration
+ *   portier user add|del|list      manage the users file (src/cli/user.ts)
  *   portier --version | --help
  *
  * Exit status: 0 ok, 1 configuration or start-up error, 2 usage error;
@@ -15,11 +16,14 @@ import { parseArgs } from 'node:util';
 import type pino from 'pino';
 import { ConfigError, demoConfig, formatConfig, loadConfig, type Config } from '../config/index.js';
 import { createLogger, type Logger } from '../log.js';
+import { runUser, type CliStdin } from './user.js';
 
 export { version };
 
 export interface RunningServer {
   stop(): Promise<void>;
+  /** SIGHUP: read the users file again. */
+  reload?(): void;
 }
 
 /** The contract of `startServer` in src/server.ts. */
@@ -46,6 +50,8 @@ export interface CliIo {
   logDestination?: pino.DestinationStream;
   /** How long a graceful stop may take before exiting with status 1. Default 10 000 ms. */
   stopTimeoutMs?: number;
+  /** Where `user add` reads the password. Default: process.stdin. */
+  stdin?: CliStdin;
 }
 
 export const EXIT_OK = 0;
@@ -59,6 +65,9 @@ export const DEMO_WARNING =
 
 export const HELP = `Usage: portier [--config FILE]
        portier check --config FILE
+       portier user add AOR [--users FILE] [--config FILE] [--realm REALM] [--kind door|phone]
+       portier user del AOR [--users FILE] [--config FILE]
+       portier user list [--users FILE] [--config FILE]
        portier --version | --help
 
 Portier is a SIP proxy and registrar for connected intercoms.
@@ -69,6 +78,11 @@ Commands:
             no authentication, for trying Portier on one machine.
   check     validate FILE and print the effective configuration (defaults
             filled in) as YAML; exit 1 with one line per problem if invalid.
+  user      manage the accounts (HA1 digests only) of the users file: the
+            --users FILE, else auth.users of --config, else conf/users.
+            add: create an account or change its password, read from standard
+            input (asked twice without echo on a terminal); del: remove it;
+            list: one line per account. See: portier user --help
 
 Options:
   -c, --config FILE   configuration file (YAML; commented example: conf/portier.yaml)
@@ -76,7 +90,7 @@ Options:
   -v, --version       print the version and exit
 
 Signals: SIGTERM or SIGINT stop gracefully (a second one exits at once);
-SIGHUP would reload the configuration (not implemented yet: restart instead).
+SIGHUP reads the users file again (other changes need a restart).
 
 Exit status: 0 ok, 1 configuration or start-up error, 2 usage error.
 `;
@@ -117,6 +131,7 @@ function parse(argv: string[]): Parsed {
   if (values.version) return { command: 'version' };
   if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`);
   const [command] = positionals;
+  if (command === 'user') throw new UsageError('write the user command first: portier user add|del|list ...');
   if (command !== undefined && command !== 'check') throw new UsageError(`unknown command "${command}"`);
   if (values.config === '') throw new UsageError('--config needs a FILE');
   if (command === 'check') {
@@ -129,6 +144,7 @@ function parse(argv: string[]): Parsed {
 class UsageError extends Error {}
 
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  if (argv[0] === 'user') return runUser(argv.slice(1), io);
   let args: Parsed;
   try {
     args = parse(argv);
@@ -247,7 +263,8 @@ async function serve(configPath: string | undefined, io: CliIo): Promise<number>
     listen('SIGTERM', () => onStop('SIGTERM'));
     listen('SIGINT', () => onStop('SIGINT'));
     listen('SIGHUP', () => {
-      log.warn({ signal: 'SIGHUP' }, 'configuration reload is not implemented yet; restart Portier to apply changes');
+      log.info({ signal: 'SIGHUP' }, 'reloading the users file (other configuration changes need a restart)');
+      server.reload?.();
     });
   });
   unlisten();

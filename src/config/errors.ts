@@ -27,3 +27,18 @@ export class ConfigError extends Error {
     );
   }
 }
+
+/** Why a file could not be read, in words: "no such file", "permission denied", ... */
+export function unreadableReason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  switch (e.code) {
+    case 'ENOENT':
+      return 'no such file';
+    case 'EACCES':
+      return 'permission denied';
+    case 'EISDIR':
+      return 'is a directory, not a file';
+    default:
+      return e.message;
+  }
+}

@@ -10,14 +10,15 @@
  * To add a section: describe it with the builders of ./schema.js in `SCHEMA`
  * below and add its interface to ./types.ts (the compiler checks they agree).
  */
-import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
+import { accessSync, existsSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
-import { ConfigError } from './errors.js';
+import { ConfigError, unreadableReason } from './errors.js';
 import { checkListenConflicts, formatListen, parseDomain, parseHostPort, parseListen } from './hosts.js';
 import {
   FAILED,
   Invalid,
+  boolean,
   deepFreeze,
   integer,
   list,
@@ -30,10 +31,15 @@ import {
   type Field,
   type Issue,
 } from './schema.js';
+import { parseCidr } from '../auth/cidr.js';
 import {
+  DIGEST_ALGORITHMS,
   LOG_LEVELS,
   TLS_VERSIONS,
+  type AuthConfig,
   type Config,
+  type DigestAlgorithm,
+  type SecurityConfig,
   type HttpListen,
   type ListenSpec,
   type LogLevel,
@@ -46,7 +52,10 @@ import {
 export { ConfigError } from './errors.js';
 export { DEFAULT_PORTS, formatListen, parseListen } from './hosts.js';
 export type {
+  AuthConfig,
   Config,
+  DigestAlgorithm,
+  SecurityConfig,
   HttpListen,
   Limits,
   ListenSpec,
@@ -61,7 +70,7 @@ export type {
   TlsVersion,
   VerifyClients,
 } from './types.js';
-export { LOG_LEVELS, PROTOCOLS, TLS_VERSIONS } from './types.js';
+export { DIGEST_ALGORITHMS, LOG_LEVELS, PROTOCOLS, TLS_VERSIONS } from './types.js';
 
 export const DEMO_SOURCE = '(embedded demo)';
 
@@ -82,6 +91,7 @@ const registrar = section(
     'min-expires': integer({ min: 1, max: 86400, default: 60 }),
     'max-expires': integer({ min: 1, max: 604800, default: 3600 }),
     'default-expires': integer({ min: 1, max: 604800, default: 600 }),
+    'max-bindings': integer({ min: 1, max: 1000, default: 10 }),
   },
   {
     check(r, report) {
@@ -176,6 +186,82 @@ const tlsField: Field<TlsConfig | null> = {
   default: () => null,
 };
 
+const cidr = text<string>({
+  convert(s) {
+    try {
+      parseCidr(s);
+    } catch (err) {
+      throw new Invalid((err as Error).message);
+    }
+    return s;
+  },
+  format: (c) => c,
+  expected: 'an address or ADDRESS/PREFIX (e.g. 10.20.0.0/16 or 2001:db8::/32)',
+});
+
+// The digest realm is a quoted string on the wire; kept to visible ASCII
+// without quotes or backslashes so that every client hashes the same bytes.
+const realm = text<string>({
+  convert(s) {
+    if (!/^[!#-[\]-~]+$/.test(s)) throw new Invalid(`must be visible ASCII without spaces, quotes or backslashes (got ${JSON.stringify(s)})`);
+    return s;
+  },
+  format: (r) => r,
+  expected: 'a realm such as example.test',
+  // Filled with the first domain once the domains are known (see validate).
+  default: () => '',
+});
+
+const authSection = section({
+  users: path('conf/users'),
+  realm,
+  algorithms: list<DigestAlgorithm>(oneOf<DigestAlgorithm>(DIGEST_ALGORITHMS), {
+    min: 1,
+    default: () => ['SHA-256', 'MD5'],
+    check(algs, report) {
+      algs.forEach((a, i) => {
+        if (algs.indexOf(a) < i) report(i, `duplicate of ${a}`);
+      });
+    },
+  }),
+  trusted: list(cidr, { default: () => [] }),
+  'nonce-lifetime': integer({ min: 1, max: 86400, default: 300 }),
+});
+// `auth: off` (or false) switches authentication off; so does no section at
+// all, but only while every listener is on loopback (checked in validate).
+const authField: Field<AuthConfig | null> = {
+  parse(value, p, ctx) {
+    if (value === false || (typeof value === 'string' && value.toLowerCase() === 'off')) return null;
+    return authSection.parse(value, p, ctx);
+  },
+  format: (v) => (v === null ? 'off' : authSection.format(v)),
+  default: () => null,
+};
+
+const security: Field<SecurityConfig> = section({
+  rate: section(
+    {
+      'per-source': integer({ min: 0, max: 1000000, default: 100 }),
+      burst: integer({ min: 1, max: 10000000, default: 400 }),
+    },
+  ),
+  'auth-failures': section(
+    {
+      max: integer({ min: 0, max: 100000, default: 10 }),
+      window: integer({ min: 1, max: 86400, default: 600 }),
+      ban: integer({ min: 1, max: 31536000, default: 300 }),
+      'max-ban': integer({ min: 1, max: 31536000, default: 86400 }),
+    },
+    {
+      check(f, report) {
+        if (f.maxBan < f.ban) report('max-ban', `must not be below ban (${f.ban})`);
+      },
+    },
+  ),
+  exempt: list(cidr, { default: () => [] }),
+  'drop-scanners': boolean({ default: true }),
+});
+
 const TLS_EXAMPLE = 'tls: {cert: /etc/portier/tls/cert.pem, key: /etc/portier/tls/key.pem}';
 
 export const SCHEMA = section(
@@ -201,6 +287,8 @@ export const SCHEMA = section(
     log: section({ level: oneOf<LogLevel>(LOG_LEVELS, { default: 'info' }) }),
     metrics,
     tls: tlsField,
+    auth: authField,
+    security,
   },
   {
     check(c, report) {
@@ -216,16 +304,60 @@ type AssertEqual<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : ne
 const schemaMatchesTypes: AssertEqual<SchemaOutput, Omit<Config, 'demo' | 'source'>> = true;
 void schemaMatchesTypes;
 
-function validate(data: unknown, source: string, demo: boolean): Config {
+export interface LoadOptions {
+  /** `portier user add` creates the users file: it may not exist yet. */
+  usersMayBeMissing?: boolean;
+}
+
+function validate(data: unknown, source: string, demo: boolean, opts: LoadOptions = {}): Config {
   if (data === null || data === undefined) {
     throw new ConfigError(source, [`${source}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`]);
   }
   const ctx: Ctx = { issues: [] };
   const result = run(SCHEMA, data, [], ctx);
   if (result === FAILED || ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
-  const tls = result.tls === null ? null : resolveTlsFiles(result.tls, demo ? process.cwd() : dirname(source), ctx.issues);
+  const base = demo ? process.cwd() : dirname(source);
+  const tls = result.tls === null ? null : resolveTlsFiles(result.tls, base, ctx.issues);
+  let auth = result.auth;
+  if (auth !== null) {
+    const users = resolve(base, auth.users);
+    const missingOk = opts.usersMayBeMissing === true && !existsSync(users);
+    auth = { ...auth, realm: auth.realm === '' ? result.domains[0] : auth.realm, users: missingOk ? users : readableFile(['auth', 'users'], users, ctx.issues) };
+  } else if (!hasKey(data, 'auth')) {
+    const open = result.listen.findIndex((l) => !isLoopback(l.host));
+    if (open >= 0) {
+      ctx.issues.push({
+        path: ['auth'],
+        reason: `required when listening beyond loopback (listen[${open}] is ${formatListen(result.listen[open])}): e.g. auth: {users: users, realm: ${result.domains[0]}}, or auth: off to accept anyone`,
+      });
+    }
+  }
   if (ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
-  return deepFreeze({ ...result, tls, demo, source });
+  return deepFreeze({ ...result, tls, auth, demo, source });
+}
+
+function hasKey(data: unknown, key: string): boolean {
+  if (data instanceof Map) return data.has(key);
+  return data !== null && typeof data === 'object' && Object.prototype.hasOwnProperty.call(data, key);
+}
+
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.');
+}
+
+/** An absolute path that must name a readable file now, so that `portier check` finds a typo before the first request. */
+function readableFile(key: Array<string>, abs: string, issues: Issue[]): string {
+  try {
+    if (statSync(abs).isDirectory()) {
+      issues.push({ path: key, reason: `cannot read ${abs}: is a directory, not a file` });
+      return abs;
+    }
+    accessSync(abs, fsConstants.R_OK);
+  } catch (err) {
+    const hint = key[0] === 'auth' && (err as NodeJS.ErrnoException).code === 'ENOENT' ? ' (create it with: portier user add AOR --users FILE)' : '';
+    issues.push({ path: key, reason: `cannot read ${abs}: ${unreadableReason(err)}${hint}` });
+  }
+  return abs;
 }
 
 /**
@@ -234,21 +366,7 @@ function validate(data: unknown, source: string, demo: boolean): Config {
  * is found by `portier check` and not at the first handshake.
  */
 function resolveTlsFiles(tls: TlsConfig, base: string, issues: Issue[]): TlsConfig {
-  const check = (key: 'cert' | 'key' | 'ca', p: string): string => {
-    const abs = resolve(base, p);
-    try {
-      if (statSync(abs).isDirectory()) {
-        issues.push({ path: ['tls', key], reason: `cannot read ${abs}: is a directory, not a file` });
-        return abs;
-      }
-      accessSync(abs, fsConstants.R_OK);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.message;
-      issues.push({ path: ['tls', key], reason: `cannot read ${abs}: ${why}` });
-    }
-    return abs;
-  };
+  const check = (key: 'cert' | 'key' | 'ca', p: string): string => readableFile(['tls', key], resolve(base, p), issues);
   return {
     ...tls,
     cert: check('cert', tls.cert),
@@ -264,7 +382,7 @@ function yamlProblem(source: string, e: YAML.YAMLError): string {
 }
 
 /** Validate YAML text. `source` (usually the file path) prefixes every error message. */
-export function parseConfig(text: string, source: string): Config {
+export function parseConfig(text: string, source: string, opts: LoadOptions = {}): Config {
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, strict: true });
   const problems = [...doc.errors, ...doc.warnings].map((e) => yamlProblem(source, e));
   if (problems.length > 0) throw new ConfigError(source, problems);
@@ -274,27 +392,18 @@ export function parseConfig(text: string, source: string): Config {
   } catch (err) {
     throw new ConfigError(source, [`${source}: ${(err as Error).message}`]);
   }
-  return validate(data, source, false);
+  return validate(data, source, false, opts);
 }
 
 /** Read and validate a configuration file. */
-export function loadConfig(path: string): Config {
+export function loadConfig(path: string, opts: LoadOptions = {}): Config {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const why =
-      e.code === 'ENOENT'
-        ? 'no such file'
-        : e.code === 'EACCES'
-          ? 'permission denied'
-          : e.code === 'EISDIR'
-            ? 'is a directory, not a file'
-            : e.message;
-    throw new ConfigError(path, [`${path}: cannot read the configuration: ${why}`]);
+    throw new ConfigError(path, [`${path}: cannot read the configuration: ${unreadableReason(err)}`]);
   }
-  return parseConfig(text, path);
+  return parseConfig(text, path, opts);
 }
 
 /** The embedded configuration used without --config: localhost only, for trying Portier on one machine. */

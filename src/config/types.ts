@@ -55,6 +55,8 @@ export interface RegistrarConfig {
   maxExpires: number;
   /** Used when a REGISTER gives neither an expires parameter nor an Expires header. */
   defaultExpires: number;
+  /** Most contacts one address-of-record may have registered; more gets 403. */
+  maxBindings: number;
 }
 
 /** `proxy:` — call routing. */
@@ -104,6 +106,34 @@ export interface TlsConfig {
   minVersion: TlsVersion;
 }
 
+/** Digest algorithms Portier can challenge with (RFC 8760). */
+export const DIGEST_ALGORITHMS = ['SHA-256', 'MD5'] as const;
+export type DigestAlgorithm = (typeof DIGEST_ALGORITHMS)[number];
+
+/** `auth:` — who may register and call (RFC 3261 §22 digest). */
+export interface AuthConfig {
+  /** The users file (HA1 hashes only), absolute; it existed and was readable at load. */
+  users: string;
+  /** Digest realm; the hashes in the users file are computed with it. */
+  realm: string;
+  /** Algorithms offered, one challenge header each, in this order. */
+  algorithms: DigestAlgorithm[];
+  /** Sources (CIDRs) that may register and call without digest: door stations on a trusted LAN, a PBX. */
+  trusted: string[];
+  /** Seconds a nonce stays valid; an older one gets stale=true and a fresh challenge. */
+  nonceLifetime: number;
+}
+
+/** `security:` — per-source limits against scanners and floods; 0 switches a limit off. */
+export interface SecurityConfig {
+  rate: { perSource: number; burst: number };
+  authFailures: { max: number; window: number; ban: number; maxBan: number };
+  /** CIDRs never rate-limited or banned (an SBC, a PBX, monitoring). */
+  exempt: string[];
+  /** Silently drop requests whose User-Agent names a scanning tool. */
+  dropScanners: boolean;
+}
+
 export interface Config {
   /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
   domains: string[];
@@ -116,6 +146,9 @@ export interface Config {
   metrics: MetricsConfig;
   /** Null when there is no `tls:` section (allowed only without tls listeners). */
   tls: TlsConfig | null;
+  /** Null: no authentication (`auth: off`, or no section while every listener is on loopback). */
+  auth: AuthConfig | null;
+  security: SecurityConfig;
   /** True only for the embedded demo configuration (no --config given). */
   demo: boolean;
   /** The file the configuration came from, or '(embedded demo)'. */

@@ -43,6 +43,20 @@ export interface MetricsSources {
   calls(): { stats: CallStats; active: CallCounts } | null;
   /** The proxy's observer: the registry points its methods at the histograms. */
   timings?: CallTimings;
+  /** Authentication and per-source protection. */
+  security?: SecuritySources;
+}
+
+/** Requests refused before any SIP work, by reason. */
+export type RefusalReason = 'rate_limit' | 'banned' | 'scanner';
+export const REFUSAL_REASONS: readonly RefusalReason[] = ['rate_limit', 'banned', 'scanner'];
+
+export interface SecuritySources {
+  /** Failed authentications by reason (fixed set); null when authentication is off. */
+  authFailures(): Readonly<Record<string, number>> | null;
+  refused: Readonly<Record<RefusalReason, number>>;
+  activeBans(): number;
+  bansStarted(): number;
 }
 
 const STREAM_PROTOCOLS: readonly Protocol[] = ['tcp', 'tls', 'ws', 'wss'];
@@ -216,6 +230,54 @@ export function createRegistry(src: MetricsSources): Registry {
       this.inc(src.transactions.stats().retransmissionsAbsorbed);
     },
   });
+
+  const sec = src.security;
+  if (sec !== undefined) {
+    new Counter({
+      name: 'portier_auth_failures_total',
+      help:
+        'Authentications that did not succeed, by reason: wrong_password, unknown_user, identity_mismatch (credentials of one account, ' +
+        'From/To of another), malformed, bad_nonce (not made by this process: forged, or from before a restart), replay, stale, banned. ' +
+        'The first four spend the source\'s failure budget.',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        const f = sec.authFailures();
+        if (f === null) return;
+        for (const [reason, n] of Object.entries(f)) this.inc({ reason }, n);
+      },
+    });
+    new Gauge({
+      name: 'portier_bans_active',
+      help: 'Source addresses banned now for repeated authentication failures (security.auth-failures).',
+      registers,
+      collect() {
+        this.set(sec.activeBans());
+      },
+    });
+    new Counter({
+      name: 'portier_bans_total',
+      help: 'Bans started since Portier started.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sec.bansStarted());
+      },
+    });
+    new Counter({
+      name: 'portier_requests_refused_total',
+      help:
+        'Requests refused before any SIP processing, by reason: rate_limit (over security.rate: 503 on streams, dropped on UDP), ' +
+        'banned (source banned: dropped), scanner (User-Agent of a scanning tool, security.drop-scanners: dropped).',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const reason of REFUSAL_REASONS) this.inc({ reason }, sec.refused[reason]);
+      },
+    });
+  }
 
   const setup = new Histogram({
     name: 'portier_call_setup_seconds',

@@ -60,6 +60,16 @@ export interface BranchOwner {
   onTransportError(ctx: ClientTransaction, err: Error): void;
 }
 
+/** Who may register and start calls (src/auth implements it); without one, anyone may. */
+export interface Gatekeeper {
+  /** 'register': a REGISTER (401, the To is the identity); 'request': any other request outside a dialog Portier record-routed (407, the From). */
+  check(req: SipMessage, source: Source, kind: 'register' | 'request'): GateDecision;
+}
+
+export type GateDecision =
+  | { pass: true; identity: { aor: string; kind: string } | null; how: string }
+  | { pass: false; code: number; headers?: Array<[string, string]> };
+
 export interface ProxyOptions {
   ringTimeoutMs: number;
   /** Methods listed in Allow of OPTIONS answers and 405/501s. */
@@ -67,6 +77,8 @@ export interface ProxyOptions {
   supported: string;
   /** Told of an unexpected error while routing a request (the caller logs it). */
   onError?: (err: unknown, req: SipMessage) => void;
+  /** Authentication; absent, every request is let in (but never relayed to another domain). */
+  gate?: Gatekeeper;
 }
 
 export interface ProxyStats {
@@ -172,7 +184,12 @@ export class Proxy {
     if (toSelf && req.method === 'OPTIONS') {
       return this.respond(stx, 200, { headers: [['Allow', this.options.allow], ['Accept', 'application/sdp'], ['Supported', this.options.supported]] });
     }
+    const gate = this.options.gate;
     if (req.method === 'REGISTER' && ruri.isSip && this.self.isOwnHost(ruri.host)) {
+      if (gate !== undefined) {
+        const g = gate.check(req, stx.source, 'register');
+        if (!g.pass) return this.respond(stx, g.code, { headers: g.headers });
+      }
       const res = await this.location.register(req, stx.source);
       this.count(res.status);
       stx.respond(res);
@@ -189,16 +206,25 @@ export class Proxy {
       this.stats.loops++;
       return this.respond(stx, 482);
     }
-    if (req.method === 'INVITE') this.respond(stx, 100);
 
     // §16.4: our own Route entries go; whatever is left routes the request.
     // True only when the request came through a Route Portier record-routed
     // for this very dialog (signed with its Call-ID): never an open relay.
     const viaOurRoute = preprocessRoutes(req, this.self, this.signer).dialog;
+    // A dialog Portier record-routed was authorised when it was set up;
+    // everything else proves who sends it (or comes from a trusted source).
+    let authorised = viaOurRoute;
+    if (!viaOurRoute && gate !== undefined) {
+      const g = gate.check(req, stx.source, 'request');
+      if (!g.pass) return this.respond(stx, g.code, { headers: g.headers });
+      authorised = true;
+    }
+    if (req.method === 'INVITE') this.respond(stx, 100);
+
     const routes = req.routes();
     if (routes !== null && routes.length > 0) {
-      // Loose routing to the next hop; only for dialogs Portier record-routed.
-      if (!viaOurRoute) return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
+      // Loose routing to the next hop: for dialogs Portier record-routed, and for authenticated senders.
+      if (!authorised) return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
       const dest = await this.uriDestination(routes[0].uri);
       if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
       return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received);
@@ -210,8 +236,9 @@ export class Proxy {
       if (found.kind === 'unregistered') return this.respond(stx, 480);
       return this.startCall(stx, req, hash, found.targets, null, received);
     }
-    if (target.isSip && viaOurRoute) {
-      // In a record-routed dialog: the Request-URI is the remote target.
+    if (target.isSip && authorised) {
+      // In a record-routed dialog the Request-URI is the remote target; an
+      // authenticated sender may also reach other domains.
       const dest = await this.uriDestination(target);
       if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
       return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received);

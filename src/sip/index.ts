@@ -20,4 +20,5 @@ export {
   REASON_PHRASES,
   type ResponseOptions,
 } from './response.js';
+export { parseCredentials, type Credentials } from './credentials.js';
 export { StreamFramer, findContentLength, type FramerLimits, type FramerSink } from './framer.js';

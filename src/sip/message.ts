@@ -516,6 +516,15 @@ export class SipMessage {
     return n;
   }
 
+  /** Removes one line, as returned by field() or headerFields(): the credentials a proxy consumed, say. */
+  removeField(field: HeaderField): boolean {
+    const i = this.fields.indexOf(field);
+    if (i === -1) return false;
+    this.fields.splice(i, 1);
+    this.changed(field.key);
+    return true;
+  }
+
   /**
    * Removes the first element of a list header (the top Via of a response
    * on its way back, the top Route a proxy consumed). A line holding several

@@ -54,6 +54,7 @@ const GOOD = 'domains: [school.example.test]\nlisten: [udp:127.0.0.1:0, tcp:127.
 function fakeServer(stop: () => Promise<void> = async () => {}) {
   const calls: Array<{ config: Config; log: Logger }> = [];
   let stops = 0;
+  let reloads = 0;
   const start: StartServer = async (config, log) => {
     calls.push({ config, log });
     const server: RunningServer = {
@@ -61,10 +62,13 @@ function fakeServer(stop: () => Promise<void> = async () => {}) {
         stops++;
         return stop();
       },
+      reload: () => {
+        reloads++;
+      },
     };
     return server;
   };
-  return { start, calls, stops: () => stops };
+  return { start, calls, stops: () => stops, reloads: () => reloads };
 }
 
 t.test('--help and --version', async (t) => {
@@ -151,7 +155,7 @@ t.test('a config error at start: one line on stderr, exit 1, nothing started', a
   t.equal(m.proc.listenerCount('SIGTERM'), 0);
 });
 
-t.test('serving: SIGTERM awaits stop() and exits 0; SIGHUP is logged', async (t) => {
+t.test('serving: SIGTERM awaits stop() and exits 0; SIGHUP reloads', async (t) => {
   const server = fakeServer();
   const path = file('serve.yaml', GOOD);
   const h = harness({ startServer: server.start });
@@ -164,7 +168,8 @@ t.test('serving: SIGTERM awaits stop() and exits 0; SIGHUP is logged', async (t)
   t.ok(h.logs.some((l) => l.msg === 'portier started' && l.config === path && l.name === 'portier'));
 
   h.proc.emit('SIGHUP');
-  t.ok(h.logs.some((l) => l.level === 'warn' && /reload is not implemented yet/.test(String(l.msg))));
+  t.equal(server.reloads(), 1, 'SIGHUP asks the server to reload');
+  t.ok(h.logs.some((l) => l.level === 'info' && l.signal === 'SIGHUP' && /reloading the users file/.test(String(l.msg))));
 
   h.proc.emit('SIGTERM');
   t.equal(await done, 0);

@@ -1,6 +1,6 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import t, { type Test } from 'tap';
 import YAML from 'yaml';
@@ -33,6 +33,14 @@ function refusal(t: Test, text: string): ConfigError {
   return new ConfigError(F, ['(none)']);
 }
 
+/** `security:` with nothing set. */
+const DEFAULT_SECURITY = {
+  rate: { perSource: 100, burst: 400 },
+  authFailures: { max: 10, window: 600, ban: 300, maxBan: 86400 },
+  exempt: [],
+  dropScanners: true,
+};
+
 const DEFAULT_LIMITS = {
   messageSize: 65535,
   headers: 100,
@@ -44,6 +52,8 @@ const DEFAULT_LIMITS = {
 };
 
 t.test('a full valid file', async (t) => {
+  const dir = t.testdir({ users: '# Portier accounts: HA1 digests only\n' });
+  const users = join(dir, 'users');
   const c = parseConfig(
     `# comment
 domains: [Example.TEST, intercom.example.test, 192.0.2.10, "[2001:DB8:0:0::1]"]
@@ -63,6 +73,7 @@ registrar:
   min-expires: 30
   max-expires: 7200
   default-expires: 900
+  max-bindings: 20
 proxy:
   ring-timeout: 45
 timers:
@@ -73,6 +84,23 @@ log:
   level: debug
 metrics:
   listen: "[::1]:9091"
+auth:
+  users: ${users}
+  realm: Intercom.Example
+  algorithms: [md5, SHA-256]
+  trusted: [10.20.0.0/16, 192.0.2.7, "2001:db8::/32"]
+  nonce-lifetime: 120
+security:
+  rate:
+    per-source: 50
+    burst: 200
+  auth-failures:
+    max: 5
+    window: 300
+    ban: 60
+    max-ban: 3600
+  exempt: ["::1", 198.51.100.0/24]
+  drop-scanners: false
 `,
     F,
   );
@@ -92,12 +120,25 @@ metrics:
       idleTimeout: 120,
       firstMessageTimeout: 2.5,
     },
-    registrar: { minExpires: 30, maxExpires: 7200, defaultExpires: 900 },
+    registrar: { minExpires: 30, maxExpires: 7200, defaultExpires: 900, maxBindings: 20 },
     proxy: { ringTimeout: 45 },
     timers: { t1: 250, t2: 2000, t4: 3000 },
     log: { level: 'debug' },
     metrics: { listen: { host: '::1', port: 9091 } },
     tls: null,
+    auth: {
+      users,
+      realm: 'Intercom.Example',
+      algorithms: ['MD5', 'SHA-256'],
+      trusted: ['10.20.0.0/16', '192.0.2.7', '2001:db8::/32'],
+      nonceLifetime: 120,
+    },
+    security: {
+      rate: { perSource: 50, burst: 200 },
+      authFailures: { max: 5, window: 300, ban: 60, maxBan: 3600 },
+      exempt: ['::1', '198.51.100.0/24'],
+      dropScanners: false,
+    },
     demo: false,
     source: F,
   });
@@ -107,12 +148,17 @@ t.test('defaults are filled in and the result is deeply frozen', async (t) => {
   const c = parseConfig(MIN, F);
   t.same(c.limits, DEFAULT_LIMITS);
   t.equal(c.log.level, 'info');
+  t.equal(c.registrar.maxBindings, 10);
+  t.equal(c.auth, null, 'no auth section on loopback: no authentication');
+  t.same(c.security, DEFAULT_SECURITY);
   t.equal(c.demo, false);
   t.ok(Object.isFrozen(c));
   t.ok(Object.isFrozen(c.limits));
   t.ok(Object.isFrozen(c.listen));
   t.ok(Object.isFrozen(c.listen[0]));
   t.ok(Object.isFrozen(c.domains));
+  t.ok(Object.isFrozen(c.security.authFailures));
+  t.ok(Object.isFrozen(c.security.exempt));
   t.throws(() => {
     (c.limits as { headers: number }).headers = 1;
   }, TypeError);
@@ -142,13 +188,14 @@ t.test('listen entries', async (t) => {
   ];
   for (const [text, spec] of cases) {
     t.same(parseListen(text), spec, text);
-    t.same(parseConfig(`domains: [a.test]\nlisten: ["${text}"]\n`, F).listen, [spec], `${text} in a file`);
+    // This test is about listen parsing: auth: off lets non-loopback hosts through.
+    t.same(parseConfig(`domains: [a.test]\nlisten: ["${text}"]\nauth: off\n`, F).listen, [spec], `${text} in a file`);
   }
   t.equal(formatListen({ protocol: 'udp', host: '::1', port: 5060 }), 'udp:[::1]:5060');
   t.equal(formatListen({ protocol: 'tcp', host: '0.0.0.0', port: 5060 }), 'tcp:0.0.0.0:5060');
   t.same(DEFAULT_PORTS, { udp: 5060, tcp: 5060, tls: 5061, ws: 80, wss: 443 });
   // udp and tcp on the same port do not conflict
-  t.equal(parseConfig('domains: [a.test]\nlisten: [udp:0.0.0.0:5060, tcp:0.0.0.0:5060, "udp:[::1]:5060"]\n', F).listen.length, 3);
+  t.equal(parseConfig('domains: [a.test]\nlisten: [udp:0.0.0.0:5060, tcp:0.0.0.0:5060, "udp:[::1]:5060"]\nauth: off\n', F).listen.length, 3);
 });
 
 t.test('every refusal names the file, the key and the reason', async (t) => {
@@ -214,7 +261,7 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
     [`${MIN}tlss: {}\n`, `${F}: tlss: unknown key (did you mean "tls"?)`],
-    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics or tls)`],
+    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth or security)`],
     [`${MIN}tls: {}\n`, `${F}: tls.cert: required (e.g. cert: /etc/portier/tls/cert.pem)`],
     [`${MIN}tls: {cert: "", key: k}\n`, `${F}: tls.cert: must not be empty`],
     [`${MIN}tls: {cert: 3, key: k}\n`, `${F}: tls.cert: must be a file path (got 3)`],
@@ -222,8 +269,8 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}tls: {cert: c, key: k, verify-clients: true}\n`, `${F}: tls.verify-clients: must be false, optional or required (got true)`],
     [`${MIN}tls: {cert: c, key: k, min-version: TLSv1.1}\n`, `${F}: tls.min-version: must be one of TLSv1.2 or TLSv1.3 (got "TLSv1.1")`],
     [`${MIN}tls: {cert: c, key: k, ca: ca, verify-client: required}\n`, `${F}: tls.verify-client: unknown key (did you mean "verify-clients"?)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics and tls, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics and tls, not "just text"`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth and security, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth and security, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -246,7 +293,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics or tls)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth or security)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -291,10 +338,21 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['domains', 'limits', 'listen', 'log', 'metrics', 'proxy', 'registrar', 'timers']);
+  t.same(Object.keys(raw).sort(), ['auth', 'domains', 'limits', 'listen', 'log', 'metrics', 'proxy', 'registrar', 'security', 'timers']);
   t.same(Object.keys(raw.metrics), ['listen']);
   t.same(c.metrics, { listen: { host: '127.0.0.1', port: 9090 } }, 'the example serves metrics on localhost');
-  t.same(Object.keys(raw.registrar).sort(), ['default-expires', 'max-expires', 'min-expires']);
+  t.same(Object.keys(raw.registrar).sort(), ['default-expires', 'max-bindings', 'max-expires', 'min-expires']);
+  t.equal(c.registrar.maxBindings, 10, 'the example shows the max-bindings default');
+  t.same(Object.keys(raw.auth).sort(), ['algorithms', 'nonce-lifetime', 'realm', 'trusted', 'users']);
+  t.same(
+    c.auth,
+    { users: join(dirname(path), 'users'), realm: 'example.test', algorithms: ['SHA-256', 'MD5'], trusted: [], nonceLifetime: 300 },
+    'the example authenticates against users next to it, with the defaults',
+  );
+  t.same(Object.keys(raw.security).sort(), ['auth-failures', 'drop-scanners', 'exempt', 'rate']);
+  t.same(Object.keys(raw.security.rate as object).sort(), ['burst', 'per-source']);
+  t.same(Object.keys(raw.security['auth-failures'] as object).sort(), ['ban', 'max', 'max-ban', 'window']);
+  t.same(c.security, DEFAULT_SECURITY, 'the example shows the security defaults');
   t.same(Object.keys(raw.timers).sort(), ['t1', 't2', 't4']);
   t.same(Object.keys(raw.limits).sort(), [
     'connections',
@@ -317,12 +375,14 @@ t.test('demo config', async (t) => {
       { protocol: 'tcp', host: '127.0.0.1', port: 5060 },
     ],
     limits: DEFAULT_LIMITS,
-    registrar: { minExpires: 60, maxExpires: 3600, defaultExpires: 600 },
+    registrar: { minExpires: 60, maxExpires: 3600, defaultExpires: 600, maxBindings: 10 },
     proxy: { ringTimeout: 30 },
     timers: { t1: 500, t2: 4000, t4: 5000 },
     log: { level: 'info' },
     metrics: { listen: { host: '127.0.0.1', port: 9090 } },
     tls: null,
+    auth: null,
+    security: DEFAULT_SECURITY,
     demo: true,
     source: DEMO_SOURCE,
   });
@@ -332,10 +392,17 @@ t.test('demo config', async (t) => {
 });
 
 t.test('formatConfig round-trips through parseConfig', async (t) => {
+  const dir = t.testdir({ users: '' });
   const samples: Config[] = [
     parseConfig(MIN, F),
     parseConfig(
-      `domains: [a.test, "::1", 192.0.2.1]\nlisten: ["udp:[::]:5070", tcp:127.0.0.1:0]\nlimits: {idle-timeout: 0.5, headers: 20}\nlog: {level: trace}\n`,
+      `domains: [a.test, "::1", 192.0.2.1]\nlisten: ["udp:[::]:5070", tcp:127.0.0.1:0]\nlimits: {idle-timeout: 0.5, headers: 20}\nlog: {level: trace}\nauth: off\n`,
+      F,
+    ),
+    parseConfig(
+      `domains: [a.test]\nlisten: [udp:0.0.0.0]\nregistrar: {max-bindings: 3}\n` +
+        `auth: {users: ${join(dir, 'users')}, algorithms: [MD5], trusted: ["::/0", 10.0.0.0/8, 192.0.2.1]}\n` +
+        `security: {rate: {per-source: 0}, auth-failures: {max: 0, max-ban: 300}, exempt: ["::", "::ffff:10.0.0.0/104"], drop-scanners: false}\n`,
       F,
     ),
     { ...demoConfig(), demo: false },
@@ -348,6 +415,9 @@ t.test('formatConfig round-trips through parseConfig', async (t) => {
   const text = formatConfig(parseConfig(MIN, F));
   t.match(text, /^ {2}message-size: 65535$/m, 'YAML keys, not camelCase');
   t.match(text, /^ {2}- udp:127\.0\.0\.1:5060$/m);
+  t.match(text, /^auth: off$/m, 'no auth section (loopback only) is written back as auth: off');
+  t.match(text, /^ {2}max-bindings: 10$/m);
+  t.match(text, /^security:\n {2}rate:\n {4}per-source: 100\n {4}burst: 400$/m);
 });
 
 t.test('property: any valid listen spec round-trips through its text form', async (t) => {
@@ -360,7 +430,17 @@ t.test('property: any valid listen spec round-trips through its text form', asyn
     fc.property(fc.constantFrom('udp', 'tcp'), host, fc.integer({ min: 0, max: 65535 }), (protocol, h, port) => {
       const spec = parseListen(formatListen({ protocol, host: h, port }));
       const again = parseListen(formatListen(spec));
-      return again.protocol === protocol && again.port === port && again.host === spec.host;
+      // In a file too; auth: off because most generated hosts are beyond loopback.
+      const inFile = parseConfig(`domains: [a.test]\nlisten: ["${formatListen(spec)}"]\nauth: off\n`, F).listen;
+      return (
+        again.protocol === protocol &&
+        again.port === port &&
+        again.host === spec.host &&
+        inFile.length === 1 &&
+        inFile[0].protocol === protocol &&
+        inFile[0].host === spec.host &&
+        inFile[0].port === port
+      );
     }),
   );
   t.pass('round-trips');
@@ -384,7 +464,17 @@ t.test('the validator builders', async (t) => {
 
 t.test('registrar, proxy and timers: defaults and cross-checks', async (t) => {
   const c = parseConfig(MIN, F);
-  t.same(c.registrar, { minExpires: 60, maxExpires: 3600, defaultExpires: 600 }, 'registrar defaults (RFC 3261 §10.3 ranges)');
+  t.same(c.registrar, { minExpires: 60, maxExpires: 3600, defaultExpires: 600, maxBindings: 10 }, 'registrar defaults (RFC 3261 §10.3 ranges)');
+  t.equal(parseConfig(`${MIN}registrar: {max-bindings: 1}\n`, F).registrar.maxBindings, 1);
+  t.equal(parseConfig(`${MIN}registrar: {max-bindings: 1000}\n`, F).registrar.maxBindings, 1000);
+  for (const bad of ['0', '1001', '2.5', '"10"']) {
+    t.throws(
+      () => parseConfig(`${MIN}registrar: {max-bindings: ${bad}}\n`, F),
+      { name: 'ConfigError', message: `${F}: registrar.max-bindings: must be an integer between 1 and 1000` },
+      `max-bindings ${bad}`,
+    );
+  }
+  t.throws(() => parseConfig(`${MIN}registrar: {max_bindings: 3}\n`, F), { message: `${F}: registrar.max_bindings: unknown key (did you mean "max-bindings"?)` });
   t.same(c.proxy, { ringTimeout: 30 }, 'ring timeout 30 s');
   t.same(c.timers, { t1: 500, t2: 4000, t4: 5000 }, 'RFC 3261 timer defaults');
   t.throws(() => parseConfig(`${MIN}registrar: {min-expires: 600, max-expires: 60}\n`, F), /registrar.min-expires: must not exceed max-expires/);

@@ -16,7 +16,7 @@
 
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { parseAndValidate, parseNameAddr, SipMessage, SipParseError, StreamFramer, unquote, type NameAddr } from '../../src/sip/index.js';
 
@@ -33,6 +33,55 @@ export interface UAOptions {
   t2?: number;
   /** +sip.instance URN of this device; a fresh urn:uuid by default. */
   instance?: string;
+  /** Loopback address this UA binds to (default 127.0.0.1): tests of per-source rules use 127.0.0.2 and up. */
+  localHost?: string;
+  /** Answer 401/407 challenges with digest credentials (RFC 3261 §22.2), once per request. */
+  password?: string;
+  /** Digest username (default: user). */
+  authUser?: string;
+  /** Algorithms this UA can answer, in its order of preference (default SHA-256, MD5). */
+  algorithms?: string[];
+}
+
+/** A challenge as the UA read it. */
+export interface Challenge {
+  header: 'www-authenticate' | 'proxy-authenticate';
+  params: Map<string, string>;
+}
+
+/** Reads WWW-Authenticate / Proxy-Authenticate values of a response (comma lists of name=value inside one scheme). */
+export function challengesOf(res: SipMessage): Challenge[] {
+  const out: Challenge[] = [];
+  for (const header of ['www-authenticate', 'proxy-authenticate'] as const) {
+    for (const v of res.getAll(header)) {
+      const m = /^\s*Digest\s+(.*)$/is.exec(v);
+      if (m === null) continue;
+      const params = new Map<string, string>();
+      const re = /([a-zA-Z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*(?:,|$)/g;
+      let p: RegExpExecArray | null;
+      while ((p = re.exec(m[1])) !== null) params.set(p[1].toLowerCase(), p[2].startsWith('"') ? unquote(p[2]) : p[2]);
+      out.push({ header, params });
+    }
+  }
+  return out;
+}
+
+/** An Authorization / Proxy-Authorization value answering `c` (qop=auth when offered, RFC 2617 style without). */
+export function digestCredentials(c: Challenge, o: { method: string; uri: string; user: string; password: string; nc?: number; cnonce?: string }): string {
+  const alg = c.params.get('algorithm') ?? 'MD5';
+  const h = (s: string) => createHash(alg.toUpperCase() === 'SHA-256' ? 'sha256' : 'md5').update(s, 'utf8').digest('hex');
+  const realm = c.params.get('realm') ?? '';
+  const nonce = c.params.get('nonce') ?? '';
+  const ha1 = h(`${o.user}:${realm}:${o.password}`);
+  const ha2 = h(`${o.method}:${o.uri}`);
+  const qops = (c.params.get('qop') ?? '').split(',').map((q) => q.trim().toLowerCase());
+  if (qops.includes('auth')) {
+    const nc = (o.nc ?? 1).toString(16).padStart(8, '0');
+    const cnonce = o.cnonce ?? rnd(8);
+    const response = h(`${ha1}:${nonce}:${nc}:${cnonce}:auth:${ha2}`);
+    return `Digest username="${o.user}", realm="${realm}", nonce="${nonce}", uri="${o.uri}", response="${response}", algorithm=${alg}, cnonce="${cnonce}", qop=auth, nc=${nc}`;
+  }
+  return `Digest username="${o.user}", realm="${realm}", nonce="${nonce}", uri="${o.uri}", response="${h(`${ha1}:${nonce}:${ha2}`)}", algorithm=${alg}`;
 }
 
 export interface RegisterOptions {
@@ -134,6 +183,8 @@ export class UA {
   private regContactParams = '';
   private regInstance: string | null = null;
   private useGruu = false;
+  /** The credentials header line of the last request this UA authenticated, for replay tests. */
+  lastCredentials: string | null = null;
 
   private constructor(readonly opts: UAOptions) {
     this.t1 = opts.t1 ?? 500;
@@ -156,12 +207,15 @@ export class UA {
   get aor(): string {
     return `sip:${this.opts.user}@${this.opts.domain}`;
   }
+  get localHost(): string {
+    return this.opts.localHost ?? '127.0.0.1';
+  }
   get proxy(): Hop {
     return { address: this.opts.proxyHost ?? '127.0.0.1', port: this.opts.proxyPort };
   }
   /** The device's own address: what goes in Contact of REGISTER. */
   get contactUri(): string {
-    return `sip:${this.opts.user}@127.0.0.1:${this.localPort};transport=${this.opts.transport}`;
+    return `sip:${this.opts.user}@${this.localHost}:${this.localPort};transport=${this.opts.transport}`;
   }
   /** The Contact of INVITEs and dialog-creating responses: the pub-gruu once granted and asked for. */
   get dialogContact(): string {
@@ -175,11 +229,11 @@ export class UA {
       this.udp = s;
       s.on('message', (buf, rinfo) => this.onData(buf, { address: rinfo.address, port: rinfo.port }));
       s.on('error', (e) => this.errors.push(e));
-      await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+      await new Promise<void>((resolve) => s.bind(0, this.localHost, resolve));
       this.localPort = s.address().port;
       return;
     }
-    const s = net.connect({ host, port: this.opts.proxyPort, localAddress: '127.0.0.1' });
+    const s = net.connect({ host, port: this.opts.proxyPort, localAddress: this.localHost });
     this.tcp = s;
     const framer = new StreamFramer(
       {
@@ -302,7 +356,7 @@ export class UA {
     const body = Buffer.from(r.body ?? '', 'utf8');
     const lines = [
       `${r.method} ${r.ruri} SIP/2.0`,
-      `Via: SIP/2.0/${this.opts.transport.toUpperCase()} 127.0.0.1:${this.localPort};branch=${r.branch};rport`,
+      `Via: SIP/2.0/${this.opts.transport.toUpperCase()} ${this.localHost}:${this.localPort};branch=${r.branch};rport`,
       `From: ${r.from}`,
       `To: ${r.to}`,
       `CSeq: ${r.cseq} ${r.method}`,
@@ -355,7 +409,25 @@ export class UA {
     return res;
   }
 
-  private sendRegister(expires: number): Promise<SipMessage> {
+  private async sendRegister(expires: number): Promise<SipMessage> {
+    const res = await this.sendRegisterOnce(expires, []);
+    const auth = this.credentialsFor(res, 'REGISTER', `sip:${this.opts.domain}`);
+    return auth === null ? res : this.sendRegisterOnce(expires, [auth]);
+  }
+
+  /** The header line answering a 401/407 to `method`, or null when there is nothing (more) to answer. */
+  credentialsFor(res: SipMessage, method: string, uri: string): string | null {
+    if ((res.status !== 401 && res.status !== 407) || this.opts.password === undefined) return null;
+    const prefs = this.opts.algorithms ?? ['SHA-256', 'MD5'];
+    const all = challengesOf(res);
+    const chosen = prefs.map((a) => all.find((c) => (c.params.get('algorithm') ?? 'MD5').toUpperCase() === a.toUpperCase())).find((c) => c !== undefined);
+    if (chosen === undefined) return null;
+    const value = digestCredentials(chosen, { method, uri, user: this.opts.authUser ?? this.opts.user, password: this.opts.password });
+    this.lastCredentials = `${chosen.header === 'www-authenticate' ? 'Authorization' : 'Proxy-Authorization'}: ${value}`;
+    return this.lastCredentials;
+  }
+
+  private sendRegisterOnce(expires: number, extra: string[]): Promise<SipMessage> {
     const name = `"${this.opts.user}" <${this.aor}>`;
     const inst = this.regInstance !== null ? `;+sip.instance="<${this.regInstance}>"` : '';
     const { bytes, msg } = this.request({
@@ -367,7 +439,7 @@ export class UA {
       callId: this.regCallId,
       cseq: 20 + ++this.regSeq,
       contact: `"${this.opts.user}" <${this.contactUri}>${inst}${this.regContactParams}`,
-      headers: [`Supported: replaces, outbound${this.useGruu ? ', gruu' : ''}`, 'Accept: application/sdp', `Expires: ${expires}`],
+      headers: [`Supported: replaces, outbound${this.useGruu ? ', gruu' : ''}`, 'Accept: application/sdp', `Expires: ${expires}`, ...extra],
     });
     return this.startClient(bytes, msg, this.proxy).done;
   }
@@ -376,25 +448,42 @@ export class UA {
 
   call(target: string, o: CallOptions = {}): Call {
     const callId = rnd(10) + '@127.0.0.1';
-    const inst = this.regInstance !== null ? `;+sip.instance="<${this.regInstance}>"` : '';
-    const { bytes, msg } = this.request({
-      method: 'INVITE',
-      ruri: target,
-      branch: newBranch(),
-      from: `"${this.opts.user}" <${this.aor}>;tag=${rnd(5)}`,
-      to: `<${target}>`,
-      callId,
-      cseq: 1 + Math.floor(Math.random() * 1000),
-      maxForwards: o.maxForwards,
-      routes: o.preloadedRoute === false ? [] : [`<sip:${this.proxy.address}:${this.proxy.port};transport=${this.opts.transport};lr>`],
-      contact: `<${this.dialogContact}>${inst}`,
-      headers: [`Supported: replaces, outbound${this.useGruu ? ', gruu' : ''}`, `Allow: ${ALLOW}`, ...(o.headers ?? [])],
-      body: o.sdp ?? defaultSdp(this.opts.user),
-    });
+    const from = `"${this.opts.user}" <${this.aor}>;tag=${rnd(5)}`;
+    const cseq = 1 + Math.floor(Math.random() * 1000);
+    const { bytes, msg } = this.buildInvite(target, o, callId, from, cseq, []);
     const call = new Call(this, msg, o.keepExtraDialogs ?? false);
     const tx = this.startClient(bytes, msg, this.proxy);
     call.attach(tx);
+    // §22.2: a challenged INVITE is sent again, same Call-ID and From tag, next CSeq, with credentials.
+    let retried = false;
+    call.on('final', (res: SipMessage) => {
+      if (retried || res.cseq().seq !== cseq) return;
+      const auth = this.credentialsFor(res, 'INVITE', target);
+      if (auth === null) return;
+      retried = true;
+      const again = this.buildInvite(target, o, callId, from, cseq + 1, [auth]);
+      call.invite = again.msg;
+      call.attach(this.startClient(again.bytes, again.msg, this.proxy));
+    });
     return call;
+  }
+
+  private buildInvite(target: string, o: CallOptions, callId: string, from: string, cseq: number, extra: string[]): { bytes: Buffer; msg: SipMessage } {
+    const inst = this.regInstance !== null ? `;+sip.instance="<${this.regInstance}>"` : '';
+    return this.request({
+      method: 'INVITE',
+      ruri: target,
+      branch: newBranch(),
+      from,
+      to: `<${target}>`,
+      callId,
+      cseq,
+      maxForwards: o.maxForwards,
+      routes: o.preloadedRoute === false ? [] : [`<sip:${this.proxy.address}:${this.proxy.port};transport=${this.opts.transport};lr>`],
+      contact: `<${this.dialogContact}>${inst}`,
+      headers: [`Supported: replaces, outbound${this.useGruu ? ', gruu' : ''}`, `Allow: ${ALLOW}`, ...(o.headers ?? []), ...extra],
+      body: o.sdp ?? defaultSdp(this.opts.user),
+    });
   }
 
   /** The next incoming call (past or future) not yet handed out by waitIncoming(). */
@@ -750,7 +839,8 @@ export class Call extends EventEmitter {
 
   constructor(
     private readonly ua: UA,
-    readonly invite: SipMessage,
+    /** The INVITE sent last (the one with credentials, after a challenge). */
+    public invite: SipMessage,
     private readonly keepExtra: boolean,
   ) {
     super();
