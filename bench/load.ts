@@ -1126,6 +1126,8 @@ async function main(): Promise<number> {
           `timers: {t1: ${T1}, t2: ${T2}, t4: 5000}`,
           'proxy: {ring-timeout: 30}',
           'registrar: {min-expires: 60, max-expires: 3600, default-expires: 600}',
+          // Every simulated device sends from this one address: a load generator is what security.exempt is for.
+          `security: {exempt: ["${HOST}"]}`,
           '',
         ].join('\n'),
       );

@@ -229,6 +229,7 @@ class Server implements RunningServer {
     const accounts = this.config.auth === null ? null : () => this.accounts as Accounts;
     this.proxy = new Proxy(self, new RegistrarLocation(this.registrar, accounts), sender, this.transport.listening(), {
       gate: this.authenticator ?? undefined,
+      callsPerDoor: this.config.limits.callsPerDoor,
       ringTimeoutMs: this.config.proxy.ringTimeout * 1000,
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,

@@ -84,6 +84,7 @@ const limits = section({
   'connections-per-source': integer({ min: 1, max: 1000000, default: 64 }),
   'idle-timeout': seconds({ min: 0.1, max: 86400, default: 600 }),
   'first-message-timeout': seconds({ min: 0.1, max: 3600, default: 10 }),
+  'calls-per-door': integer({ min: 0, max: 10000, default: 4 }),
 });
 
 const registrar = section(

@@ -41,6 +41,8 @@ export interface Limits {
   idleTimeout: number;
   /** Seconds a new stream connection has to send its first complete message. */
   firstMessageTimeout: number;
+  /** Most calls one door-station account may have at once (ringing or established); 0: no limit. */
+  callsPerDoor: number;
 }
 
 export interface LogConfig {

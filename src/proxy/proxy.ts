@@ -26,6 +26,7 @@ import { branchFor, isLoop, loopHash } from './loop.js';
 import { addRecordRoute, preprocessRoutes, RouteSigner } from './route.js';
 import type { SelfAddresses } from './self.js';
 import { CallTracker } from './calls.js';
+import { CallLimit } from './call-limit.js';
 
 /** The registrar as the proxy sees it (src/registrar implements it). */
 export interface Location {
@@ -79,6 +80,8 @@ export interface ProxyOptions {
   onError?: (err: unknown, req: SipMessage) => void;
   /** Authentication; absent, every request is let in (but never relayed to another domain). */
   gate?: Gatekeeper;
+  /** Most calls one door-station account may have at once (ringing or established); 0 or absent: no limit. */
+  callsPerDoor?: number;
 }
 
 export interface ProxyStats {
@@ -119,6 +122,8 @@ export class Proxy {
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
   /** Signs Portier's Record-Route entries so that only real dialogs are routed through it. */
   readonly signer = new RouteSigner();
+  /** Calls per door station, when limited. */
+  readonly doorCalls: CallLimit | null;
 
   constructor(
     readonly self: SelfAddresses,
@@ -127,7 +132,9 @@ export class Proxy {
     /** The bound local endpoints, to fill Via sent-by and Record-Route (fixed once the transports are up). */
     private readonly listening: readonly Endpoint[],
     readonly options: ProxyOptions,
-  ) {}
+  ) {
+    this.doorCalls = options.callsPerDoor ? new CallLimit(options.callsPerDoor) : null;
+  }
 
   // ---- from the transaction layer ----
 
@@ -218,6 +225,11 @@ export class Proxy {
       const g = gate.check(req, stx.source, 'request');
       if (!g.pass) return this.respond(stx, g.code, { headers: g.headers });
       authorised = true;
+      const door = g.identity?.kind === 'door' ? g.identity.aor : null;
+      if (door !== null && req.method === 'INVITE' && this.doorCalls !== null && req.to().tag === null && !this.doorCalls.tryStart(door, req.callId())) {
+        // §21.4.4: understood, refused by policy; credentials would not help.
+        return this.respond(stx, 403, { reason: 'Too Many Calls' });
+      }
     }
     if (req.method === 'INVITE') this.respond(stx, 100);
 
@@ -321,6 +333,7 @@ export class Proxy {
 
   respond(stx: ServerTransaction, code: number, opts?: ResponseOptions): void {
     this.count(code);
+    if (code >= 300 && this.doorCalls !== null && stx.request.method === 'INVITE') this.doorCalls.end(stx.request.callId());
     stx.respond(buildResponse(stx.request, code, opts));
   }
 
@@ -461,7 +474,10 @@ class ProxyCall implements BranchOwner, TimerTarget {
           this.proxy.stats.callResults.answered++;
           this.proxy.observer?.callSetup((performance.now() - this.received) / 1000);
           this.proxy.callTracker.established(this.req.callId());
-        } else if (this.req.method === 'BYE') this.proxy.callTracker.ended(this.req.callId());
+        } else if (this.req.method === 'BYE') {
+          this.proxy.callTracker.ended(this.req.callId());
+          this.proxy.doorCalls?.end(this.req.callId());
+        }
         this.stopRing();
         this.cancelOthers(b);
       }
@@ -523,6 +539,22 @@ class ProxyCall implements BranchOwner, TimerTarget {
     // The UAS answers its INVITE with 487, which becomes the best response;
     // should a branch never answer, the reaper ends it.
     this.reaper ??= this.proxy.tx.wheel.schedule(this, TIMER_REAP, REAP_MS);
+    if (!this.waiting()) {
+      // Nothing rang: no response to wait for (a silent device, a dead
+      // binding). The caller hears 487 now, not at the ring timeout.
+      this.finished = true;
+      this.stopRing();
+      this.sendFinal(this.best ?? buildResponse(this.req, 487));
+    }
+  }
+
+  /**
+   * Whether a branch may still give a final response worth waiting for.
+   * Once the caller cancelled, only branches that rang are (they answer
+   * the CANCEL with 487); a silent one is cancelled when it first speaks.
+   */
+  private waiting(): boolean {
+    return this.branches.some((b) => b.final === 0 && (!this.cancelled || b.provisional));
   }
 
   private cancelOthers(winner: Branch): void {
@@ -551,7 +583,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.sendFinal(this.best);
       return;
     }
-    if (this.branches.some((b) => b.final === 0)) return;
+    if (this.waiting()) return;
     // Every branch of this group failed: try the next q group, unless cancelled.
     if (!this.cancelled && this.nextGroup()) return;
     this.finished = true;
@@ -562,6 +594,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private sendFinal(res: SipMessage): void {
     if (this.isInvite && !this.answered) {
       this.proxy.stats.callResults[this.resultOf(res.status)]++;
+      this.proxy.doorCalls?.end(this.req.callId());
     }
     const status = forwardedStatus(res.status);
     if (status !== res.status) this.stx.respond(buildResponse(this.req, status));

@@ -41,6 +41,7 @@ function config(extra: string[] = []) {
       'security:',
       '  rate: {per-source: 1000, burst: 2000}',
       '  auth-failures: {max: 5, window: 60, ban: 60, max-ban: 600}',
+      'limits: {calls-per-door: 2}',
       'proxy: {ring-timeout: 3}',
       'timers: {t1: 100, t2: 400, t4: 500}',
       'log: {level: fatal}',
@@ -232,6 +233,29 @@ t.test('a trusted source calls and registers without credentials; an untrusted o
   // Even a trusted source registers only accounts.
   const ghost = await ua(t, 'ghost', { localHost: '127.0.0.2' });
   t.equal((await ghost.register()).status, 404, 'no account, no binding');
+});
+
+t.test('a door station has at most limits.calls-per-door calls at once', async (t) => {
+  const callee = await ua(t, 'carol', { password: 'carol password 1' });
+  callee.onInvite = () => ({ action: 'ring' });
+  t.equal((await callee.register()).status, 200);
+  const door = await ua(t, 'door1', { localHost: '127.0.0.2' });
+  const first = door.call('sip:carol@example.test');
+  const second = door.call('sip:carol@example.test');
+  await first.response(180);
+  await second.response(180);
+  const third = await door.call('sip:carol@example.test').final();
+  t.equal(third.status, 403);
+  t.equal(third.reason, 'Too Many Calls');
+  t.equal((await first.cancel()).status, 200);
+  t.equal((await first.final(2000)).status, 487, 'cancelled at once, though earlier bindings of carol never answered');
+  const fourth = door.call('sip:carol@example.test');
+  t.equal((await fourth.response(180)).status, 180, 'a slot is free again once a call ended');
+  // A phone is not limited this way.
+  const phone = await ua(t, 'alice', { password: 'correct horse battery' });
+  const calls = [1, 2, 3].map(() => phone.call('sip:carol@example.test'));
+  for (const c of calls) t.equal((await c.response(180)).status, 180);
+  for (const c of [second, fourth, ...calls]) await c.cancel();
 });
 
 t.test('only accounts exist: an authenticated call to another AOR of the domain gets 404, an unregistered account 480', async (t) => {

@@ -49,6 +49,7 @@ const DEFAULT_LIMITS = {
   connectionsPerSource: 64,
   idleTimeout: 600,
   firstMessageTimeout: 10,
+  callsPerDoor: 4,
 };
 
 t.test('a full valid file', async (t) => {
@@ -119,6 +120,7 @@ security:
       connectionsPerSource: 8,
       idleTimeout: 120,
       firstMessageTimeout: 2.5,
+      callsPerDoor: 4,
     },
     registrar: { minExpires: 30, maxExpires: 7200, defaultExpires: 900, maxBindings: 20 },
     proxy: { ringTimeout: 45 },
@@ -251,8 +253,8 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}limits: {message-sise: 3000}\n`, `${F}: limits.message-sise: unknown key (did you mean "message-size"?)`],
     [`${MIN}limits: {messageSize: 3000}\n`, `${F}: limits.messageSize: unknown key (did you mean "message-size"?)`],
     [`${MIN}limits: {idle_timeout: 3}\n`, `${F}: limits.idle_timeout: unknown key (did you mean "idle-timeout"?)`],
-    [`${MIN}limits: {bananas: 3}\n`, `${F}: limits.bananas: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`],
-    [`${MIN}limits: [1]\n`, `${F}: limits: must be a mapping with the keys message-size, headers, line-length, connections, connections-per-source, idle-timeout and first-message-timeout, not a list`],
+    [`${MIN}limits: {bananas: 3}\n`, `${F}: limits.bananas: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout or calls-per-door)`],
+    [`${MIN}limits: [1]\n`, `${F}: limits: must be a mapping with the keys message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout and calls-per-door, not a list`],
     // log
     [`${MIN}log: {level: verbose}\n`, `${F}: log.level: must be one of fatal, error, warn, info, debug or trace (got "verbose")`],
     [`${MIN}log: {level: 3}\n`, `${F}: log.level: must be one of fatal, error, warn, info, debug or trace`],
@@ -292,7 +294,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: domains: must not be empty`,
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
-    `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout or first-message-timeout)`,
+    `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout or calls-per-door)`,
     `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth or security)`,
   ]);
   t.equal(err.message, err.problems[0]);
@@ -355,6 +357,7 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   t.same(c.security, DEFAULT_SECURITY, 'the example shows the security defaults');
   t.same(Object.keys(raw.timers).sort(), ['t1', 't2', 't4']);
   t.same(Object.keys(raw.limits).sort(), [
+    'calls-per-door',
     'connections',
     'connections-per-source',
     'first-message-timeout',
