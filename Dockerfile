@@ -1,30 +1,39 @@
 # Portier container image.
 #   docker build -t portier .
 #   docker run --rm -p 5060:5060/udp -p 5060:5060/tcp \
-#     -v "$PWD/portier.yaml:/etc/portier/portier.yaml:ro" portier
+#     -v "$PWD/portier.yaml:/etc/portier/portier.yaml:ro" -v "$PWD/users:/etc/portier/users:ro" \
+#     -v portier-data:/var/lib/portier portier
 # The image's built-in /etc/portier/portier.yaml is conf/portier.yaml, which
 # listens on 127.0.0.1 only (inside the container): mount your own config with
 # udp:0.0.0.0:5060 and tcp:0.0.0.0:5060 to be reachable from outside.
 
-# ---- build: compile TypeScript with the dev dependencies
+# ---- build: compile TypeScript with the dev dependencies. better-sqlite3 is
+# a native addon: its install downloads a prebuilt binary or, without one,
+# compiles it (python3, make, g++).
 FROM node:24-bookworm-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 # Everything .dockerignore lets through: sources, tsconfig*.json, conf/.
 COPY . .
-RUN npm run build
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
-# ---- runtime: production dependencies and the compiled code only
+# ---- runtime: production dependencies (pruned, native addon built) and the compiled code only
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY conf ./conf
 COPY LICENSE README.md ./
 COPY conf/portier.yaml conf/users /etc/portier/
+# Registrations and bans (storage.path data/portier.db) live in the working
+# directory: mount a volume there to keep them across container restarts.
+RUN mkdir -p /var/lib/portier && chown node:node /var/lib/portier
+WORKDIR /var/lib/portier
+VOLUME /var/lib/portier
 USER node
 # 5060 SIP over UDP and TCP, 5061 SIP over TLS (later), 9090 metrics and /healthz (later).
 EXPOSE 5060/udp 5060/tcp 5061/tcp 9090/tcp

@@ -43,15 +43,14 @@
 // default 170 s: the whole run ends within ~3 minutes even if Portier
 // hangs). Failed calls are written, message by message, to --trace-file.
 
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseAndValidate, SipParseError, type SipMessage } from '../src/sip/index.js';
+import { cpuMs, freeUdpPort, memory, startPortier, stopPortier, waitReady, type Portier } from './portier-process.js';
 
 // ---------------------------------------------------------------- options
 
@@ -157,10 +156,6 @@ function random(): number {
 }
 const pick = (r: [number, number]): number => (r[0] === r[1] ? r[0] : r[0] + random() * (r[1] - r[0]));
 
-const here = dirname(fileURLToPath(import.meta.url));
-// Works from bench/ (ts) and from dist/bench/ (compiled); Portier runs from dist either way.
-const root = here.endsWith(join('dist', 'bench')) ? join(here, '..', '..') : join(here, '..');
-const PORTIER_MAIN = join(root, 'dist', 'src', 'cli', 'main.js');
 
 const now = (): number => performance.now();
 const RUN = Math.floor(Math.random() * 0xffffff).toString(16); // keeps Call-IDs and branches of two runs apart
@@ -920,113 +915,7 @@ function settled(): void {
 
 // ---------------------------------------------------------------- Portier process
 
-interface Portier {
-  child: ChildProcess;
-  pid: number;
-  exited: Promise<number | null>;
-  output: string[];
-  exitCode: number | null | undefined;
-}
-
 let portier: Portier | null = null;
-
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(0, HOST, resolve);
-  });
-  const port = s.address().port;
-  await new Promise<void>((resolve) => s.close(resolve));
-  return port;
-}
-
-function startPortier(configPath: string): Portier {
-  const child = spawn(process.execPath, [...NODE_ARGS, PORTIER_MAIN, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const p: Portier = { child, pid: child.pid ?? 0, exited: Promise.resolve(null), output: [], exitCode: undefined };
-  const keep = (chunk: Buffer): void => {
-    for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '' && p.output.length < 200) p.output.push(line);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  p.exited = new Promise((resolve) => {
-    child.once('exit', (code, signal) => {
-      p.exitCode = code ?? (signal ? -1 : null);
-      resolve(code);
-    });
-    child.once('error', (err) => {
-      p.output.push(`spawn error: ${err.message}`);
-      p.exitCode = -1;
-      resolve(null);
-    });
-  });
-  return p;
-}
-
-/** OPTIONS to the server itself, every 100 ms, until it answers. */
-async function waitReady(p: Portier, port: number, ms: number): Promise<void> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, HOST, resolve));
-  const local = s.address().port;
-  let answered = false;
-  s.on('message', (msg) => {
-    const m = parseAndValidate(msg);
-    if (!(m instanceof SipParseError) && !m.isRequest && m.cseq().method === 'OPTIONS' && m.status === 200) answered = true;
-  });
-  s.on('error', () => {});
-  const t0 = now();
-  try {
-    for (let n = 1; !answered; n++) {
-      if (p.exitCode !== undefined) throw new Error(`Portier exited (${p.exitCode}) before answering OPTIONS:\n  ${p.output.join('\n  ')}`);
-      if (now() - t0 > ms) throw new Error(`Portier did not answer OPTIONS within ${ms} ms:\n  ${p.output.join('\n  ')}`);
-      s.send(
-        `OPTIONS sip:${DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP ${HOST}:${local};branch=z9hG4bK${RUN}o${n};rport\r\nMax-Forwards: 70\r\n` +
-          `From: <sip:bench@${DOMAIN}>;tag=${RUN}o\r\nTo: <sip:${DOMAIN}>\r\nCall-ID: options-${RUN}@${HOST}\r\nCSeq: ${n} OPTIONS\r\n` +
-          'Accept: application/sdp\r\nContent-Length: 0\r\n\r\n',
-        port,
-        HOST,
-      );
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } finally {
-    s.close();
-  }
-}
-
-async function stopPortier(p: Portier): Promise<string> {
-  if (p.exitCode !== undefined) return `had already exited (${p.exitCode})`;
-  const t0 = now();
-  p.child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const gone = await Promise.race([p.exited.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)))]);
-  clearTimeout(timer);
-  if (gone) return `stopped on SIGTERM in ${(now() - t0).toFixed(0)} ms, exit status ${p.exitCode}`;
-  p.child.kill('SIGKILL');
-  await Promise.race([p.exited, new Promise((r) => setTimeout(r, 2000))]);
-  return 'did not stop within 5 s of SIGTERM: killed (SIGKILL)';
-}
-
-let CLK_TCK = 100;
-try {
-  CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-} catch {
-  /* Linux default */
-}
-
-/** utime + stime of a process, ms. */
-function cpuMs(pid: number): number {
-  const s = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  // After the comm field: state is field 3, utime 14, stime 15.
-  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-}
-
-/** VmRSS and VmHWM, MiB. */
-function memory(pid: number): { rss: number; peak: number } {
-  const s = readFileSync(`/proc/${pid}/status`, 'latin1');
-  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
-}
 
 /** Datagrams the kernel dropped per local UDP port (the drops column of /proc/net/udp): a full receive buffer. */
 function udpDrops(): Map<number, number> {
@@ -1131,7 +1020,7 @@ async function main(): Promise<number> {
           '',
         ].join('\n'),
       );
-      portier = startPortier(configPath);
+      portier = startPortier(configPath, NODE_ARGS);
       try {
         await bounded(waitReady(portier, portierPort, 10_000));
         break;

@@ -32,6 +32,7 @@ import { Registrar, buildRegisterResponse, type Binding } from './registrar/inde
 import { Proxy, type Location, type LocationResult, type ProxyObserver, type Target } from './proxy/proxy.js';
 import { SelfAddresses } from './proxy/self.js';
 import { MetricsHttpServer, SipCounters, createRegistry, type Health, type RefusalReason } from './metrics/index.js';
+import { openStore, type OpenedStore } from './storage/index.js';
 import { AddressSet, Authenticator, DigestAuthenticator, SourceGuard, accountFor, isScanner, loadUsersFile, type Accounts } from './auth/index.js';
 import { version } from './version.js';
 
@@ -135,6 +136,7 @@ class Server implements RunningServer {
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
+    private readonly storage: OpenedStore,
   ) {
     this.limits = parseLimits(config);
     this.transport = new TransportLayer(
@@ -153,7 +155,8 @@ class Server implements RunningServer {
       },
       tlsSettings(config),
     );
-    this.registrar = new Registrar({
+    this.registrar = new Registrar(
+      {
       domains: config.domains,
       minExpires: config.registrar.minExpires,
       maxExpires: config.registrar.maxExpires,
@@ -163,7 +166,9 @@ class Server implements RunningServer {
       // within it (src/transport/types.ts, DEFAULT_IDLE_TIMEOUT_MS).
       maxBindingsPerAor: config.registrar.maxBindings,
       maxStreamExpires: Math.max(config.registrar.minExpires, Math.min(config.registrar.maxExpires, Math.floor(config.limits.idleTimeout))),
-    });
+      },
+      { store: storage.store },
+    );
     const user: TransactionUser = {
       onRequest: (tx, req) => this.proxy.onRequest(tx, req),
       onCancel: (ctx, inv, req) => this.proxy.onCancel(ctx, inv, req),
@@ -181,6 +186,9 @@ class Server implements RunningServer {
     this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers });
     const security = config.security;
     this.guard = new SourceGuard({ rate: security.rate, authFailures: security.authFailures, exempt: security.exempt, dropScanners: security.dropScanners });
+    // A restart does not lift a ban when the store keeps them.
+    const kept = storage.bans?.load(Date.now()) ?? [];
+    if (kept.length > 0) this.log.info({ bans: this.guard.restoreBans(kept) }, 'bans restored from storage');
     const auth = config.auth;
     if (auth !== null) {
       this.accounts = this.readAccounts(auth.users, true);
@@ -189,11 +197,17 @@ class Server implements RunningServer {
         accounts: () => this.accounts as Accounts,
         trusted: new AddressSet(auth.trusted),
         guard: this.guard,
-        onBan: (ban, user) =>
+        onBan: (ban, user) => {
           this.log.warn(
             { source: ban.address, seconds: Math.round((ban.until - Date.now()) / 1000), level: ban.level, user },
             'source banned after repeated authentication failures',
-          ),
+          );
+          try {
+            this.storage.bans?.save(ban);
+          } catch (err) {
+            this.log.error({ err: (err as Error).message }, 'cannot store a ban');
+          }
+        },
       });
     }
   }
@@ -264,6 +278,7 @@ class Server implements RunningServer {
     this.transactions.stop();
     await this.registrar.close();
     await this.transport.stop();
+    await this.storage.store.close();
   }
 
   metricsAddress(): { address: string; port: number } | null {
@@ -282,6 +297,7 @@ class Server implements RunningServer {
       registrations: () => this.registrar.bindingCounts(),
       calls: () => (this.proxy === undefined ? null : { stats: this.proxy.stats, active: this.proxy.callTracker.stats() }),
       timings: this.timings,
+      storageUp: () => this.storage.up(),
       security: {
         authFailures: () => this.authenticator?.failures ?? null,
         refused: this.refused,
@@ -307,6 +323,7 @@ class Server implements RunningServer {
         version: this.version,
         transports: this.listening().map((e) => `${e.protocol}:${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port}`),
         registrations,
+        storage: this.storage.up() ? 'up' : 'down',
       },
     };
   }
@@ -429,7 +446,15 @@ function stampTopVia(req: SipMessage, source: Source): void {
 
 /** Starts Portier with a validated configuration (the contract src/cli/run.ts expects). */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
-  const server = new Server(config, log);
+  const storage = await openStore(config.storage, { warn: (obj, msg) => log.warn(obj, msg) });
+  let server: Server;
+  try {
+    server = new Server(config, log, storage);
+  } catch (err) {
+    await storage.store.close();
+    throw err;
+  }
+  log.info({ storage: config.storage.type, path: config.storage.type === 'sqlite' ? config.storage.path : undefined }, 'storage open');
   await server.start();
   return server;
 }

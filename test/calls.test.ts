@@ -12,6 +12,7 @@ import { defaultSdp, UA, type UATransport } from './helpers/ua.js';
 const config = parseConfig(
   [
     'domains: [example.test]',
+    'storage: {type: memory}',
     'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
     'proxy: {ring-timeout: 3}',
     'timers: {t1: 100, t2: 400, t4: 500}',

@@ -20,6 +20,7 @@ t.test('OPTIONS over TLS to a server with a tls listener: 200, Via transport TLS
     file,
     [
       'domains: [example.test]',
+      'storage: {type: memory}',
       'listen: [udp:127.0.0.1:0, tls:127.0.0.1:0]',
       // Relative paths: next to the configuration file.
       'tls: {cert: server.pem, key: server.key, ca: ca.pem}',

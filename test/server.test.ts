@@ -13,7 +13,7 @@ import { parseAndValidate, SipMessage, SipParseError, StreamFramer } from '../sr
 import { until } from './helpers/wait.js';
 
 const config = parseConfig(
-  ['domains: [example.test]', 'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0, "udp:[::1]:0"]', 'log: {level: fatal}'].join('\n'),
+  ['domains: [example.test]', 'storage: {type: memory}', 'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0, "udp:[::1]:0"]', 'log: {level: fatal}'].join('\n'),
   'test.yaml',
 );
 

@@ -19,7 +19,7 @@ async function freeUdpPort(): Promise<number> {
 }
 
 t.test('sipsak usrloc: REGISTER accepted with 200', { skip: sipsak.error ? 'sipsak not installed' : false }, async (t) => {
-  const config = parseConfig('domains: [127.0.0.1]\nlisten: [udp:127.0.0.1:0]\nlog: {level: fatal}\n', 'sipsak.yaml');
+  const config = parseConfig('domains: [127.0.0.1]\nstorage: {type: memory}\nlisten: [udp:127.0.0.1:0]\nlog: {level: fatal}\n', 'sipsak.yaml');
   const server = await startServer(config, createLogger('fatal'));
   t.teardown(() => server.stop());
   const port = server.listening()[0].port;

@@ -40,6 +40,9 @@ import {
   type Config,
   type DigestAlgorithm,
   type SecurityConfig,
+  type StorageConfig,
+  type StorageType,
+  STORAGE_TYPES,
   type HttpListen,
   type ListenSpec,
   type LogLevel,
@@ -56,6 +59,8 @@ export type {
   Config,
   DigestAlgorithm,
   SecurityConfig,
+  StorageConfig,
+  StorageType,
   HttpListen,
   Limits,
   ListenSpec,
@@ -70,7 +75,7 @@ export type {
   TlsVersion,
   VerifyClients,
 } from './types.js';
-export { DIGEST_ALGORITHMS, LOG_LEVELS, PROTOCOLS, TLS_VERSIONS } from './types.js';
+export { DIGEST_ALGORITHMS, LOG_LEVELS, PROTOCOLS, STORAGE_TYPES, TLS_VERSIONS } from './types.js';
 
 export const DEMO_SOURCE = '(embedded demo)';
 
@@ -263,6 +268,36 @@ const security: Field<SecurityConfig> = section({
   'drop-scanners': boolean({ default: true }),
 });
 
+const storage: Field<StorageConfig> = section({
+  type: oneOf<StorageType>(STORAGE_TYPES, { default: 'sqlite' }),
+  path: { ...path('data/portier.db'), default: () => 'data/portier.db' },
+  'flush-interval': integer({ min: 1, max: 10000, default: 50 }),
+  url: text<string>({
+    convert(s) {
+      let u: URL;
+      try {
+        u = new URL(s);
+      } catch {
+        throw new Invalid(`${JSON.stringify(s)} is not a URL (e.g. redis://127.0.0.1:6379)`);
+      }
+      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Invalid(`must be a redis:// or rediss:// URL (got ${JSON.stringify(s)})`);
+      return s;
+    },
+    format: (u) => u,
+    expected: 'a redis:// URL',
+    default: () => 'redis://127.0.0.1:6379',
+  }),
+  prefix: text<string>({
+    convert(s) {
+      if (s === '' || /\s/.test(s)) throw new Invalid('must be non-empty, without spaces');
+      return s;
+    },
+    format: (p) => p,
+    expected: 'a key prefix such as portier:',
+    default: () => 'portier:',
+  }),
+});
+
 const TLS_EXAMPLE = 'tls: {cert: /etc/portier/tls/cert.pem, key: /etc/portier/tls/key.pem}';
 
 export const SCHEMA = section(
@@ -290,6 +325,7 @@ export const SCHEMA = section(
     tls: tlsField,
     auth: authField,
     security,
+    storage,
   },
   {
     check(c, report) {
@@ -334,7 +370,10 @@ function validate(data: unknown, source: string, demo: boolean, opts: LoadOption
     }
   }
   if (ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
-  return deepFreeze({ ...result, tls, auth, demo, source });
+  // The database is state, not configuration: relative to the working
+  // directory (systemd's WorkingDirectory=/var/lib/portier), never to /etc.
+  const storage = { ...result.storage, path: resolve(process.cwd(), result.storage.path) };
+  return deepFreeze({ ...result, tls, auth, storage, demo, source });
 }
 
 function hasKey(data: unknown, key: string): boolean {
@@ -410,7 +449,8 @@ export function loadConfig(path: string, opts: LoadOptions = {}): Config {
 /** The embedded configuration used without --config: localhost only, for trying Portier on one machine. */
 export function demoConfig(): Config {
   return validate(
-    { domains: ['localhost'], listen: ['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], metrics: { listen: '127.0.0.1:9090' } },
+    // The demo keeps registrations in memory: trying Portier leaves no file behind.
+    { domains: ['localhost'], listen: ['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], metrics: { listen: '127.0.0.1:9090' }, storage: { type: 'memory' } },
     DEMO_SOURCE,
     true,
   );

@@ -136,6 +136,23 @@ export interface SecurityConfig {
   dropScanners: boolean;
 }
 
+export const STORAGE_TYPES = ['sqlite', 'memory', 'redis'] as const;
+export type StorageType = (typeof STORAGE_TYPES)[number];
+
+/** `storage:` — where registrations (and bans) are kept. */
+export interface StorageConfig {
+  /** sqlite: a file, survives restarts (the default); memory: lost on restart; redis: shared by several nodes. */
+  type: StorageType;
+  /** SQLite file, absolute (relative paths are taken from the working directory). */
+  path: string;
+  /** Most milliseconds a change waits before SQLite has it: what a crash may lose. */
+  flushInterval: number;
+  /** Redis server, redis://[user:password@]host:port[/db]. */
+  url: string;
+  /** Prefix of every Redis key and channel. */
+  prefix: string;
+}
+
 export interface Config {
   /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
   domains: string[];
@@ -151,6 +168,7 @@ export interface Config {
   /** Null: no authentication (`auth: off`, or no section while every listener is on loopback). */
   auth: AuthConfig | null;
   security: SecurityConfig;
+  storage: StorageConfig;
   /** True only for the embedded demo configuration (no --config given). */
   demo: boolean;
   /** The file the configuration came from, or '(embedded demo)'. */

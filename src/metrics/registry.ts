@@ -45,6 +45,8 @@ export interface MetricsSources {
   timings?: CallTimings;
   /** Authentication and per-source protection. */
   security?: SecuritySources;
+  /** Whether the location store can be written (portier_storage_up). */
+  storageUp?: () => boolean;
 }
 
 /** Requests refused before any SIP work, by reason. */
@@ -230,6 +232,18 @@ export function createRegistry(src: MetricsSources): Registry {
       this.inc(src.transactions.stats().retransmissionsAbsorbed);
     },
   });
+
+  const storageUp = src.storageUp;
+  if (storageUp !== undefined) {
+    new Gauge({
+      name: 'portier_storage_up',
+      help: '1 while the registration store (storage.type) can be written, 0 while it cannot (SQLite write errors, Redis unreachable).',
+      registers,
+      collect() {
+        this.set(storageUp() ? 1 : 0);
+      },
+    });
+  }
 
   const sec = src.security;
   if (sec !== undefined) {

@@ -141,6 +141,8 @@ export class Proxy {
   onRequest(stx: ServerTransaction, req: SipMessage): void {
     const received = performance.now();
     void this.handle(stx, req, received).catch((err: unknown) => {
+      // A shared store out of reach is an outage, not a bug: 503, try again.
+      if ((err as { code?: unknown }).code === 'STORAGE_UNAVAILABLE') return this.respond(stx, 503, { headers: [['Retry-After', '5']] });
       // The cause is counted, not sent: error text would tell a scanner about the internals.
       this.stats.internalErrors++;
       this.options.onError?.(err, req);
@@ -306,6 +308,9 @@ export class Proxy {
     const routes = req.routes();
     const next = routes !== null && routes.length > 0 ? routes[0].uri : req.requestUri;
     if (next === null) return;
+    // Only ACKs of dialogs Portier record-routed (signed Route) go on: an ACK
+    // from nobody we know is dropped, never relayed, not even to a local user.
+    if (!dialog) return;
     let dest: Destination | null;
     if (next.isSip && this.self.isDomain(next.host) && (routes === null || routes.length === 0)) {
       const found = await this.location.targets(next);
@@ -314,8 +319,7 @@ export class Proxy {
       req.setRequestUri(t.uri);
       const u = parseUri(t.uri);
       dest = t.flow !== null ? flowDestination(t.flow) : u === null ? null : await this.uriDestination(u);
-    } else if (dialog) dest = await this.uriDestination(next);
-    else return; // an ACK for nobody we know: dropped, never relayed
+    } else dest = await this.uriDestination(next);
     if (dest === null) return;
     const local = this.localFor(dest);
     if (local === null) return;

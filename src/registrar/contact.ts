@@ -8,6 +8,8 @@ import { contactKey, instanceKey } from './aor.js';
 import type { Binding } from './location-store.js';
 
 /** One Contact of a REGISTER, checked and read. */
+const OWN_FIELDS = new Set(['q', 'expires', '+sip.instance', 'reg-id']);
+
 export interface ContactIntent {
   /** The binding key (see Binding.key). */
   readonly key: string;
@@ -110,7 +112,8 @@ export function readContact(c: NameAddr, headerExpires: number | null, defaultEx
 
   const uriKey = contactKey(uri);
   const params: Record<string, string | null> = {};
-  for (const [k, v] of c.params) params[k] = v;
+  // q, expires, +sip.instance and reg-id have fields of their own.
+  for (const [k, v] of c.params) if (!OWN_FIELDS.has(k)) params[k] = v;
   return {
     key: instance === null ? 'u:' + uriKey : 'i:' + instanceKey(instance) + '|' + (regId ?? ''),
     uriKey,

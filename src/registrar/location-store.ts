@@ -40,7 +40,7 @@ export interface Binding {
   readonly key: string;
   /** The Contact URI as registered (the text inside <>). */
   readonly contact: string;
-  /** The Contact header parameters as registered (expires, q, +sip.instance, reg-id...), null when valueless. */
+  /** The other Contact header parameters as registered, null when valueless (q, expires, +sip.instance and reg-id have fields of their own). */
   readonly contactParams: Readonly<Record<string, string | null>>;
   /** When the binding ends, ms since the epoch. Live while expiresAt > now. */
   readonly expiresAt: number;

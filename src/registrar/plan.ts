@@ -111,6 +111,41 @@ export function planRegister(current: readonly Binding[], contacts: readonly Gra
   return { ok: true, changes: { remove, put }, writes: [...writes.values()], removals: [...removals.values()] };
 }
 
+/**
+ * A copy of `s` that does not share memory with the message it was cut
+ * from. V8 keeps a substring as a view of its parent: a binding holding the
+ * Call-ID would keep the whole REGISTER text alive (about 1 KB) for as long
+ * as the registration lasts.
+ */
+function own(s: string): string {
+  return s.length === 0 ? s : Buffer.from(s, 'latin1').toString('latin1');
+}
+
+/**
+ * One copy per distinct User-Agent: a city's devices run a handful of apps
+ * and firmwares, so thousands of bindings share a few strings. Bounded: past
+ * MAX_AGENTS distinct values new ones are simply copied.
+ */
+const agents = new Map<string, string>();
+const MAX_AGENTS = 1000;
+
+function sharedAgent(ua: string): string {
+  const known = agents.get(ua);
+  if (known !== undefined) return known;
+  const copy = own(ua);
+  if (agents.size < MAX_AGENTS) agents.set(copy, copy);
+  return copy;
+}
+
+function ownRecord<V extends string | null>(r: Readonly<Record<string, V>>): Record<string, V> {
+  const out: Record<string, V> = {};
+  for (const k in r) {
+    const v = r[k];
+    out[own(k)] = (v === null ? v : own(v)) as V;
+  }
+  return out;
+}
+
 function buildBinding(intent: ContactIntent, expires: number, existing: Binding | null, ctx: PlanContext): Binding {
   let gruu: GruuData | null = null;
   if (intent.instance !== null) {
@@ -119,23 +154,23 @@ function buildBinding(intent: ContactIntent, expires: number, existing: Binding 
     // UA restarted) invalidates them.
     const kept = existing?.gruu != null && existing.callId === ctx.callId ? existing.gruu.temp : [];
     const temp = ctx.issueTempGruu ? [...kept, ctx.mintToken()] : [...kept];
-    gruu = { pub: instanceId(intent.instance), temp: temp.slice(Math.max(0, temp.length - ctx.maxTempGruus)) };
+    gruu = { pub: own(instanceId(intent.instance)), temp: temp.slice(Math.max(0, temp.length - ctx.maxTempGruus)) };
   }
   return {
-    aor: ctx.aor,
-    key: intent.key,
-    contact: intent.contact,
-    contactParams: intent.params,
+    aor: own(ctx.aor),
+    key: own(intent.key),
+    contact: own(intent.contact),
+    contactParams: ownRecord(intent.params),
     expiresAt: ctx.now + expires * 1000,
     q: intent.q,
-    callId: ctx.callId,
+    callId: existing !== null && existing.callId === ctx.callId ? existing.callId : own(ctx.callId),
     cseq: ctx.cseq,
-    instance: intent.instance,
+    instance: intent.instance === null ? null : own(intent.instance),
     regId: intent.regId,
-    path: ctx.path,
-    pushParams: intent.pushParams,
+    path: ctx.path.map(own),
+    pushParams: ownRecord(intent.pushParams),
     source: ctx.source,
-    userAgent: ctx.userAgent,
+    userAgent: ctx.userAgent === null ? null : sharedAgent(ctx.userAgent),
     registeredAt: existing?.registeredAt ?? ctx.now,
     updatedAt: ctx.now,
     gruu,

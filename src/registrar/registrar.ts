@@ -86,7 +86,9 @@ export type RegisterOutcome =
   | 'bad-request'
   | 'forbidden'
   | 'interval-too-brief'
-  | 'stale';
+  | 'stale'
+  /** 503: the store cannot be written now (Redis unreachable). */
+  | 'unavailable';
 
 export interface RegisterResult {
   status: number;
@@ -178,7 +180,15 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     if (!req.isRequest || req.method !== 'REGISTER') throw new TypeError('Registrar.register: not a REGISTER request');
     this.stats.requests++;
     const now = this.now();
-    const r = await this.process(req, source, now);
+    let r: RegisterResult;
+    try {
+      r = await this.process(req, source, now);
+    } catch (err) {
+      // A shared store (Redis) that cannot be reached: the device retries, and nothing was half-written.
+      const code = (err as { code?: unknown }).code;
+      if (code !== 'STORAGE_UNAVAILABLE' && code !== 'STORAGE_CONFLICT') throw err;
+      r = fail(503, 'unavailable', 'registrations cannot be stored now', [['Retry-After', '5']]);
+    }
     this.stats.responses[r.status] = (this.stats.responses[r.status] ?? 0) + 1;
     if (r.status === 200 && r.aor !== null) {
       const d = domainOfAor(r.aor);

@@ -32,6 +32,7 @@ function config(extra: string[] = []) {
   return parseConfig(
     [
       'domains: [example.test]',
+      'storage: {type: memory}',
       'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
       'auth:',
       '  users: users',

@@ -41,6 +41,15 @@ const DEFAULT_SECURITY = {
   dropScanners: true,
 };
 
+/** `storage:` with nothing set: SQLite, the path taken from the working directory. */
+const DEFAULT_STORAGE = {
+  type: 'sqlite',
+  path: join(process.cwd(), 'data', 'portier.db'),
+  flushInterval: 50,
+  url: 'redis://127.0.0.1:6379',
+  prefix: 'portier:',
+};
+
 const DEFAULT_LIMITS = {
   messageSize: 65535,
   headers: 100,
@@ -141,6 +150,7 @@ security:
       exempt: ['::1', '198.51.100.0/24'],
       dropScanners: false,
     },
+    storage: DEFAULT_STORAGE,
     demo: false,
     source: F,
   });
@@ -263,7 +273,7 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
     [`${MIN}tlss: {}\n`, `${F}: tlss: unknown key (did you mean "tls"?)`],
-    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth or security)`],
+    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security or storage)`],
     [`${MIN}tls: {}\n`, `${F}: tls.cert: required (e.g. cert: /etc/portier/tls/cert.pem)`],
     [`${MIN}tls: {cert: "", key: k}\n`, `${F}: tls.cert: must not be empty`],
     [`${MIN}tls: {cert: 3, key: k}\n`, `${F}: tls.cert: must be a file path (got 3)`],
@@ -271,8 +281,8 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}tls: {cert: c, key: k, verify-clients: true}\n`, `${F}: tls.verify-clients: must be false, optional or required (got true)`],
     [`${MIN}tls: {cert: c, key: k, min-version: TLSv1.1}\n`, `${F}: tls.min-version: must be one of TLSv1.2 or TLSv1.3 (got "TLSv1.1")`],
     [`${MIN}tls: {cert: c, key: k, ca: ca, verify-client: required}\n`, `${F}: tls.verify-client: unknown key (did you mean "verify-clients"?)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth and security, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth and security, not "just text"`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security and storage, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security and storage, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -295,7 +305,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout or calls-per-door)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth or security)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security or storage)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -340,7 +350,8 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['auth', 'domains', 'limits', 'listen', 'log', 'metrics', 'proxy', 'registrar', 'security', 'timers']);
+  t.same(Object.keys(raw).sort(), ['auth', 'domains', 'limits', 'listen', 'log', 'metrics', 'proxy', 'registrar', 'security', 'storage', 'timers']);
+  t.same(c.storage, DEFAULT_STORAGE, 'the example shows the storage defaults');
   t.same(Object.keys(raw.metrics), ['listen']);
   t.same(c.metrics, { listen: { host: '127.0.0.1', port: 9090 } }, 'the example serves metrics on localhost');
   t.same(Object.keys(raw.registrar).sort(), ['default-expires', 'max-bindings', 'max-expires', 'min-expires']);
@@ -386,6 +397,7 @@ t.test('demo config', async (t) => {
     tls: null,
     auth: null,
     security: DEFAULT_SECURITY,
+    storage: { ...DEFAULT_STORAGE, type: 'memory' },
     demo: true,
     source: DEMO_SOURCE,
   });
@@ -409,6 +421,8 @@ t.test('formatConfig round-trips through parseConfig', async (t) => {
       F,
     ),
     { ...demoConfig(), demo: false },
+    parseConfig(`${MIN}storage: {type: redis, url: "redis://10.0.0.5:6380/2", prefix: "city:"}\n`, F),
+    parseConfig(`${MIN}storage: {type: sqlite, path: /var/lib/portier/p.db, flush-interval: 100}\n`, F),
   ];
   for (const c of samples) {
     const text = formatConfig(c);
@@ -463,6 +477,22 @@ t.test('the validator builders', async (t) => {
   t.ok(s.default, 'a section whose fields all have defaults has a default');
   t.same(s.default?.(), { low: 1, high: 5 });
   t.equal(new Invalid('x').reason, 'x');
+});
+
+t.test('storage: sqlite by default, relative paths from the working directory, bad values refused', async (t) => {
+  t.same(parseConfig(MIN, F).storage, DEFAULT_STORAGE);
+  t.equal(parseConfig(`${MIN}storage: {path: state/x.db}\n`, F).storage.path, join(process.cwd(), 'state', 'x.db'));
+  t.equal(parseConfig(`${MIN}storage: {type: MEMORY}\n`, F).storage.type, 'memory');
+  for (const [text, message] of [
+    [`${MIN}storage: {type: postgres}\n`, `${F}: storage.type: must be one of sqlite, memory or redis (got "postgres")`],
+    [`${MIN}storage: {flush-interval: 0}\n`, `${F}: storage.flush-interval: must be an integer between 1 and 10000`],
+    [`${MIN}storage: {url: "http://x"}\n`, `${F}: storage.url: must be a redis:// or rediss:// URL (got "http://x")`],
+    [`${MIN}storage: {url: "not a url"}\n`, `${F}: storage.url: "not a url" is not a URL (e.g. redis://127.0.0.1:6379)`],
+    [`${MIN}storage: {prefix: "a b"}\n`, `${F}: storage.prefix: must be non-empty, without spaces`],
+    [`${MIN}storage: {path: ""}\n`, `${F}: storage.path: must not be empty`],
+  ] as const) {
+    t.equal(refusal(t, text).problems[0], message);
+  }
 });
 
 t.test('registrar, proxy and timers: defaults and cross-checks', async (t) => {

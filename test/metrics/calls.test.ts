@@ -7,7 +7,7 @@ import { startServer } from '../../src/server.js';
 import { UA } from '../helpers/ua.js';
 
 const config = parseConfig(
-  ['domains: [example.test]', 'listen: [udp:127.0.0.1:0]', 'metrics: {listen: 127.0.0.1:0}', 'proxy: {ring-timeout: 1}', 'timers: {t1: 100, t2: 400, t4: 500}', 'log: {level: fatal}'].join('\n'),
+  ['domains: [example.test]', 'storage: {type: memory}', 'listen: [udp:127.0.0.1:0]', 'metrics: {listen: 127.0.0.1:0}', 'proxy: {ring-timeout: 1}', 'timers: {t1: 100, t2: 400, t4: 500}', 'log: {level: fatal}'].join('\n'),
   'metrics-calls.yaml',
 );
 

@@ -14,6 +14,7 @@ import { until } from '../helpers/wait.js';
 const config = parseConfig(
   [
     'domains: [example.test, other.test]',
+    'storage: {type: memory}',
     'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
     'timers: {t1: 10}',
     'log: {level: fatal}',
@@ -259,7 +260,7 @@ t.test('a busy metrics port: the start fails with a clear error and frees the SI
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => blocker.close(() => r())));
   const port = (blocker.address() as net.AddressInfo).port;
-  const busy = parseConfig(`domains: [example.test]\nlisten: [udp:127.0.0.1:0]\nmetrics: {listen: "127.0.0.1:${port}"}\n`, 'busy.yaml');
+  const busy = parseConfig(`domains: [example.test]\nstorage: {type: memory}\nlisten: [udp:127.0.0.1:0]\nmetrics: {listen: "127.0.0.1:${port}"}\n`, 'busy.yaml');
   await t.rejects(startServer(busy, createLogger('fatal')), {
     code: 'EADDRINUSE',
     message: `metrics.listen 127.0.0.1:${port}: cannot listen: address already in use (another program holds the port; choose another metrics.listen port or set it to off)`,
@@ -268,17 +269,17 @@ t.test('a busy metrics port: the start fails with a clear error and frees the SI
 });
 
 t.test('metrics off: no HTTP listener', async (t) => {
-  const off = parseConfig('domains: [example.test]\nlisten: [udp:127.0.0.1:0]\nmetrics: {listen: off}\n', 'off.yaml');
+  const off = parseConfig('domains: [example.test]\nstorage: {type: memory}\nlisten: [udp:127.0.0.1:0]\nmetrics: {listen: off}\n', 'off.yaml');
   const s = await startServer(off, createLogger('fatal'));
   t.equal(s.metricsAddress(), null);
   await s.stop();
-  const none = await startServer(parseConfig('domains: [example.test]\nlisten: [udp:127.0.0.1:0]\n', 'none.yaml'), createLogger('fatal'));
+  const none = await startServer(parseConfig('domains: [example.test]\nstorage: {type: memory}\nlisten: [udp:127.0.0.1:0]\n', 'none.yaml'), createLogger('fatal'));
   t.equal(none.metricsAddress(), null, 'no metrics section: off');
   await none.stop();
 });
 
 t.test('over IPv6', async (t) => {
-  const v6 = parseConfig('domains: [example.test]\nlisten: ["udp:[::1]:0"]\nmetrics: {listen: "[::1]:0"}\n', 'v6.yaml');
+  const v6 = parseConfig('domains: [example.test]\nstorage: {type: memory}\nlisten: ["udp:[::1]:0"]\nmetrics: {listen: "[::1]:0"}\n', 'v6.yaml');
   const s = await startServer(v6, createLogger('fatal'));
   t.teardown(() => s.stop());
   const a = s.metricsAddress();

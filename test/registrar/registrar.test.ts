@@ -66,7 +66,8 @@ t.test('linphonec REGISTER (trace 01): 200 with its binding, expiry and GRUUs', 
   t.same(b.pushParams, {});
   t.equal(b.gruu?.pub, 'urn:uuid:875b1c75-ee1a-002d-a874-f3fa9496ce1f');
   t.equal(b.gruu?.temp.length, 1);
-  t.equal(b.contactParams['+sip.instance'], '"' + DOOR_INSTANCE + '"');
+  t.equal(b.instance, DOOR_INSTANCE);
+  t.same(b.contactParams, {}, '+sip.instance has its own field; no other Contact parameter');
 
   // The response Contact: as a registrar answered linphonec in trace 03.
   t.equal(contacts.length, 1);
@@ -705,4 +706,20 @@ t.test('configuration is checked', async (t) => {
 t.test('the trace bytes are what the registrar was given', async (t) => {
   // Guard: the fixtures are the raw captures (CRLF), so the tests above use real linphonec octets.
   t.match(traceBytes('01-register-udp-initial.sip').toString('latin1'), /^REGISTER sip:intercom\.test SIP\/2\.0\r\n/);
+});
+
+t.test('a store that cannot be written: 503 with Retry-After, and other errors still surface', async (t) => {
+  const { store, registrar } = setup();
+  const unavailable = Object.assign(new Error('Redis down'), { code: 'STORAGE_UNAVAILABLE' });
+  store.update = async () => {
+    throw unavailable;
+  };
+  const { result, response } = await send(registrar, register({ user: 'carol' }));
+  t.equal(result.status, 503);
+  t.equal(result.outcome, 'unavailable');
+  t.equal(response.get('retry-after'), '5');
+  store.update = async () => {
+    throw new Error('a bug');
+  };
+  await t.rejects(registrar.register(register({ user: 'carol' }), udpSource()), /a bug/, 'not every error is an outage');
 });

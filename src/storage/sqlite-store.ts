@@ -1,0 +1,273 @@
+// Registrations that survive a restart, in one SQLite file (better-sqlite3).
+//
+// The bindings live in a MemoryLocationStore, which answers every read and
+// decides every update exactly as without persistence; each change is also
+// queued and handed, once per batch window (50 ms by default), to a writer
+// thread (./sqlite-writer.ts) that writes it in one transaction. So REGISTER
+// costs what it costs in memory, and a crash (SIGKILL) loses at most the
+// last window. WAL mode with synchronous=NORMAL: a committed batch survives
+// the process dying; only a power cut may lose the last batches.
+//
+// The same file keeps the active bans (security.auth-failures), so that a
+// restart does not lift them.
+
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import type { Row, WriterMessage, WriterReply } from './sqlite-writer.js';
+import { MemoryLocationStore } from '../registrar/memory-store.js';
+import type {
+  Binding,
+  BindingCounts,
+  ChangeSet,
+  GruuRef,
+  GruuResolution,
+  LocationStore,
+  UpdateDecision,
+  UpdateOutcome,
+} from '../registrar/location-store.js';
+
+export interface SqliteStoreOptions {
+  path: string;
+  /** Most milliseconds a change waits before it is written. */
+  flushIntervalMs: number;
+  /** How long ended GRUUs still answer 'expired' (memory only: forgotten at restart). Default 7 days. */
+  retiredGruuTtlMs?: number;
+}
+
+/** A ban as src/auth/guard keeps it (structurally). */
+export interface StoredBan {
+  address: string;
+  until: number;
+  level: number;
+}
+
+export interface SqliteStoreStats {
+  /** Bindings read back at open, and expired ones dropped then. */
+  loaded: number;
+  droppedAtLoad: number;
+  flushes: number;
+  rowsWritten: number;
+  flushErrors: number;
+}
+
+const SCHEMA_VERSION = '1';
+
+export class SqliteLocationStore implements LocationStore {
+  readonly stats: SqliteStoreStats = { loaded: 0, droppedAtLoad: 0, flushes: 0, rowsWritten: 0, flushErrors: 0 };
+  /** Last flush error, for logs; null once a flush succeeds. */
+  lastError: Error | null = null;
+  private readonly mem: MemoryLocationStore;
+  /** `aor \n key` → the binding to write, or null to delete it. */
+  private pending = new Map<string, Binding | null>();
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly writer: Worker;
+  /** Batches posted to the writer, and answered by it. */
+  private sent = 0;
+  private answered = 0;
+  private waiters: Array<() => void> = [];
+  private writerClosed: Promise<void>;
+  /** Resolves when the writer has opened the database; rejects if it cannot start. */
+  private readonly writerReady: Promise<void>;
+
+  private constructor(
+    private readonly db: Database.Database,
+    private readonly options: SqliteStoreOptions,
+  ) {
+    this.mem = new MemoryLocationStore({ retiredGruuTtlMs: options.retiredGruuTtlMs });
+    this.writer = new Worker(new URL('./sqlite-writer.js', import.meta.url), { workerData: { path: options.path } });
+    this.writer.unref();
+    this.writerReady = new Promise<void>((resolve, reject) => {
+      this.writer.once('message', (m: WriterReply) => (m.type === 'ready' ? resolve() : reject(new Error('the SQLite writer did not start'))));
+      this.writer.once('error', reject);
+    });
+    this.writerClosed = new Promise<void>((resolve) => {
+      this.writer.on('message', (m: WriterReply) => {
+        // A ban was no batch: it is not waited for.
+        if (m.type === 'written' || (m.type === 'failed' && m.ban !== true)) this.answer();
+        if (m.type === 'written') {
+          this.stats.flushes++;
+          this.stats.rowsWritten += m.rows;
+          this.lastError = null;
+        } else if (m.type === 'failed') {
+          this.stats.flushErrors++;
+          this.lastError = new Error(m.message);
+        } else if (m.type === 'closed') resolve();
+      });
+      this.writer.on('error', (err) => {
+        this.stats.flushErrors++;
+        this.lastError = err;
+        resolve();
+      });
+      this.writer.on('exit', () => resolve());
+    });
+  }
+
+  /**
+   * Opens (creating it and its directory if needed) the database and loads
+   * the bindings still live at `now`. Throws an Error naming the file when
+   * it cannot be opened: Portier then does not start.
+   */
+  static async open(options: SqliteStoreOptions, now = Date.now()): Promise<SqliteLocationStore> {
+    let db: Database.Database;
+    try {
+      mkdirSync(dirname(options.path), { recursive: true });
+      db = new Database(options.path);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('busy_timeout = 2000');
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS bindings (aor TEXT NOT NULL, key TEXT NOT NULL, expires_at INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (aor, key)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS bans (address TEXT PRIMARY KEY, until INTEGER NOT NULL, level INTEGER NOT NULL);
+      `);
+      const v = db.prepare('SELECT v FROM meta WHERE k = ?').get('schema') as { v: string } | undefined;
+      if (v === undefined) db.prepare('INSERT INTO meta (k, v) VALUES (?, ?)').run('schema', SCHEMA_VERSION);
+      else if (v.v !== SCHEMA_VERSION) throw new Error(`schema version ${v.v}, this Portier knows ${SCHEMA_VERSION}`);
+    } catch (err) {
+      throw new Error(`storage.path: cannot open the SQLite database ${options.path}: ${(err as Error).message}`, { cause: err });
+    }
+    const store = new SqliteLocationStore(db, options);
+    try {
+      await store.writerReady;
+    } catch (err) {
+      db.close();
+      throw new Error(`storage.path: cannot start the SQLite writer for ${options.path}: ${(err as Error).message}`, { cause: err });
+    }
+    await store.load(now);
+    store.timer = setInterval(() => store.flush(), options.flushIntervalMs);
+    store.timer.unref();
+    return store;
+  }
+
+  private async load(now: number): Promise<void> {
+    this.stats.droppedAtLoad = this.db.prepare('DELETE FROM bindings WHERE expires_at <= ?').run(now).changes;
+    const byAor = new Map<string, Binding[]>();
+    for (const row of this.db.prepare('SELECT data FROM bindings').iterate() as Iterable<{ data: string }>) {
+      let b: Binding;
+      try {
+        b = JSON.parse(row.data) as Binding;
+      } catch {
+        continue;
+      }
+      // A connection id names a connection of the process that wrote it;
+      // ids start again at 1, so an old one could name someone else's.
+      // The flow's address stays: a request may reconnect to it (0 = none).
+      if (b.source.connectionId !== 0) b = { ...b, source: { ...b.source, connectionId: 0 } };
+      const list = byAor.get(b.aor);
+      if (list) list.push(b);
+      else byAor.set(b.aor, [b]);
+    }
+    for (const [aor, put] of byAor) {
+      await this.mem.update(aor, now, () => ({ changes: { put }, result: null }));
+      this.stats.loaded += put.length;
+    }
+  }
+
+  /** Hands the queued changes to the writer now (the timer does it every flush interval). */
+  flush(): void {
+    if (this.pending.size === 0 || this.closed) return;
+    const rows: Row[] = [];
+    for (const [id, b] of this.pending) {
+      if (b === null) {
+        const nl = id.indexOf('\n');
+        rows.push([id.slice(0, nl), id.slice(nl + 1)]);
+      } else rows.push([b.aor, b.key, b.expiresAt, JSON.stringify(b)]);
+    }
+    this.pending = new Map();
+    this.sent++;
+    this.writer.postMessage({ type: 'batch', rows } satisfies WriterMessage);
+  }
+
+  /** Flushes, and resolves once the writer has written (or failed) every batch handed to it. */
+  flushed(): Promise<void> {
+    this.flush();
+    if (this.answered >= this.sent) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private answer(): void {
+    this.answered++;
+    if (this.answered < this.sent) return;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Changes waiting for the next flush. */
+  get queued(): number {
+    return this.pending.size;
+  }
+
+  private queue(b: Binding, write: boolean): void {
+    this.pending.set(b.aor + '\n' + b.key, write ? b : null);
+  }
+
+  // ---- LocationStore ----
+
+  get(aor: string, now: number): Promise<Binding[]> {
+    return this.mem.get(aor, now);
+  }
+
+  async update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
+    let changes: ChangeSet | null = null;
+    const outcome = await this.mem.update(aor, now, (current) => {
+      const d = fn(current);
+      changes = d.changes;
+      return d;
+    });
+    for (const b of outcome.expired) this.queue(b, false);
+    for (const b of outcome.removed) this.queue(b, false);
+    const put = (changes as ChangeSet | null)?.put;
+    if (put) for (const b of put) this.queue(b, true);
+    return outcome;
+  }
+
+  async remove(aor: string, key: string, now: number): Promise<Binding | null> {
+    const b = await this.mem.remove(aor, key, now);
+    if (b !== null) this.queue(b, false);
+    return b;
+  }
+
+  async sweep(now: number): Promise<Binding[]> {
+    const gone = await this.mem.sweep(now);
+    for (const b of gone) this.queue(b, false);
+    return gone;
+  }
+
+  count(now: number): Promise<BindingCounts> {
+    return this.mem.count(now);
+  }
+
+  findByGruu(ref: GruuRef, now: number): Promise<GruuResolution> {
+    return this.mem.findByGruu(ref, now);
+  }
+
+  /** Writes what is queued, waits for the writer to finish, and closes the database. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    this.flush();
+    this.closed = true;
+    this.writer.postMessage({ type: 'close' } satisfies WriterMessage);
+    await this.writerClosed;
+    this.db.close();
+  }
+
+  // ---- bans ----
+
+  /** Bans still running at `now`. */
+  loadBans(now: number): StoredBan[] {
+    this.db.prepare('DELETE FROM bans WHERE until <= ?').run(now);
+    return this.db.prepare('SELECT address, until, level FROM bans').all() as StoredBan[];
+  }
+
+  /** Records a ban as it starts (rare: written at once, not batched). */
+  saveBan(ban: StoredBan): void {
+    if (this.closed) return;
+    this.writer.postMessage({ type: 'ban', ban: { address: ban.address, until: ban.until, level: ban.level } } satisfies WriterMessage);
+  }
+}
