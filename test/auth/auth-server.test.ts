@@ -385,3 +385,50 @@ async function metrics(): Promise<string> {
   const m = server.metricsAddress()!;
   return (await fetch(`http://127.0.0.1:${m.port}/metrics`)).text();
 }
+
+t.test('security.rate applies per source, never to an exempt one; over TCP the answer is 503 with Retry-After', async (t) => {
+  const limited = await startServer(
+    parseConfig(
+      [
+        'domains: [example.test]',
+        'storage: {type: memory}',
+        'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
+        'auth: off',
+        'security: {rate: {per-source: 1, burst: 5}, exempt: [127.0.0.60]}',
+        'log: {level: fatal}',
+      ].join('\n'),
+      join(dir, 'limited.yaml'),
+    ),
+    createLogger('fatal'),
+  );
+  t.teardown(() => limited.stop());
+  const port = (p: string) => limited.listening().find((e) => e.protocol === p)!.port;
+  const answersFrom = async (host: string): Promise<number> => {
+    const s = dgram.createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, host, r));
+    let n = 0;
+    s.on('message', () => n++);
+    for (let i = 0; i < 20; i++) {
+      s.send(
+        `OPTIONS sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP ${host}:${s.address().port};branch=z9hG4bKr${i}${host}\r\nFrom: <sip:m@example.test>;tag=r\r\nTo: <sip:example.test>\r\nCall-ID: rate-${host}-${i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`,
+        port('udp'),
+        '127.0.0.1',
+      );
+    }
+    await new Promise((r) => setTimeout(r, 400));
+    s.close();
+    return n;
+  };
+  const plain = await answersFrom('127.0.0.61');
+  t.ok(plain >= 5 && plain <= 6, `a burst of 5 is answered, the rest dropped over UDP (${plain} of 20)`);
+  t.equal(await answersFrom('127.0.0.62'), plain, 'another source has its own budget');
+  t.equal(await answersFrom('127.0.0.60'), 20, 'an exempt source is never limited');
+  // Over TCP: 503 with Retry-After for the requests over the rate.
+  const tcp = await UA.create({ transport: 'tcp', user: 'x', domain: 'example.test', proxyPort: port('tcp'), localHost: '127.0.0.63' });
+  t.teardown(() => tcp.close());
+  const codes: number[] = [];
+  for (let i = 0; i < 8; i++) codes.push((await tcp.register()).status);
+  t.ok(codes.includes(503), `503 once over the rate (${codes.join(' ')})`);
+  const refused = tcp.received.find((m) => !m.isRequest && m.status === 503)!;
+  t.equal(refused.get('retry-after'), '1');
+});

@@ -46,6 +46,9 @@ t.test('challenges: one per algorithm, in order, sharing one nonce; stale only w
   t.match(d.challenge(true)[0], /, stale=true$/);
   t.not(nonceOf(d.challenge(false)[0]), nonceOf(c[0]), 'a fresh nonce each time');
   t.same(setup({ algorithms: ['MD5'] }).d.challenge(false).length, 1);
+  const md5First = setup({ algorithms: ['MD5', 'SHA-256'] }).d.challenge(false);
+  t.match(md5First[0], /algorithm=MD5/, 'the configured order: MD5 first');
+  t.match(md5First[1], /algorithm=SHA-256/);
 });
 
 t.test('right answers pass for both algorithms, with and without qop', async (t) => {
