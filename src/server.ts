@@ -216,6 +216,14 @@ class Server implements RunningServer {
   private readAccounts(path: string, atStart: boolean): Accounts {
     const { accounts, problems } = loadUsersFile(path);
     for (const p of problems) this.log.warn({ file: path, line: p.line }, `users file: ${p.reason}`);
+    const realm = this.config.auth?.realm;
+    const other = accounts.list().filter((a) => a.realm !== realm);
+    if (other.length > 0) {
+      this.log.warn(
+        { file: path, accounts: other.length, first: other[0].aor, realm: other[0].realm, expected: realm },
+        'accounts hashed for another realm than auth.realm cannot authenticate: set their passwords again with portier user add --config',
+      );
+    }
     if (accounts.size === 0) this.log.warn({ file: path }, 'no accounts in the users file: nobody can register (add one with: portier user add AOR)');
     else if (!atStart) this.log.info({ file: path, accounts: accounts.size }, 'users file reloaded');
     return accounts;
@@ -455,6 +463,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     throw err;
   }
   log.info({ storage: config.storage.type, path: config.storage.type === 'sqlite' ? config.storage.path : undefined }, 'storage open');
-  await server.start();
+  try {
+    await server.start();
+  } catch (err) {
+    await storage.store.close().catch(() => {});
+    throw err;
+  }
   return server;
 }

@@ -37,8 +37,13 @@ export const AUTH_FAILURE_REASONS: readonly AuthFailureReason[] = [
   'banned',
 ];
 
-/** Reasons that spend the source's failure budget: guesses, not clients with an old nonce. */
-const BUDGET: ReadonlySet<AuthFailureReason> = new Set(['wrong_password', 'unknown_user', 'identity_mismatch', 'malformed']);
+/**
+ * Reasons that spend the source's failure budget: answers to a nonce this
+ * source was given (so the source is real, not a forged UDP address), that
+ * are wrong. Broken or replayed credentials and old nonces cost nothing:
+ * anyone could send them in somebody else's name.
+ */
+const BUDGET: ReadonlySet<AuthFailureReason> = new Set(['wrong_password', 'unknown_user', 'identity_mismatch']);
 
 export interface Identity {
   aor: string;
@@ -106,7 +111,7 @@ export class Authenticator {
       creds = c;
       break;
     }
-    if (creds === null || field === null) return this.challenge(code, false);
+    if (creds === null || field === null) return this.challenge(code, false, source);
 
     const domain = identityUri.isSip ? canonicalHost(identityUri) : '';
     const accounts = this.options.accounts();
@@ -115,7 +120,7 @@ export class Authenticator {
       const a = domain === '' ? undefined : accounts.find(username, domain);
       if (a === undefined || a.realm !== realm) return undefined;
       return algorithm === 'MD5' ? a.ha1.md5 : a.ha1.sha256;
-    });
+    }, source.address);
     switch (result.kind) {
       case 'ok': {
         const account = accounts.find(result.username, domain) as Account;
@@ -129,21 +134,37 @@ export class Authenticator {
         return this.fail(result.unknownUser ? 'unknown_user' : 'wrong_password', source, result.username);
       case 'stale':
         this.failures.stale++;
-        return this.challenge(code, true);
+        return this.challenge(code, true, source);
       case 'unverifiable':
         // stale=true: a client whose nonce predates a restart retries without asking its user.
         this.failures[result.why === 'replay' ? 'replay' : 'bad_nonce']++;
-        return this.challenge(code, true);
+        return this.challenge(code, true, source);
       case 'other-realm':
-        return this.challenge(code, false);
+        return this.challenge(code, false, source);
       case 'malformed':
         return this.fail('malformed', source, creds.params.get('username') ?? null);
     }
   }
 
-  private challenge(code: number, stale: boolean): Gate {
+  /**
+   * Removes every Authorization and Proxy-Authorization for this realm from
+   * a request about to be forwarded: credentials meant for Portier never
+   * reach the callee, who could otherwise replay them (RFC 3261 §22.3).
+   * Credentials for other realms stay.
+   */
+  scrub(req: SipMessage): void {
+    if (!req.has('proxy-authorization') && !req.has('authorization')) return;
+    const realm = this.options.digest.realm;
+    for (const f of [...req.headerFields()]) {
+      if (f.key !== 'proxy-authorization' && f.key !== 'authorization') continue;
+      const c = parseCredentials(f.value);
+      if (c === null || c.params.get('realm') === realm) req.removeField(f);
+    }
+  }
+
+  private challenge(code: number, stale: boolean, source: Source): Gate {
     const name = code === 401 ? 'WWW-Authenticate' : 'Proxy-Authenticate';
-    return { pass: false, code, headers: this.options.digest.challenge(stale).map((v) => [name, v] as [string, string]) };
+    return { pass: false, code, headers: this.options.digest.challenge(stale, source.address).map((v) => [name, v] as [string, string]) };
   }
 
   private fail(reason: AuthFailureReason, source: Source, username: string | null): Gate {

@@ -2,8 +2,11 @@
 // for the meaning of qop, nc and stale).
 //
 // Nonces are stateless: the time they were made, random bits and an HMAC of
-// both under a per-process secret, so a challenge costs no memory and a flood
-// of REGISTERs cannot fill a table. Replays are caught by remembering, per
+// both and of the address the challenge went to, under a per-process secret,
+// so a challenge costs no memory and a flood of REGISTERs cannot fill a
+// table. Binding the nonce to the address means a wrong answer can only come
+// from a host that received the challenge: forged UDP sources cannot spend
+// somebody else's failure budget (and get them banned). Replays are caught by remembering, per
 // nonce that has authenticated someone, the highest nonce-count seen: only
 // valid credentials add an entry, and the entries are bounded and expire with
 // the nonce.
@@ -52,8 +55,9 @@ export type DigestCheck =
 const NONCE_BYTES = 32; // 8 time, 8 random, 16 HMAC
 const NC = /^[0-9a-fA-F]{8}$/;
 
+/** The parser decodes messages as latin1 (one char per octet): hashing as latin1 gives back the octets the client hashed. */
 function hash(algorithm: DigestAlgorithm, text: string): string {
-  return createHash(algorithm === 'MD5' ? 'md5' : 'sha256').update(text, 'utf8').digest('hex');
+  return createHash(algorithm === 'MD5' ? 'md5' : 'sha256').update(text, 'latin1').digest('hex');
 }
 
 export class DigestAuthenticator {
@@ -76,38 +80,38 @@ export class DigestAuthenticator {
     return this.options.realm;
   }
 
-  /** WWW-Authenticate or Proxy-Authenticate values, one per algorithm, sharing one fresh nonce. */
-  challenge(stale: boolean): string[] {
-    const nonce = this.makeNonce();
+  /** WWW-Authenticate or Proxy-Authenticate values, one per algorithm, sharing one fresh nonce for `address`. */
+  challenge(stale: boolean, address = ''): string[] {
+    const nonce = this.makeNonce(this.clock(), address);
     return this.options.algorithms.map(
       (alg) => `Digest realm=${this.realmQuoted}, nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ', stale=true' : ''}`,
     );
   }
 
-  makeNonce(now = this.clock()): string {
+  makeNonce(now = this.clock(), address = ''): string {
     const raw = Buffer.allocUnsafe(NONCE_BYTES);
     raw.writeBigUInt64BE(BigInt(Math.floor(now)), 0);
     randomBytes(8).copy(raw, 8);
-    this.sign(raw).copy(raw, 16, 0, 16);
+    this.sign(raw, address).copy(raw, 16, 0, 16);
     return raw.toString('base64url');
   }
 
-  /** Milliseconds since the nonce was made, or -1 when this process did not make it. */
-  nonceAge(nonce: string): number {
+  /** Milliseconds since the nonce was made for `address`, or -1 when this process did not make it for that address. */
+  nonceAge(nonce: string, address = ''): number {
     if (nonce.length !== 43) return -1;
     const raw = Buffer.from(nonce, 'base64url');
     if (raw.length !== NONCE_BYTES) return -1;
-    if (!timingSafeEqual(this.sign(raw).subarray(0, 16), raw.subarray(16))) return -1;
+    if (!timingSafeEqual(this.sign(raw, address).subarray(0, 16), raw.subarray(16))) return -1;
     const age = this.clock() - Number(raw.readBigUInt64BE(0));
     return age < 0 ? -1 : age;
   }
 
-  private sign(raw: Buffer): Buffer {
-    return createHmac('sha256', this.secret).update(raw.subarray(0, 16)).update(this.options.realm).digest();
+  private sign(raw: Buffer, address: string): Buffer {
+    return createHmac('sha256', this.secret).update(raw.subarray(0, 16)).update(this.options.realm).update('\n').update(address).digest();
   }
 
-  /** Checks credentials given with a request of `method`. */
-  check(method: string, creds: Credentials, ha1For: Ha1Lookup): DigestCheck {
+  /** Checks credentials given with a request of `method`, received from `address`. */
+  check(method: string, creds: Credentials, ha1For: Ha1Lookup, address = ''): DigestCheck {
     if (creds.scheme !== 'digest') return { kind: 'malformed', why: 'not Digest' };
     const p = creds.params;
     const realm = p.get('realm');
@@ -133,7 +137,7 @@ export class DigestAuthenticator {
       if (nc === 0) return { kind: 'malformed', why: 'nc must start at 1' };
     }
 
-    const age = this.nonceAge(nonce);
+    const age = this.nonceAge(nonce, address);
     if (age < 0) return { kind: 'unverifiable', why: 'bad-nonce' };
 
     const known = ha1For(username, algorithm);

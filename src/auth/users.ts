@@ -273,20 +273,27 @@ export function loadUsersFile(path: string): { accounts: Accounts; problems: Use
   return parseUsers(text);
 }
 
-/** Replaces `path` with `lines` atomically: a mode-0600 temporary file beside it, fsync'd, then renamed over it. */
+/**
+ * Replaces `path` with `lines` atomically: a temporary file beside it,
+ * fsync'd, then renamed over it. A new file gets mode 0600; an existing one
+ * keeps its owner, group and mode, minus any access for others (0640
+ * root:portier stays readable by the service; world access never survives).
+ */
 function writeLines(path: string, lines: string[]): void {
   const tmp = `${path}.tmp-${process.pid}`;
   let owner: { uid: number; gid: number } | null = null;
+  let mode = USERS_FILE_MODE;
   try {
     const st = statSync(path);
     owner = { uid: st.uid, gid: st.gid };
+    mode = (st.mode & 0o660) | 0o600;
   } catch {
     owner = null;
   }
   const fd = openSync(tmp, 'w', USERS_FILE_MODE);
   try {
     try {
-      fchmodSync(fd, USERS_FILE_MODE);
+      fchmodSync(fd, mode);
       // Keep the owner (e.g. the portier service user when root runs `portier user add`); only root may.
       if (owner !== null) {
         try {

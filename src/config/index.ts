@@ -268,6 +268,11 @@ const security: Field<SecurityConfig> = section({
   'drop-scanners': boolean({ default: true }),
 });
 
+/** A URL with its password (if any) replaced by ***. */
+function hidePassword(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:@/]*:)[^@/]*@/i, '$1***@');
+}
+
 const storage: Field<StorageConfig> = section({
   type: oneOf<StorageType>(STORAGE_TYPES, { default: 'sqlite' }),
   path: { ...path('data/portier.db'), default: () => 'data/portier.db' },
@@ -278,12 +283,13 @@ const storage: Field<StorageConfig> = section({
       try {
         u = new URL(s);
       } catch {
-        throw new Invalid(`${JSON.stringify(s)} is not a URL (e.g. redis://127.0.0.1:6379)`);
+        throw new Invalid(`${JSON.stringify(hidePassword(s))} is not a URL (e.g. redis://127.0.0.1:6379)`);
       }
-      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Invalid(`must be a redis:// or rediss:// URL (got ${JSON.stringify(s)})`);
+      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Invalid(`must be a redis:// or rediss:// URL (got ${JSON.stringify(hidePassword(s))})`);
       return s;
     },
-    format: (u) => u,
+    // `portier check` prints the configuration: never the password.
+    format: hidePassword,
     expected: 'a redis:// URL',
     default: () => 'redis://127.0.0.1:6379',
   }),

@@ -252,7 +252,7 @@ export function createRegistry(src: MetricsSources): Registry {
       help:
         'Authentications that did not succeed, by reason: wrong_password, unknown_user, identity_mismatch (credentials of one account, ' +
         'From/To of another), malformed, bad_nonce (not made by this process: forged, or from before a restart), replay, stale, banned. ' +
-        'The first four spend the source\'s failure budget.',
+        'The first three spend the source\'s failure budget.',
       labelNames: ['reason'],
       registers,
       collect() {

@@ -65,6 +65,8 @@ export interface BranchOwner {
 export interface Gatekeeper {
   /** 'register': a REGISTER (401, the To is the identity); 'request': any other request outside a dialog Portier record-routed (407, the From). */
   check(req: SipMessage, source: Source, kind: 'register' | 'request'): GateDecision;
+  /** Removes credentials meant for Portier from a request it forwards. */
+  scrub(req: SipMessage): void;
 }
 
 export type GateDecision =
@@ -219,19 +221,25 @@ export class Proxy {
     // §16.4: our own Route entries go; whatever is left routes the request.
     // True only when the request came through a Route Portier record-routed
     // for this very dialog (signed with its Call-ID): never an open relay.
-    const viaOurRoute = preprocessRoutes(req, this.self, this.signer).dialog;
-    // A dialog Portier record-routed was authorised when it was set up;
-    // everything else proves who sends it (or comes from a trusted source).
+    // A request inside a dialog (it has a To tag, RFC 3261 §12) that Portier
+    // record-routed was authorised when the dialog was set up; everything
+    // else proves who sends it (or comes from a trusted source).
+    const viaOurRoute = preprocessRoutes(req, this.self, this.signer).dialog && req.to().tag !== null;
     let authorised = viaOurRoute;
     if (!viaOurRoute && gate !== undefined) {
       const g = gate.check(req, stx.source, 'request');
       if (!g.pass) return this.respond(stx, g.code, { headers: g.headers });
       authorised = true;
       const door = g.identity?.kind === 'door' ? g.identity.aor : null;
-      if (door !== null && req.method === 'INVITE' && this.doorCalls !== null && req.to().tag === null && !this.doorCalls.tryStart(door, req.callId())) {
+      if (door !== null && req.method === 'INVITE' && this.doorCalls !== null && !this.doorCalls.tryStart(door, callKey(req, req.from().tag))) {
         // §21.4.4: understood, refused by policy; credentials would not help.
         return this.respond(stx, 403, { reason: 'Too Many Calls' });
       }
+    }
+    // A BYE ends the call whatever its answer (a 481 or a timeout too).
+    if (viaOurRoute && req.method === 'BYE' && this.doorCalls !== null) {
+      this.doorCalls.end(callKey(req, req.from().tag));
+      this.doorCalls.end(callKey(req, req.to().tag));
     }
     if (req.method === 'INVITE') this.respond(stx, 100);
 
@@ -329,6 +337,7 @@ export class Proxy {
 
   /** §16.6 steps 3, 7, 8: Max-Forwards down by one (70 when absent), our Via on top. */
   prepareForward(req: SipMessage, local: Endpoint, branch: string): void {
+    this.options.gate?.scrub(req);
     const mf = req.maxForwards();
     req.setHeader('max-forwards', String(mf === null ? 70 : mf - 1));
     const host = local.address.includes(':') ? '[' + local.address + ']' : local.address;
@@ -337,7 +346,8 @@ export class Proxy {
 
   respond(stx: ServerTransaction, code: number, opts?: ResponseOptions): void {
     this.count(code);
-    if (code >= 300 && this.doorCalls !== null && stx.request.method === 'INVITE') this.doorCalls.end(stx.request.callId());
+    // A new call refused here frees its slot (a failed re-INVITE leaves the call up).
+    if (code >= 300 && this.doorCalls !== null && stx.request.method === 'INVITE' && stx.request.to().tag === null) this.doorCalls.end(callKey(stx.request, stx.request.from().tag));
     stx.respond(buildResponse(stx.request, code, opts));
   }
 
@@ -348,6 +358,11 @@ export class Proxy {
   endCall(stx: ServerTransaction): void {
     this.calls.delete(stx);
   }
+}
+
+/** A call as the door limit counts it: its Call-ID and the caller's tag (a reused Call-ID is another call). */
+function callKey(req: SipMessage, tag: string | null): string {
+  return req.callId() + '\n' + (tag ?? '');
 }
 
 export function flowDestination(flow: Source): Destination {
@@ -438,7 +453,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.considerFinal(buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
       return;
     }
-    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local, this.proxy.signer.token(copy.callId()));
+    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local, this.proxy.signer.token(copy.callId(), copy.from().tag ?? ''));
     this.proxy.prepareForward(copy, local, branchFor(this.hash));
     this.proxy.stats.forwarded++;
     if (!this.timed) {
@@ -480,7 +495,6 @@ class ProxyCall implements BranchOwner, TimerTarget {
           this.proxy.callTracker.established(this.req.callId());
         } else if (this.req.method === 'BYE') {
           this.proxy.callTracker.ended(this.req.callId());
-          this.proxy.doorCalls?.end(this.req.callId());
         }
         this.stopRing();
         this.cancelOthers(b);
@@ -598,7 +612,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private sendFinal(res: SipMessage): void {
     if (this.isInvite && !this.answered) {
       this.proxy.stats.callResults[this.resultOf(res.status)]++;
-      this.proxy.doorCalls?.end(this.req.callId());
+      if (this.req.to().tag === null) this.proxy.doorCalls?.end(callKey(this.req, this.req.from().tag));
     }
     const status = forwardedStatus(res.status);
     if (status !== res.status) this.stx.respond(buildResponse(this.req, status));

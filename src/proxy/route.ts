@@ -2,10 +2,13 @@
 // step 4, RFC 5658 double Record-Route).
 //
 // Portier's Record-Route URIs carry a token: an HMAC of the dialog's Call-ID
-// under a key only this server knows. A Route naming Portier is honoured as
-// "this request belongs to a dialog Portier record-routed" only when its
-// token matches the request's Call-ID; otherwise anyone could write
-// `Route: <sip:portier;lr>` and use Portier as an open relay to any address.
+// and the From tag of the request that created it, under a key only this
+// server knows. A Route naming Portier is honoured as "this request belongs
+// to a dialog Portier record-routed" only when its token matches the
+// request's Call-ID and one of its tags (the creator's tag is the From tag of
+// its own requests and the To tag of the other side's); otherwise anyone
+// could write `Route: <sip:portier;lr>` and use Portier as an open relay, or
+// reuse a Call-ID seen once to start new calls without authenticating.
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { SipMessage, Uri } from '../sip/index.js';
@@ -24,20 +27,24 @@ export class RouteSigner {
     this.key = key ?? randomBytes(32);
   }
 
-  token(callId: string): string {
-    return createHmac('sha256', this.key).update(callId).digest('base64url').slice(0, 16);
+  token(callId: string, creatorTag: string): string {
+    return createHmac('sha256', this.key).update(callId).update('\n').update(creatorTag).digest('base64url').slice(0, 16);
   }
 
-  verify(callId: string, token: string | null | undefined): boolean {
+  /** Whether `token` was made for this Call-ID and one of the request's tags. */
+  verify(callId: string, tags: ReadonlyArray<string | null>, token: string | null | undefined): boolean {
     if (typeof token !== 'string' || token.length !== 16) return false;
-    const want = Buffer.from(this.token(callId));
     const got = Buffer.from(token);
-    return got.length === want.length && timingSafeEqual(got, want);
+    for (const tag of tags) {
+      if (tag === null || tag === '') continue;
+      if (timingSafeEqual(got, Buffer.from(this.token(callId, tag)))) return true;
+    }
+    return false;
   }
 }
 
 export interface RouteResult {
-  /** True when a Route (or a strict-routed Request-URI) of this server carried a valid token for this Call-ID. */
+  /** True when a Route (or a strict-routed Request-URI) of this server carried a valid token for this Call-ID and tags. */
   dialog: boolean;
 }
 
@@ -50,11 +57,12 @@ export interface RouteResult {
 export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: RouteSigner): RouteResult {
   let dialog = false;
   const callId = req.callId();
+  const tags = [req.fromOrNull()?.tag ?? null, req.toOrNull()?.tag ?? null];
   const ruri = req.requestUri;
   if (ruri !== null && ruri.isSip && ruri.user === null && ruri.hasParam('lr') && self.isSelfUri(ruri)) {
     const routes = req.routes();
     if (routes !== null && routes.length > 0) {
-      if (signer.verify(callId, tokenOf(ruri))) dialog = true;
+      if (signer.verify(callId, tags, tokenOf(ruri))) dialog = true;
       const last = routes[routes.length - 1];
       req.setRequestUri(last.uriText);
       // Rewrite the Route set without its last entry.
@@ -68,7 +76,7 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: R
     if (routes === null || routes.length === 0) break;
     const top = routes[0].uri;
     if (!self.isSelfUri(top)) break;
-    if (signer.verify(callId, tokenOf(top))) dialog = true;
+    if (signer.verify(callId, tags, tokenOf(top))) dialog = true;
     req.removeFirstValue('route');
   }
   return { dialog };

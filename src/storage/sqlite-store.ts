@@ -68,6 +68,7 @@ export class SqliteLocationStore implements LocationStore {
   private sent = 0;
   private answered = 0;
   private waiters: Array<() => void> = [];
+  private dead = false;
   private writerClosed: Promise<void>;
   /** Resolves when the writer has opened the database; rejects if it cannot start. */
   private readonly writerReady: Promise<void>;
@@ -99,9 +100,13 @@ export class SqliteLocationStore implements LocationStore {
       this.writer.on('error', (err) => {
         this.stats.flushErrors++;
         this.lastError = err;
+        this.writerGone();
         resolve();
       });
-      this.writer.on('exit', () => resolve());
+      this.writer.on('exit', () => {
+        this.writerGone();
+        resolve();
+      });
     });
   }
 
@@ -115,9 +120,9 @@ export class SqliteLocationStore implements LocationStore {
     try {
       mkdirSync(dirname(options.path), { recursive: true });
       db = new Database(options.path);
+      db.pragma('busy_timeout = 5000');
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
-      db.pragma('busy_timeout = 2000');
       db.exec(`
         CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS bindings (aor TEXT NOT NULL, key TEXT NOT NULL, expires_at INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (aor, key)) WITHOUT ROWID;
@@ -168,7 +173,11 @@ export class SqliteLocationStore implements LocationStore {
 
   /** Hands the queued changes to the writer now (the timer does it every flush interval). */
   flush(): void {
-    if (this.pending.size === 0 || this.closed) return;
+    if (this.pending.size === 0 || this.closed || this.dead) return;
+    // One batch at a time: while the writer is busy (a slow disk) changes
+    // keep merging here, bounded by the number of bindings, instead of
+    // piling up as messages.
+    if (this.answered < this.sent) return;
     const rows: Row[] = [];
     for (const [id, b] of this.pending) {
       if (b === null) {
@@ -182,10 +191,22 @@ export class SqliteLocationStore implements LocationStore {
   }
 
   /** Flushes, and resolves once the writer has written (or failed) every batch handed to it. */
-  flushed(): Promise<void> {
-    this.flush();
-    if (this.answered >= this.sent) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+  async flushed(): Promise<void> {
+    for (;;) {
+      this.flush();
+      if (this.answered < this.sent) await new Promise<void>((resolve) => this.waiters.push(resolve));
+      if (this.pending.size === 0 || this.closed || this.dead) return;
+    }
+  }
+
+  /** The writer thread died: nothing more will be written; nobody waits for it. */
+  private writerGone(): void {
+    if (!this.closed) this.lastError ??= new Error('the SQLite writer thread stopped');
+    this.dead = true;
+    this.answered = this.sent;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
   }
 
   private answer(): void {
@@ -250,7 +271,7 @@ export class SqliteLocationStore implements LocationStore {
     if (this.closed) return;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
-    this.flush();
+    await this.flushed();
     this.closed = true;
     this.writer.postMessage({ type: 'close' } satisfies WriterMessage);
     await this.writerClosed;

@@ -25,9 +25,9 @@ const CHUNK = 100;
 
 function run(port: NonNullable<typeof parentPort>, path: string): void {
   const db = new Database(path);
+  db.pragma('busy_timeout = 5000');
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
-  db.pragma('busy_timeout = 2000');
   const one = db.prepare('INSERT OR REPLACE INTO bindings (aor, key, expires_at, data) VALUES (?, ?, ?, ?)');
   const chunk = db.prepare('INSERT OR REPLACE INTO bindings (aor, key, expires_at, data) VALUES ' + Array(CHUNK).fill('(?, ?, ?, ?)').join(', '));
   const del = db.prepare('DELETE FROM bindings WHERE aor = ? AND key = ?');

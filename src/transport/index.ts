@@ -190,7 +190,10 @@ export class TransportLayer {
     let conn: TcpConnection | undefined;
     if (dest.connectionId !== undefined && dest.connectionId !== 0) {
       conn = this.table.get(dest.connectionId);
-      if (conn !== undefined && conn.protocol !== protocol) conn = undefined;
+      // An id is only a hint: one from another process or node (a stored
+      // binding) may name someone else's connection here. The remote end
+      // must be the destination's.
+      if (conn !== undefined && (conn.protocol !== protocol || conn.remote.port !== dest.port || conn.remote.address !== dest.address)) conn = undefined;
     }
     if (conn === undefined) conn = this.table.find(endpointKey(protocol, dest.address, dest.port));
     if (conn === undefined) {

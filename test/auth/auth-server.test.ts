@@ -118,6 +118,22 @@ t.test('a call with digest: 407 then the INVITE with credentials goes through, a
   t.notOk(incoming.request.has('proxy-authorization'), "Portier's own credentials are consumed (RFC 3261 §22.3)");
   t.notOk(incoming.request.has('authorization'));
   t.equal((await call.bye()).status, 200, 'BYE inside the dialog needs no credentials');
+
+  // Somebody who saw that Record-Route (the callee, say) reuses its Call-ID
+  // and Route for a new call: a new call is no request inside the dialog.
+  const rr = incoming.request.getAll('record-route')[0];
+  const sock = dgram.createSocket('udp4');
+  t.teardown(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const got = new Promise<SipMessage>((resolve) => sock.on('message', (b) => { const m = parse(b); if (m.status >= 200) resolve(m); }));
+  sock.send(
+    `INVITE sip:carol@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${sock.address().port};branch=${newBranch()};rport\r\nMax-Forwards: 70\r\n` +
+      `From: <sip:alice@example.test>;tag=spoof\r\nTo: <sip:carol@example.test>\r\nCall-ID: ${incoming.request.callId()}\r\nCSeq: 9 INVITE\r\n` +
+      `Route: ${rr}\r\nContact: <sip:x@127.0.0.1:${sock.address().port}>\r\nContent-Length: 0\r\n\r\n`,
+    udpPort,
+    '127.0.0.1',
+  );
+  t.equal((await got).status, 407, 'a replayed Record-Route does not skip authentication');
 });
 
 t.test('wrong password and unknown user: the same 401, then the same 403', async (t) => {
@@ -326,6 +342,32 @@ t.test('a guessing source is banned after max failures; another source is not af
   const honest = await ua(t, 'alice', { password: 'correct horse battery', localHost: '127.0.0.31' });
   t.equal((await honest.register()).status, 200, 'another address registers');
   t.match(await metrics(), /portier_bans_active 1/);
+});
+
+t.test('broken credentials, or a nonce given to another address, spend no failure budget (no banning by forged sources)', async (t) => {
+  const sock = dgram.createSocket('udp4');
+  t.teardown(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.33', r));
+  const port = sock.address().port;
+  const answers: SipMessage[] = [];
+  sock.on('message', (b) => answers.push(parse(b)));
+  // A nonce the attacker got for itself (127.0.0.1), used from the victim's address.
+  const own = await ua(t, 'alice');
+  const nonce = challengesOf(await own.register())[0].params.get('nonce')!;
+  const send = (i: number, auth: string) =>
+    sock.send(
+      `REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.33:${port};branch=${newBranch()};rport\r\nFrom: <sip:alice@example.test>;tag=m${i}\r\n` +
+        `To: <sip:alice@example.test>\r\nCall-ID: forged-${i}\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\nAuthorization: ${auth}\r\nContent-Length: 0\r\n\r\n`,
+      udpPort,
+      '127.0.0.1',
+    );
+  for (let i = 0; i < 12; i++) {
+    send(i, i % 2 === 0 ? `Digest realm="${REALM}"` : `Digest username="alice", realm="${REALM}", nonce="${nonce}", uri="sip:example.test", response="${'0'.repeat(64)}", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="x"`);
+  }
+  await until(() => answers.length >= 12, 'an answer to each', 3000);
+  t.same([...new Set(answers.map((m) => m.status))].sort(), [401, 403], 'a 403 for broken credentials, a fresh challenge for a foreign nonce');
+  const honest = await ua(t, 'alice', { password: 'correct horse battery', localHost: '127.0.0.33' });
+  t.equal((await honest.register()).status, 200, 'the address is not banned');
 });
 
 t.test('a flood of 50,000 OPTIONS from one source does not stop a call from another', async (t) => {

@@ -104,6 +104,10 @@ t.test('nonces: expiry gives stale only with a right answer; forged and foreign 
   for (const bad of ['', 'short', 'x'.repeat(43), '!'.repeat(43)]) {
     t.equal(d.check('REGISTER', creds({ nonce: bad }), lookup).kind, 'unverifiable', `nonce ${JSON.stringify(bad)}`);
   }
+  // Bound to the address it was sent to: another host cannot use it.
+  const forAlice = d.makeNonce(undefined, '192.0.2.10');
+  t.equal(d.check('REGISTER', creds({ nonce: forAlice }), lookup, '192.0.2.10').kind, 'ok', 'from the address it was made for');
+  t.same(d.check('REGISTER', creds({ nonce: forAlice, pw: 'guess' }), lookup, '198.51.100.66'), { kind: 'unverifiable', why: 'bad-nonce' }, 'from elsewhere: no guess is checked');
   // A nonce from the future (clock stepped back) is not trusted either.
   const future = d.makeNonce(Date.now() + 1e12);
   t.equal(d.nonceAge(future), -1);

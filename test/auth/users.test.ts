@@ -198,7 +198,7 @@ t.test('loadUsersFile', async (t) => {
   }
 });
 
-t.test('add, replace and remove keep every other line, atomically, mode 0600', async (t) => {
+t.test('add, replace and remove keep every other line, atomically; new files 0600, no world access ever', async (t) => {
   const dir = t.testdir();
   const path = join(dir, 'users');
   const alice = makeAccount('alice@example.test', 'first-password', 'example.test', 'phone');
@@ -215,7 +215,7 @@ t.test('add, replace and remove keep every other line, atomically, mode 0600', a
   const alice2 = makeAccount('sip:alice@EXAMPLE.test', 'second-password', 'example.test', 'phone');
   t.equal(addToUsersFile(path, alice2), 'replaced');
   t.equal(readFileSync(path, 'utf8'), `${handmade.replace(formatAccount(alice), formatAccount(alice2))}\n`, 'only the account line changed');
-  t.equal(mode(path), 0o600, 'mode restored to 0600');
+  t.equal(mode(path), 0o640, 'world access removed, group read kept (root:portier 0640 stays readable by the service)');
   t.equal(loadUsersFile(path).accounts.get('alice@example.test')?.ha1.md5, alice2.ha1.md5);
 
   const bob = makeAccount('bob@example.test', 'bob-password', 'example.test', 'phone');
@@ -233,7 +233,7 @@ t.test('add, replace and remove keep every other line, atomically, mode 0600', a
   );
   t.same(loadUsersFile(path).problems, [{ line: 5, reason: 'the account "not" must be user@domain' }]);
   t.same(readdirSync(dir), ['users'], 'no temporary file left behind');
-  t.equal(mode(path), 0o600);
+  t.equal(mode(path), 0o640, "the mode chosen by the operator stays");
   t.throws(() => removeFromUsersFile(join(dir, 'nope'), 'a@b.test'), /nope: cannot read the users file: no such file/);
   t.throws(() => removeFromUsersFile(path, 'bad'), /user@domain/);
 });

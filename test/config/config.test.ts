@@ -483,6 +483,10 @@ t.test('storage: sqlite by default, relative paths from the working directory, b
   t.same(parseConfig(MIN, F).storage, DEFAULT_STORAGE);
   t.equal(parseConfig(`${MIN}storage: {path: state/x.db}\n`, F).storage.path, join(process.cwd(), 'state', 'x.db'));
   t.equal(parseConfig(`${MIN}storage: {type: MEMORY}\n`, F).storage.type, 'memory');
+  const secret = parseConfig(`${MIN}storage: {type: redis, url: "redis://portier:s3cret@10.0.0.5:6379/1"}\n`, F);
+  t.equal(secret.storage.url, 'redis://portier:s3cret@10.0.0.5:6379/1', 'the password is used');
+  t.notMatch(formatConfig(secret), /s3cret/, 'but portier check never prints it');
+  t.match(formatConfig(secret), /redis:\/\/portier:\*\*\*@10\.0\.0\.5:6379\/1/);
   for (const [text, message] of [
     [`${MIN}storage: {type: postgres}\n`, `${F}: storage.type: must be one of sqlite, memory or redis (got "postgres")`],
     [`${MIN}storage: {flush-interval: 0}\n`, `${F}: storage.flush-interval: must be an integer between 1 and 10000`],

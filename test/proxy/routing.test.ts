@@ -27,7 +27,7 @@ function req(ruri: string, extra: string[] = [], vias = ['SIP/2.0/UDP 192.0.2.1:
 }
 
 const signer = new RouteSigner();
-const TOKEN = signer.token('c1@test');
+const TOKEN = signer.token('c1@test', 'f1');
 
 const self = new SelfAddresses(['example.test'], [
   { protocol: 'udp', address: '127.0.0.1', port: 5060 },
@@ -84,10 +84,20 @@ t.test('Route pre-processing (§16.4) and signed dialog routes', async (t) => {
   const forged = req('sip:victim@198.51.100.7', ['Route: <sip:127.0.0.1:5060;lr>']);
   t.equal(preprocessRoutes(forged, self, signer).dialog, false, 'a Route to Portier without a token is not a dialog (no open relay)');
   t.equal(forged.count('route'), 0, 'it is still removed (§16.4)');
-  const wrong = req('sip:victim@198.51.100.7', [`Route: <sip:127.0.0.1:5060;lr;pt=${signer.token('another-call')}>`]);
+  const wrong = req('sip:victim@198.51.100.7', [`Route: <sip:127.0.0.1:5060;lr;pt=${signer.token('another-call', 'f1')}>`]);
   t.equal(preprocessRoutes(wrong, self, signer).dialog, false, 'a token of another Call-ID is refused');
-  const otherKey = req('sip:victim@198.51.100.7', [`Route: <sip:127.0.0.1:5060;lr;pt=${new RouteSigner().token('c1@test')}>`]);
+  const otherKey = req('sip:victim@198.51.100.7', [`Route: <sip:127.0.0.1:5060;lr;pt=${new RouteSigner().token('c1@test', 'f1')}>`]);
   t.equal(preprocessRoutes(otherKey, self, signer).dialog, false, 'a token made with another key is refused');
+  const otherTag = req('sip:victim@198.51.100.7', [`Route: <sip:127.0.0.1:5060;lr;pt=${signer.token('c1@test', 'someone-else')}>`]);
+  t.equal(preprocessRoutes(otherTag, self, signer).dialog, false, 'the same Call-ID with tags of another dialog is refused');
+  // The callee's requests carry the creator's tag as To tag.
+  const fromCallee = parseAndValidate(
+    Buffer.from(
+      `BYE sip:door@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5;branch=z9hG4bKb\r\nFrom: <sip:alice@example.test>;tag=a9\r\nTo: <sip:door@example.test>;tag=f1\r\n` +
+        `Call-ID: c1@test\r\nCSeq: 1 BYE\r\nRoute: <sip:127.0.0.1:5060;lr;pt=${TOKEN}>\r\nContent-Length: 0\r\n\r\n`,
+    ),
+  ) as SipMessage;
+  t.equal(preprocessRoutes(fromCallee, self, signer).dialog, true, "the other side's request (creator's tag in To) is in the dialog");
 
   const strict = req(`sip:127.0.0.1:5060;lr;pt=${TOKEN}`, ['Route: <sip:proxy2.test;lr>, <sip:alice@192.0.2.5>']);
   t.equal(preprocessRoutes(strict, self, signer).dialog, true, 'strict-routed signed Request-URI');
