@@ -1017,6 +1017,8 @@ async function main(): Promise<number> {
           'registrar: {min-expires: 60, max-expires: 3600, default-expires: 600}',
           // Every simulated device sends from this one address: a load generator is what security.exempt is for.
           `security: {exempt: ["${HOST}"]}`,
+          // The default store, in the run's own directory.
+          `storage: {type: sqlite, path: ${JSON.stringify(join(dir, 'portier.db'))}}`,
           '',
         ].join('\n'),
       );
