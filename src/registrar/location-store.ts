@@ -127,7 +127,7 @@ export interface LocationStore {
    * Reads the AOR's live bindings, lets `fn` decide what to change, applies
    * that, atomically per AOR: no other update of the AOR is interleaved
    * between the read and the write. `fn` must be synchronous and free of side
-   * effects: a store with optimistic concurrency (Redis WATCH/MULTI) may run
+   * effects: a store with optimistic concurrency (Redis compare-and-set) may run
    * it more than once and keep only the last decision.
    */
   update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>>;
