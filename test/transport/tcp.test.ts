@@ -125,6 +125,21 @@ t.test('reuse by endpoint, stale connection id falls back to it', TEST_TIMEOUT, 
   t.equal(h.layer.stats.connectionsOutbound, 0);
 });
 
+t.test("a connection id naming someone else's connection is not used: the destination's own is", TEST_TIMEOUT, async (t) => {
+  // A binding stored by another process or node carries an id that may name
+  // a different connection here.
+  const h = await startLayer(t);
+  const alice = await connect(t, h.port);
+  const bob = await connect(t, h.port);
+  alice.sock.write(sip());
+  bob.sock.write(sip());
+  await until(() => h.messages.length === 2, 'both');
+  const aliceId = h.messages.find((m) => m.source.port === alice.sock.localPort)!.source.connectionId;
+  h.layer.send(Buffer.from(OK), { protocol: 'tcp', address: '127.0.0.1', port: bob.sock.localPort as number, connectionId: aliceId });
+  await until(() => bob.data() === OK, "bob's reply on bob's connection");
+  t.equal(alice.data(), '', 'nothing for bob went down alice');
+});
+
 t.test('outbound connect for a new endpoint, data queued until connected', TEST_TIMEOUT, async (t) => {
   const h = await startLayer(t);
   let got = '';
