@@ -186,9 +186,7 @@ class Server implements RunningServer {
     this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers });
     const security = config.security;
     this.guard = new SourceGuard({ rate: security.rate, authFailures: security.authFailures, exempt: security.exempt, dropScanners: security.dropScanners });
-    // A restart does not lift a ban when the store keeps them.
-    const kept = storage.bans?.load(Date.now()) ?? [];
-    if (kept.length > 0) this.log.info({ bans: this.guard.restoreBans(kept) }, 'bans restored from storage');
+
     const auth = config.auth;
     if (auth !== null) {
       this.accounts = this.readAccounts(auth.users, true);
@@ -202,11 +200,7 @@ class Server implements RunningServer {
             { source: ban.address, seconds: Math.round((ban.until - Date.now()) / 1000), level: ban.level, user },
             'source banned after repeated authentication failures',
           );
-          try {
-            this.storage.bans?.save(ban);
-          } catch (err) {
-            this.log.error({ err: (err as Error).message }, 'cannot store a ban');
-          }
+          this.storage.bans?.save(ban).catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'cannot store a ban'));
         },
       });
     }
@@ -240,6 +234,13 @@ class Server implements RunningServer {
   }
 
   async start(): Promise<void> {
+    // A restart does not lift a ban when the store keeps them.
+    try {
+      const kept = (await this.storage.bans?.load(Date.now())) ?? [];
+      if (kept.length > 0) this.log.info({ bans: this.guard.restoreBans(kept) }, 'bans restored from storage');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cannot read the stored bans; starting without them');
+    }
     await this.transport.start();
     const self = new SelfAddresses(this.config.domains, this.transport.listening());
     const layer = this.transactions;

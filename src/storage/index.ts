@@ -9,8 +9,8 @@ export interface OpenedStore {
   store: LocationStore;
   /** Whether the store can be written now (portier_storage_up). */
   up(): boolean;
-  /** Bans kept across restarts, when the store is persistent. */
-  bans: { load(now: number): StoredBan[]; save(ban: StoredBan): void } | null;
+  /** Bans kept across restarts (and shared by the nodes of one Redis), when the store is persistent. */
+  bans: { load(now: number): Promise<StoredBan[]>; save(ban: StoredBan): Promise<void> } | null;
 }
 
 export interface StorageLogger {
@@ -24,12 +24,12 @@ export async function openStore(config: StorageConfig, log?: StorageLogger): Pro
       return { store: new MemoryLocationStore(), up: () => true, bans: null };
     case 'sqlite': {
       const s = await SqliteLocationStore.open({ path: config.path, flushIntervalMs: config.flushInterval });
-      return { store: s, up: () => s.lastError === null, bans: { load: (now) => s.loadBans(now), save: (b) => s.saveBan(b) } };
+      return { store: s, up: () => s.lastError === null, bans: { load: async (now) => s.loadBans(now), save: async (b) => s.saveBan(b) } };
     }
     case 'redis': {
       const { RedisLocationStore } = await import('./redis-store.js');
       const s = await RedisLocationStore.open({ url: config.url, prefix: config.prefix, logger: log });
-      return { store: s, up: () => s.up, bans: null };
+      return { store: s, up: () => s.up, bans: { load: (now) => s.loadBans(now), save: (b) => s.saveBan(b, Date.now()) } };
     }
   }
 }

@@ -537,6 +537,34 @@ export class RedisLocationStore implements LocationStore {
     return ref.kind === 'temp' ? this.findTemp(ref.token, now) : this.findPub(ref.aor, ref.instance, now);
   }
 
+  // ---- bans (security.auth-failures), shared by every node on this Redis ----
+
+  /** Bans running at `now`: `PREFIX ban:ADDRESS` = "until level", each expiring with its ban. */
+  async loadBans(now: number): Promise<Array<{ address: string; until: number; level: number }>> {
+    const out: Array<{ address: string; until: number; level: number }> = [];
+    const match = this.prefix + 'ban:*';
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.call(() => this.cmd.scan(cursor, 'MATCH', match, 'COUNT', 1000));
+      cursor = next;
+      if (keys.length === 0) continue;
+      const values = await this.call(() => this.cmd.mget(...keys));
+      keys.forEach((k, i) => {
+        const v = values[i];
+        if (v === null) return;
+        const [until, level] = v.split(' ').map(Number);
+        if (until > now && Number.isInteger(level)) out.push({ address: k.slice(this.prefix.length + 4), until, level });
+      });
+    } while (cursor !== '0');
+    return out;
+  }
+
+  /** Records a ban as it starts; Redis forgets it when it ends. */
+  async saveBan(ban: { address: string; until: number; level: number }, now: number): Promise<void> {
+    const ttl = Math.max(1, Math.ceil(ban.until - now));
+    await this.call(() => this.cmd.set(this.prefix + 'ban:' + ban.address, `${ban.until} ${ban.level}`, 'PX', ttl));
+  }
+
   /** Quits both connections (commands, subscriber). */
   async close(): Promise<void> {
     if (this.closing) return;

@@ -69,6 +69,26 @@ if (missing) {
     }),
   );
 
+  await t.test('bans: shared by the stores on one Redis, each expiring with its ban', async (t) => {
+    const prefix = freshPrefix();
+    const a = await open(t, { prefix });
+    const b = await open(t, { prefix });
+    const now = Date.now();
+    await a.saveBan({ address: '192.0.2.66', until: now + 60_000, level: 2 }, now);
+    await a.saveBan({ address: '2001:db8::66', until: now + 300, level: 1 }, now);
+    t.same(
+      (await b.loadBans(now)).sort((x, y) => x.address.localeCompare(y.address)),
+      [
+        { address: '192.0.2.66', until: now + 60_000, level: 2 },
+        { address: '2001:db8::66', until: now + 300, level: 1 },
+      ],
+      'another node sees both',
+    );
+    const ttl = Number(await cmd('PTTL', prefix + 'ban:192.0.2.66'));
+    t.ok(ttl > 59_000 && ttl <= 60_000, `the key expires with the ban (${ttl} ms)`);
+    t.same((await b.loadBans(now + 1000)).map((x) => x.address), ['192.0.2.66'], 'an ended ban is not loaded');
+  });
+
   await t.test('open rejects with a clear error when Redis cannot be reached', async (t) => {
     const port = await freeTcpPort();
     const start = performance.now();
