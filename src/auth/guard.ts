@@ -82,9 +82,6 @@ class Source {
   readonly exempt: boolean;
   /** Epoch ms the ban ends; 0 = not banned. */
   bannedUntil = 0;
-  /** Start of the current failure window (epoch ms) and failures counted in it. */
-  windowStart = 0;
-  failures = 0;
 
   constructor(tokens: number, now: number, exempt: boolean) {
     this.tokens = tokens;
@@ -132,6 +129,13 @@ export class SourceGuard {
   private readonly banMs: number;
   private readonly maxBanMs: number;
   private readonly sources: LRUCache<string, Source>;
+  /**
+   * Failure windows, apart from the per-packet source cache: only failed
+   * authentications (answers to a nonce the source really received) add
+   * entries, so a flood of forged sources churning `sources` cannot evict a
+   * guesser's count and reset it.
+   */
+  private readonly windows: LRUCache<string, { start: number; failures: number }>;
   private readonly banStore: LRUCache<string, BanRecord>;
 
   constructor(settings: GuardSettings, clock: () => number = Date.now) {
@@ -160,6 +164,7 @@ export class SourceGuard {
     this.banMs = f.ban * 1000;
     this.maxBanMs = f.maxBan * 1000;
     this.sources = new LRUCache<string, Source>({ max: maxSources });
+    this.windows = new LRUCache<string, { start: number; failures: number }>({ max: maxSources });
     this.banStore = new LRUCache<string, BanRecord>({
       max: maxBans,
       dispose: (record, _key, reason) => {
@@ -215,13 +220,14 @@ export class SourceGuard {
     const now = this.clock();
     const s = this.sources.get(address) ?? this.track(address, now);
     if (s.exempt || now < s.bannedUntil) return null;
-    if (s.failures === 0 || now - s.windowStart >= this.windowMs) {
-      s.windowStart = now;
-      s.failures = 0;
+    let w = this.windows.get(address);
+    if (w === undefined || now - w.start >= this.windowMs) {
+      w = { start: now, failures: 0 };
+      this.windows.set(address, w);
     }
-    s.failures++;
-    if (s.failures < this.maxFailures) return null;
-    s.failures = 0;
+    w.failures++;
+    if (w.failures < this.maxFailures) return null;
+    this.windows.delete(address);
 
     const key = banKey(address);
     const prior = this.record(key, now);

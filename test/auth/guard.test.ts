@@ -365,3 +365,14 @@ t.test('isScanner: attack tools by User-Agent, not real clients', async (t) => {
   t.ok(SCANNER_USER_AGENTS.every((s) => s === s.toLowerCase() && s !== ''), 'the list is lower case');
   t.ok(Object.isFrozen(SCANNER_USER_AGENTS));
 });
+
+t.test('a flood of other (forged) sources does not reset a guesser\'s failure count', async (t) => {
+  const { g } = guard({ authFailures: FAILURES, rate: { perSource: 10, burst: 10 }, maxSources: 10 });
+  t.equal(g.authFailed('198.51.100.7'), null);
+  t.equal(g.authFailed('198.51.100.7'), null);
+  // Many more sources than the source cache holds, between two guesses.
+  for (let i = 0; i < 1000; i++) g.admit(`203.0.113.${i % 250}`) && g.admit(`2001:db8::${i.toString(16)}`);
+  const ban = g.authFailed('198.51.100.7');
+  t.ok(ban, 'the third failure still bans');
+  t.equal(g.admit('198.51.100.7'), 'banned');
+});
