@@ -6,6 +6,7 @@
 // Malformed requests are answered here, statelessly (400/413/505), or
 // dropped and counted; everything well formed goes to the transactions.
 
+import { hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Config } from './config/index.js';
 import type { Logger } from './log.js';
@@ -191,7 +192,7 @@ class Server implements RunningServer {
     if (auth !== null) {
       this.accounts = this.readAccounts(auth.users, true);
       this.authenticator = new Authenticator({
-        digest: new DigestAuthenticator({ realm: auth.realm, algorithms: auth.algorithms, nonceLifetimeMs: auth.nonceLifetime * 1000 }),
+        digest: new DigestAuthenticator({ realm: auth.realm, algorithms: auth.algorithms, nonceLifetimeMs: auth.nonceLifetime * 1000, secret: subkey(storage.secret, 'digest nonces') }),
         accounts: () => this.accounts as Accounts,
         trusted: new AddressSet(auth.trusted),
         guard: this.guard,
@@ -252,6 +253,7 @@ class Server implements RunningServer {
     const accounts = this.config.auth === null ? null : () => this.accounts as Accounts;
     this.proxy = new Proxy(self, new RegistrarLocation(this.registrar, accounts), sender, this.transport.listening(), {
       gate: this.authenticator ?? undefined,
+      routeKey: subkey(this.storage.secret, 'record-route tokens'),
       callsPerDoor: this.config.limits.callsPerDoor,
       ringTimeoutMs: this.config.proxy.ringTimeout * 1000,
       allow: ALLOWED_METHODS,
@@ -443,6 +445,11 @@ class RegistrarLocation implements Location {
 
 function bindingTarget(b: Binding): Target {
   return { uri: b.contact, q: b.q, flow: b.source, path: [...b.path] };
+}
+
+/** One key per use, derived from the server's secret (HKDF-SHA256). */
+function subkey(secret: Buffer, use: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', secret, Buffer.alloc(0), 'portier ' + use, 32));
 }
 
 /** RFC 3261 §18.2.1, RFC 3581: note where the request really came from in its top Via. */

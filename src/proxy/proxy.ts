@@ -84,6 +84,8 @@ export interface ProxyOptions {
   gate?: Gatekeeper;
   /** Most calls one door-station account may have at once (ringing or established); 0 or absent: no limit. */
   callsPerDoor?: number;
+  /** Key of the Record-Route tokens; kept across restarts and shared by nodes so dialogs outlive one process. Random when absent. */
+  routeKey?: Buffer;
 }
 
 export interface ProxyStats {
@@ -123,7 +125,7 @@ export class Proxy {
 
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
   /** Signs Portier's Record-Route entries so that only real dialogs are routed through it. */
-  readonly signer = new RouteSigner();
+  readonly signer: RouteSigner;
   /** Calls per door station, when limited. */
   readonly doorCalls: CallLimit | null;
 
@@ -136,6 +138,7 @@ export class Proxy {
     readonly options: ProxyOptions,
   ) {
     this.doorCalls = options.callsPerDoor ? new CallLimit(options.callsPerDoor) : null;
+    this.signer = new RouteSigner(options.routeKey);
   }
 
   // ---- from the transaction layer ----

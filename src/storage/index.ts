@@ -1,4 +1,5 @@
 /** Where registrations live (issue 8): memory, a SQLite file (the default) or Redis. */
+import { randomBytes } from 'node:crypto';
 import type { StorageConfig } from '../config/types.js';
 import { MemoryLocationStore, type LocationStore } from '../registrar/index.js';
 import { SqliteLocationStore, type StoredBan } from './sqlite-store.js';
@@ -9,6 +10,8 @@ export interface OpenedStore {
   store: LocationStore;
   /** Whether the store can be written now (portier_storage_up). */
   up(): boolean;
+  /** The server's secret (nonces, Record-Route tokens): kept with the store when it is persistent, so it survives restarts and is shared by nodes. */
+  secret: Buffer;
   /** Bans kept across restarts (and shared by the nodes of one Redis), when the store is persistent. */
   bans: { load(now: number): Promise<StoredBan[]>; save(ban: StoredBan): Promise<void> } | null;
 }
@@ -21,15 +24,15 @@ export interface StorageLogger {
 export async function openStore(config: StorageConfig, log?: StorageLogger): Promise<OpenedStore> {
   switch (config.type) {
     case 'memory':
-      return { store: new MemoryLocationStore(), up: () => true, bans: null };
+      return { store: new MemoryLocationStore(), up: () => true, bans: null, secret: randomBytes(32) };
     case 'sqlite': {
       const s = await SqliteLocationStore.open({ path: config.path, flushIntervalMs: config.flushInterval });
-      return { store: s, up: () => s.lastError === null, bans: { load: async (now) => s.loadBans(now), save: async (b) => s.saveBan(b) } };
+      return { store: s, up: () => s.lastError === null, secret: s.secret(), bans: { load: async (now) => s.loadBans(now), save: async (b) => s.saveBan(b) } };
     }
     case 'redis': {
       const { RedisLocationStore } = await import('./redis-store.js');
       const s = await RedisLocationStore.open({ url: config.url, prefix: config.prefix, logger: log });
-      return { store: s, up: () => s.up, bans: { load: (now) => s.loadBans(now), save: (b) => s.saveBan(b, Date.now()) } };
+      return { store: s, up: () => s.up, secret: await s.secret(), bans: { load: (now) => s.loadBans(now), save: (b) => s.saveBan(b, Date.now()) } };
     }
   }
 }

@@ -565,6 +565,15 @@ export class RedisLocationStore implements LocationStore {
     await this.call(() => this.cmd.set(this.prefix + 'ban:' + ban.address, `${ban.until} ${ban.level}`, 'PX', ttl));
   }
 
+  /** 32 random bytes shared by every node on this Redis (the first node makes them): nonces and Record-Route tokens of one node are valid on all. */
+  async secret(): Promise<Buffer> {
+    const key = this.prefix + 'secret';
+    await this.call(() => this.cmd.set(key, randomBytes(32).toString('hex'), 'NX'));
+    const v = await this.call(() => this.cmd.get(key));
+    if (v === null) throw new StorageError('the shared secret vanished from Redis', 'STORAGE_UNAVAILABLE');
+    return Buffer.from(v, 'hex');
+  }
+
   /** Quits both connections (commands, subscriber). */
   async close(): Promise<void> {
     if (this.closing) return;

@@ -11,7 +11,8 @@
 // The same file keeps the active bans (security.auth-failures), so that a
 // restart does not lift them.
 
-import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -120,6 +121,8 @@ export class SqliteLocationStore implements LocationStore {
     try {
       mkdirSync(dirname(options.path), { recursive: true });
       db = new Database(options.path);
+      // It holds the server's secret (see secret()): owner only.
+      chmodSync(options.path, 0o600);
       db.pragma('busy_timeout = 5000');
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
@@ -276,6 +279,21 @@ export class SqliteLocationStore implements LocationStore {
     this.writer.postMessage({ type: 'close' } satisfies WriterMessage);
     await this.writerClosed;
     this.db.close();
+  }
+
+  // ---- the server's secret ----
+
+  /**
+   * 32 random bytes made once and kept in the database: nonces and
+   * Record-Route tokens signed with it stay valid across a restart, so
+   * calls set up before it can still be hung up through Portier.
+   */
+  secret(): Buffer {
+    const row = this.db.prepare('SELECT v FROM meta WHERE k = ?').get('secret') as { v: string } | undefined;
+    if (row !== undefined) return Buffer.from(row.v, 'hex');
+    const fresh = randomBytes(32);
+    this.db.prepare('INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)').run('secret', fresh.toString('hex'));
+    return this.secret();
   }
 
   // ---- bans ----

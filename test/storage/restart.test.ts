@@ -2,6 +2,7 @@
 // registers, Portier stops and starts again on the same SQLite file and
 // ports, and a door station's call reaches the phone without it
 // re-registering. A ban survives the restart too.
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import t from 'tap';
 import { parseConfig } from '../../src/config/index.js';
@@ -12,8 +13,11 @@ import { freeUdpPort } from '../helpers/tools.js';
 
 t.test('bindings survive a restart; so does a ban', async (t) => {
   // alice and door exist; they call from a trusted address, the guesser does not.
+  const h = (alg: string, s: string) => createHash(alg).update(s).digest('hex');
   const dir = t.testdir({
-    users: ['alice', 'door'].map((u) => `${u}@example.test kind=phone realm=example.test md5=${'0'.repeat(32)} sha256=${'0'.repeat(64)}`).join('\n') + '\n',
+    users:
+      `alice@example.test kind=phone realm=example.test md5=${h('md5', 'alice:example.test:alice secret pw')} sha256=${h('sha256', 'alice:example.test:alice secret pw')}\n` +
+      `door@example.test kind=door realm=example.test md5=${'0'.repeat(32)} sha256=${'0'.repeat(64)}\n`,
   });
   const port = await freeUdpPort();
   const config = parseConfig(
@@ -30,7 +34,8 @@ t.test('bindings survive a restart; so does a ban', async (t) => {
   );
   let server: RunningServer = await startServer(config, createLogger('fatal'));
   t.teardown(() => server.stop());
-  const phone = await UA.create({ transport: 'udp', user: 'alice', domain: 'example.test', proxyPort: port, t1: 100, t2: 400 });
+  // The phone authenticates (127.0.0.5 is not trusted); the door station is trusted.
+  const phone = await UA.create({ transport: 'udp', user: 'alice', domain: 'example.test', proxyPort: port, t1: 100, t2: 400, localHost: '127.0.0.5', password: 'alice secret pw' });
   t.teardown(() => phone.close());
   t.equal((await phone.register({ expires: 600 })).status, 200);
   const guesser = await UA.create({ transport: 'udp', user: 'alice', domain: 'example.test', proxyPort: port, t1: 50, t2: 400, localHost: '127.0.0.77', password: 'a guess, not the password' });
@@ -38,15 +43,19 @@ t.test('bindings survive a restart; so does a ban', async (t) => {
   t.equal((await guesser.register()).status, 403);
   t.equal((await guesser.register()).status, 403, 'the second failure starts a ban');
   await t.rejects(guesser.register(), /no final response/, 'banned');
+  const door = await UA.create({ transport: 'udp', user: 'door', domain: 'example.test', proxyPort: port, t1: 100, t2: 400 });
+  t.teardown(() => door.close());
+  const before = door.call('sip:alice@example.test');
+  t.equal((await before.final()).status, 200, 'a call is up when Portier restarts');
 
   await server.stop();
   server = await startServer(config, createLogger('fatal'));
 
-  const door = await UA.create({ transport: 'udp', user: 'door', domain: 'example.test', proxyPort: port, t1: 100, t2: 400 });
-  t.teardown(() => door.close());
+  const answered = phone.incoming[0].dialog!;
+  t.equal((await answered.bye()).status, 200, "the phone hangs up through the new process: the dialog's Record-Route token is still valid");
   const call = door.call('sip:alice@example.test');
   t.equal((await call.final()).status, 200, 'the call reached the phone registered before the restart');
   t.equal((await call.bye()).status, 200);
-  t.equal(phone.sent.filter((m) => m.method === 'REGISTER').length, 1, 'the phone did not re-register');
+  t.equal(phone.sent.filter((m) => m.method === 'REGISTER').length, 2, 'the phone did not re-register (one REGISTER and its answer to the challenge)');
   await t.rejects(guesser.register(), /no final response/, 'still banned after the restart');
 });
