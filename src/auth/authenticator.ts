@@ -26,17 +26,6 @@ export type AuthFailureReason =
   | 'stale'
   | 'banned';
 
-export const AUTH_FAILURE_REASONS: readonly AuthFailureReason[] = [
-  'wrong_password',
-  'unknown_user',
-  'identity_mismatch',
-  'malformed',
-  'bad_nonce',
-  'replay',
-  'stale',
-  'banned',
-];
-
 /**
  * Reasons that spend the source's failure budget: answers to a nonce this
  * source was given (so the source is real, not a forged UDP address), that
@@ -77,7 +66,6 @@ export class Authenticator {
     stale: 0,
     banned: 0,
   };
-  readonly successes = { digest: 0, trusted: 0 };
 
   constructor(private readonly options: AuthenticatorOptions) {}
 
@@ -90,7 +78,6 @@ export class Authenticator {
   check(req: SipMessage, source: Source, kind: GateKind): Gate {
     const identityUri = kind === 'register' ? req.to().uri : req.from().uri;
     if (this.options.trusted.has(source.address)) {
-      this.successes.trusted++;
       const account = accountFor(this.options.accounts(), identityUri);
       return { pass: true, identity: account === undefined ? null : { aor: account.aor, kind: account.kind }, how: 'trusted' };
     }
@@ -127,7 +114,6 @@ export class Authenticator {
         // No registering or calling as somebody else (§22: the identity is the To of a REGISTER, the From otherwise).
         if (userOf(identityUri.user) !== account.user) return this.fail('identity_mismatch', source, result.username);
         req.removeField(field);
-        this.successes.digest++;
         return { pass: true, identity: { aor: account.aor, kind: account.kind }, how: 'digest' };
       }
       case 'wrong':

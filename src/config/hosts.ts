@@ -172,3 +172,8 @@ export function checkListenConflicts(specs: ListenSpec[], report: (index: number
     }
   });
 }
+
+/** A URL as written, with its password (if any) replaced by ***: for logs, errors and `portier check`. */
+export function hideUrlPassword(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:)[^@/]*@/i, '$1***@');
+}

@@ -14,7 +14,7 @@ import { accessSync, existsSync, constants as fsConstants, readFileSync, statSyn
 import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
 import { ConfigError, unreadableReason } from './errors.js';
-import { checkListenConflicts, formatListen, parseDomain, parseHostPort, parseListen } from './hosts.js';
+import { checkListenConflicts, formatListen, hideUrlPassword, parseDomain, parseHostPort, parseListen } from './hosts.js';
 import {
   FAILED,
   Invalid,
@@ -268,11 +268,6 @@ const security: Field<SecurityConfig> = section({
   'drop-scanners': boolean({ default: true }),
 });
 
-/** A URL with its password (if any) replaced by ***. */
-function hidePassword(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:@/]*:)[^@/]*@/i, '$1***@');
-}
-
 const storage: Field<StorageConfig> = section({
   type: oneOf<StorageType>(STORAGE_TYPES, { default: 'sqlite' }),
   path: { ...path('data/portier.db'), default: () => 'data/portier.db' },
@@ -283,13 +278,13 @@ const storage: Field<StorageConfig> = section({
       try {
         u = new URL(s);
       } catch {
-        throw new Invalid(`${JSON.stringify(hidePassword(s))} is not a URL (e.g. redis://127.0.0.1:6379)`);
+        throw new Invalid(`${JSON.stringify(hideUrlPassword(s))} is not a URL (e.g. redis://127.0.0.1:6379)`);
       }
-      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Invalid(`must be a redis:// or rediss:// URL (got ${JSON.stringify(hidePassword(s))})`);
+      if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Invalid(`must be a redis:// or rediss:// URL (got ${JSON.stringify(hideUrlPassword(s))})`);
       return s;
     },
     // `portier check` prints the configuration: never the password.
-    format: hidePassword,
+    format: hideUrlPassword,
     expected: 'a redis:// URL',
     default: () => 'redis://127.0.0.1:6379',
   }),

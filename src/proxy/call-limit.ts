@@ -25,22 +25,26 @@ export class CallLimit {
     });
   }
 
-  /** Counts a new call of `caller`; false when it already has `max` (a call already counted is let through again). */
-  tryStart(caller: string, callId: string): boolean {
-    if (this.calls.has(callId)) return true;
-    this.calls.purgeStale();
-    if ((this.perCaller.get(caller) ?? 0) >= this.max) return false;
+  /**
+   * Counts a new call of `caller`, named by `call` (its Call-ID and the
+   * caller's tag); false when the caller already has `max`. A call already
+   * counted (the INVITE again after a 407) is let through.
+   */
+  tryStart(caller: string, call: string): boolean {
+    if (this.calls.has(call)) return true;
+    // Expired entries still count until purged; purging walks the whole
+    // table, so only when this caller seems to be at its limit.
+    if ((this.perCaller.get(caller) ?? 0) >= this.max) {
+      this.calls.purgeStale();
+      if ((this.perCaller.get(caller) ?? 0) >= this.max) return false;
+    }
     this.perCaller.set(caller, (this.perCaller.get(caller) ?? 0) + 1);
-    this.calls.set(callId, caller);
+    this.calls.set(call, caller);
     return true;
   }
 
   /** The call failed or was hung up. */
-  end(callId: string): void {
-    this.calls.delete(callId);
-  }
-
-  active(caller: string): number {
-    return this.perCaller.get(caller) ?? 0;
+  end(call: string): void {
+    this.calls.delete(call);
   }
 }

@@ -20,7 +20,7 @@ import {
 } from '../sip/index.js';
 import type { Destination, Endpoint, Protocol, Source } from '../transport/index.js';
 import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, TimerWheel } from '../transaction/index.js';
-import { buildCancel, isReliable, responseDestination } from '../transaction/index.js';
+import { buildCancel, isReliable } from '../transaction/index.js';
 import { forwardedStatus, isBetterResponse } from './best-response.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
 import { addRecordRoute, preprocessRoutes, RouteSigner } from './route.js';

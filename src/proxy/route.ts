@@ -31,12 +31,13 @@ export class RouteSigner {
     return createHmac('sha256', this.key).update(callId).update('\n').update(creatorTag).digest('base64url').slice(0, 16);
   }
 
-  /** Whether `token` was made for this Call-ID and one of the request's tags. */
-  verify(callId: string, tags: ReadonlyArray<string | null>, token: string | null | undefined): boolean {
+  /** Whether `token` was made for this request's Call-ID and its From or To tag. */
+  verify(req: SipMessage, token: string | null | undefined): boolean {
     if (typeof token !== 'string' || token.length !== 16) return false;
     const got = Buffer.from(token);
-    for (const tag of tags) {
-      if (tag === null || tag === '') continue;
+    const callId = req.callId();
+    for (const tag of [req.fromOrNull()?.tag, req.toOrNull()?.tag]) {
+      if (tag === null || tag === undefined || tag === '') continue;
       if (timingSafeEqual(got, Buffer.from(this.token(callId, tag)))) return true;
     }
     return false;
@@ -56,13 +57,11 @@ export interface RouteResult {
  */
 export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: RouteSigner): RouteResult {
   let dialog = false;
-  const callId = req.callId();
-  const tags = [req.fromOrNull()?.tag ?? null, req.toOrNull()?.tag ?? null];
   const ruri = req.requestUri;
   if (ruri !== null && ruri.isSip && ruri.user === null && ruri.hasParam('lr') && self.isSelfUri(ruri)) {
     const routes = req.routes();
     if (routes !== null && routes.length > 0) {
-      if (signer.verify(callId, tags, tokenOf(ruri))) dialog = true;
+      if (signer.verify(req, tokenOf(ruri))) dialog = true;
       const last = routes[routes.length - 1];
       req.setRequestUri(last.uriText);
       // Rewrite the Route set without its last entry.
@@ -76,7 +75,8 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: R
     if (routes === null || routes.length === 0) break;
     const top = routes[0].uri;
     if (!self.isSelfUri(top)) break;
-    if (signer.verify(callId, tags, tokenOf(top))) dialog = true;
+    // One valid token is enough: no HMAC for the second entry of a double Record-Route.
+    if (!dialog && signer.verify(req, tokenOf(top))) dialog = true;
     req.removeFirstValue('route');
   }
   return { dialog };

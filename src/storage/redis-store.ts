@@ -83,6 +83,7 @@
 // Nodes of this version and of the earlier WATCH/MULTI one must not share a
 // prefix: the earlier one does not bump `~v`.
 
+import { hideUrlPassword } from '../config/hosts.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Redis, ReplyError, type RedisOptions } from 'ioredis';
@@ -401,7 +402,7 @@ export class RedisLocationStore implements LocationStore {
     this.maxAttempts = Math.max(1, opts.maxUpdateAttempts ?? 20);
     this.clock = opts.clock ?? Date.now;
     this.logger = opts.logger ?? { warn: (obj, msg) => console.warn(`${msg} ${JSON.stringify(obj)}`) };
-    this.url = redactUrl(opts.url);
+    this.url = hideUrlPassword(opts.url);
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 500;
     this.writeBudgetMs = Math.max(1, Math.floor(this.commandTimeoutMs * 0.8));
@@ -1261,12 +1262,3 @@ function describe(err: unknown): string {
   return String(err);
 }
 
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/[^@/]*@/, '//***@');
-  }
-}

@@ -76,7 +76,7 @@ export class SqliteLocationStore implements LocationStore {
 
   private constructor(
     private readonly db: Database.Database,
-    private readonly options: SqliteStoreOptions,
+    options: SqliteStoreOptions,
   ) {
     this.mem = new MemoryLocationStore({ retiredGruuTtlMs: options.retiredGruuTtlMs });
     this.writer = new Worker(new URL('./sqlite-writer.js', import.meta.url), { workerData: { path: options.path } });

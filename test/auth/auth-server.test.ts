@@ -13,14 +13,14 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { parseAndValidate, SipMessage, SipParseError } from '../../src/sip/index.js';
 import { challengesOf, newBranch, UA, type UAOptions } from '../helpers/ua.js';
 import { until } from '../helpers/wait.js';
+import { usersLine } from '../helpers/tools.js';
 
 const REALM = 'example.test';
-const md5 = (s: string) => createHash('md5').update(s, 'utf8').digest('hex');
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
 
 /** A users-file line written by the test itself, from the password. */
 function line(user: string, password: string, kind = 'phone'): string {
-  return `${user}@example.test kind=${kind} realm=${REALM} md5=${md5(`${user}:${REALM}:${password}`)} sha256=${sha256(`${user}:${REALM}:${password}`)}`;
+  return usersLine(user, password, { kind, realm: REALM });
 }
 
 const dir = t.testdir({});

@@ -8,30 +8,10 @@ import fc from 'fast-check';
 import t, { type Test } from 'tap';
 import { parseCidr } from '../../src/auth/cidr.js';
 import { ConfigError, formatConfig, formatListen, loadConfig, parseConfig, parseListen } from '../../src/config/index.js';
+import { DEFAULT_SECURITY, F, MIN, refusal } from './helpers.js';
 
-const F = 'conf/x.yaml';
-const MIN = 'domains: [example.test]\nlisten: [udp:127.0.0.1:5060]\n';
 const USERS_LINE = '# Portier accounts: HA1 digests only (RFC 3261 §22, RFC 8760). Manage with: portier user add|del|list\n';
 const CREATE_HINT = '(create it with: portier user add AOR --users FILE)';
-
-const DEFAULT_SECURITY = {
-  rate: { perSource: 100, burst: 400 },
-  authFailures: { max: 10, window: 600, ban: 300, maxBan: 86400 },
-  exempt: [],
-  dropScanners: true,
-};
-
-/** The ConfigError thrown by parsing `text` as F, or a test failure. */
-function refusal(t: Test, text: string): ConfigError {
-  try {
-    parseConfig(text, F);
-  } catch (err) {
-    if (err instanceof ConfigError) return err;
-    throw err;
-  }
-  t.fail(`expected a ConfigError for:\n${text}`);
-  return new ConfigError(F, ['(none)']);
-}
 
 /** The reason parseCidr gives for `text`, or a test failure. */
 function cidrReason(t: Test, text: string): string {

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import YAML from 'yaml';
 import {
   ConfigError,
@@ -17,29 +17,8 @@ import {
   type Config,
 } from '../../src/config/index.js';
 import { Invalid, integer, run, section } from '../../src/config/schema.js';
+import { DEFAULT_SECURITY, F, MIN, refusal } from './helpers.js';
 
-const F = 'conf/x.yaml';
-const MIN = 'domains: [example.test]\nlisten: [udp:127.0.0.1:5060]\n';
-
-/** The ConfigError thrown by parsing `text`, or a test failure. */
-function refusal(t: Test, text: string): ConfigError {
-  try {
-    parseConfig(text, F);
-  } catch (err) {
-    if (err instanceof ConfigError) return err;
-    throw err;
-  }
-  t.fail(`expected a ConfigError for:\n${text}`);
-  return new ConfigError(F, ['(none)']);
-}
-
-/** `security:` with nothing set. */
-const DEFAULT_SECURITY = {
-  rate: { perSource: 100, burst: 400 },
-  authFailures: { max: 10, window: 600, ban: 300, maxBan: 86400 },
-  exempt: [],
-  dropScanners: true,
-};
 
 /** `storage:` with nothing set: SQLite, the path taken from the working directory. */
 const DEFAULT_STORAGE = {

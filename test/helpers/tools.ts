@@ -3,7 +3,13 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import { parseConfig } from '../../src/config/index.js';
+import { createLogger } from '../../src/log.js';
+import { startServer, type RunningServer } from '../../src/server.js';
 
 /** Why `cmd` cannot be used here (for `{ skip }`), or false when it runs. */
 export function toolMissing(cmd: string, args: string[] = ['--version']): string | false {
@@ -113,4 +119,46 @@ export function metric(text: string, name: string, labels: Record<string, string
 export async function scrape(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
   return res.text();
+}
+
+/** A users-file line for `user@realm`, its HA1 hashes computed here from the password (independently of src/auth). */
+export function usersLine(user: string, password: string, o: { kind?: string; realm?: string; domain?: string } = {}): string {
+  const realm = o.realm ?? 'example.test';
+  const ha1 = (alg: string) => createHash(alg).update(`${user}:${realm}:${password}`, 'utf8').digest('hex');
+  return `${user}@${o.domain ?? realm} kind=${o.kind ?? 'phone'} realm=${realm} md5=${ha1('md5')} sha256=${ha1('sha256')}`;
+}
+
+export interface InteropPortier {
+  server: RunningServer;
+  /** The UDP listener's port. */
+  port: number;
+  metrics(): Promise<string>;
+}
+
+/**
+ * Portier on 127.0.0.1 (UDP, port chosen by the kernel) for a tool to probe:
+ * digest accounts from `dir/users` in realm example.test, metrics on, nothing
+ * kept between runs (a ban or binding in a file would leak into the next test).
+ * `extra` adds YAML lines (`auth:` children indented by two spaces go right after it).
+ */
+export async function interopPortier(t: Test, dir: string, o: { auth?: string[]; extra?: string[] } = {}): Promise<InteropPortier> {
+  const config = parseConfig(
+    [
+      'domains: [example.test]',
+      'storage: {type: memory}',
+      'listen: [udp:127.0.0.1:0]',
+      'auth:',
+      '  users: users',
+      '  realm: example.test',
+      ...(o.auth ?? []).map((l) => '  ' + l),
+      ...(o.extra ?? []),
+      'log: {level: fatal}',
+      'metrics: {listen: 127.0.0.1:0}',
+    ].join('\n'),
+    join(dir, 'portier.yaml'),
+  );
+  const server = await startServer(config, createLogger('fatal'));
+  t.teardown(() => server.stop());
+  const m = server.metricsAddress()!;
+  return { server, port: server.listening()[0].port, metrics: () => scrape(m.port) };
 }

@@ -15,29 +15,20 @@
 // SIPp exit codes: 0 every call successful, 1 a call failed, 97 exit on an
 // internal command, 99 normal exit without calls, 255 (-1) fatal error.
 
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { parseConfig } from '../../src/config/index.js';
-import { createLogger } from '../../src/log.js';
-import { startServer } from '../../src/server.js';
 import { until } from '../helpers/wait.js';
-import { freeUdpPort, killTools, metric, runTool, scrape, toolMissing, udpPortBound, type ToolRun } from '../helpers/tools.js';
+import { freeUdpPort, interopPortier, killTools, metric, runTool, toolMissing, udpPortBound, usersLine, type ToolRun } from '../helpers/tools.js';
 
 const missing = toolMissing('sipp', ['-v']);
 const SCENARIOS = join(dirname(fileURLToPath(import.meta.url)), 'sipp');
 
 const REALM = 'example.test';
 const PASSWORDS = { alice: 'alice-sipp-Pw1', bob: 'bob-sipp-Pw2' };
-const md5 = (s: string) => createHash('md5').update(s, 'utf8').digest('hex');
-const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
-const line = (user: string, password: string) =>
-  `${user}@${REALM} kind=phone realm=${REALM} md5=${md5(`${user}:${REALM}:${password}`)} sha256=${sha256(`${user}:${REALM}:${password}`)}`;
-
 const dir = t.testdir({});
-writeFileSync(join(dir, 'users'), Object.entries(PASSWORDS).map(([u, p]) => line(u, p)).join('\n') + '\n');
+writeFileSync(join(dir, 'users'), Object.entries(PASSWORDS).map(([u, p]) => usersLine(u, p, { realm: REALM })).join('\n') + '\n');
 t.teardown(killTools);
 
 interface Portier {
@@ -46,25 +37,8 @@ interface Portier {
 }
 
 async function portier(t: Test, algorithms: string | null): Promise<Portier> {
-  const config = parseConfig(
-    [
-      'domains: [example.test]',
-      // Nothing kept between runs: a ban or binding in data/portier.db would leak into the next test.
-      'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0]',
-      'auth:',
-      '  users: users',
-      `  realm: ${REALM}`,
-      ...(algorithms !== null ? [`  algorithms: ${algorithms}`] : []),
-      'log: {level: fatal}',
-      'metrics: {listen: 127.0.0.1:0}',
-    ].join('\n'),
-    join(dir, 'portier.yaml'),
-  );
-  const server = await startServer(config, createLogger('fatal'));
-  t.teardown(() => server.stop());
-  const m = server.metricsAddress()!;
-  return { target: `127.0.0.1:${server.listening()[0].port}`, metrics: () => scrape(m.port) };
+  const p = await interopPortier(t, dir, { auth: algorithms !== null ? [`algorithms: ${algorithms}`] : [] });
+  return { target: `127.0.0.1:${p.port}`, metrics: p.metrics };
 }
 
 interface SippRun extends ToolRun {

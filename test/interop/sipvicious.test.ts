@@ -24,22 +24,14 @@
 //   answers stop, --maximumtime seconds plus a 10 s socket timeout.
 // - None of them exits non-zero for "found nothing".
 
-import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { parseConfig } from '../../src/config/index.js';
-import { createLogger } from '../../src/log.js';
-import { startServer, type RunningServer } from '../../src/server.js';
-import { freeUdpPort, killTools, metric, runTool, scrape, toolMissing, type ToolRun } from '../helpers/tools.js';
+import { freeUdpPort, interopPortier, killTools, metric, runTool, toolMissing, usersLine, type InteropPortier, type ToolRun } from '../helpers/tools.js';
 
 const missing = toolMissing('svmap') || toolMissing('svwar') || toolMissing('svcrack');
 
 const REALM = 'example.test';
-const md5 = (s: string) => createHash('md5').update(s, 'utf8').digest('hex');
-const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
-const line = (user: string, password: string, kind = 'phone') =>
-  `${user}@${REALM} kind=${kind} realm=${REALM} md5=${md5(`${user}:${REALM}:${password}`)} sha256=${sha256(`${user}:${REALM}:${password}`)}`;
 
 const PASSWORDS: Record<string, string> = {
   alice: 'Xq7-alice-Secret',
@@ -65,7 +57,7 @@ const dir = t.testdir({});
 const home = join(dir, 'home'); // sipvicious keeps sessions under ~/.sipvicious
 mkdirSync(home);
 const env = { ...process.env, HOME: home };
-writeFileSync(join(dir, 'users'), ACCOUNTS.map((u) => line(u, PASSWORDS[u], u === 'door1' ? 'door' : 'phone')).join('\n') + '\n');
+writeFileSync(join(dir, 'users'), ACCOUNTS.map((u) => usersLine(u, PASSWORDS[u], { realm: REALM, kind: u === 'door1' ? 'door' : 'phone' })).join('\n') + '\n');
 writeFileSync(join(dir, 'guesses.txt'), GUESSES.join('\n') + '\n');
 writeFileSync(join(dir, 'control.txt'), ['guess-one', 'guess-two', PASSWORDS.alice, 'guess-four'].join('\n') + '\n');
 writeFileSync(join(dir, 'names.txt'), NAMES.join('\n') + '\n');
@@ -73,36 +65,11 @@ for (const a of ACCOUNTS) writeFileSync(join(dir, `names-${a}.txt`), [a, ...NAME
 
 t.teardown(killTools);
 
-interface Portier {
-  server: RunningServer;
-  port: number;
-  metrics(): Promise<string>;
-}
-
-async function portier(t: Test, o: { dropScanners: boolean; algorithms?: string }): Promise<Portier> {
-  const config = parseConfig(
-    [
-      'domains: [example.test]',
-      // Nothing kept between runs: a ban or binding in data/portier.db would leak into the next test.
-      'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0]',
-      'auth:',
-      '  users: users',
-      `  realm: ${REALM}`,
-      ...(o.algorithms !== undefined ? [`  algorithms: ${o.algorithms}`] : []),
-      'security:',
-      `  drop-scanners: ${o.dropScanners}`,
-      '  auth-failures: {max: 10, window: 600, ban: 300, max-ban: 86400}',
-      'log: {level: fatal}',
-      'metrics: {listen: 127.0.0.1:0}',
-    ].join('\n'),
-    join(dir, 'portier.yaml'),
-  );
-  const server = await startServer(config, createLogger('fatal'));
-  t.teardown(() => server.stop());
-  const port = server.listening()[0].port;
-  const m = server.metricsAddress()!;
-  return { server, port, metrics: () => scrape(m.port) };
+async function portier(t: Test, o: { dropScanners: boolean; algorithms?: string }): Promise<InteropPortier> {
+  return interopPortier(t, dir, {
+    auth: o.algorithms !== undefined ? [`algorithms: ${o.algorithms}`] : [],
+    extra: ['security:', `  drop-scanners: ${o.dropScanners}`, '  auth-failures: {max: 10, window: 600, ban: 300, max-ban: 86400}'],
+  });
 }
 
 /**
@@ -125,19 +92,19 @@ function finished(t: Test, r: ToolRun, what: string): void {
   t.equal(r.code, 0, `${what} exits 0`, { output: r.output.slice(-1500) });
 }
 
-async function svmap(p: Portier): Promise<ToolRun> {
+async function svmap(p: InteropPortier): Promise<ToolRun> {
   const local = await freeUdpPort();
   return runTool('svmap', ['-p', String(p.port), '-b', '127.0.0.1', '-P', String(local), '127.0.0.1'], { timeoutMs: 20_000, env });
 }
 
-async function svwar(p: Portier, o: { method: string; dictionary: string; force?: boolean }): Promise<ToolRun> {
+async function svwar(p: InteropPortier, o: { method: string; dictionary: string; force?: boolean }): Promise<ToolRun> {
   const local = await freeUdpPort();
   const args = ['-p', String(p.port), '-b', '127.0.0.1', '-x', '127.0.0.1', '-P', String(local), '--domain', REALM, '-d', join(dir, o.dictionary), '-m', o.method, '-vv'];
   if (o.force === true) args.push('--force');
   return runTool('svwar', [...args, '127.0.0.1'], { timeoutMs: 30_000, env });
 }
 
-async function svcrack(p: Portier, words: string): Promise<ToolRun> {
+async function svcrack(p: InteropPortier, words: string): Promise<ToolRun> {
   const local = await freeUdpPort();
   const args = ['-p', String(p.port), '-b', '127.0.0.1', '-x', '127.0.0.1', '-P', String(local), '--domain', REALM, '-u', 'alice', '-d', join(dir, words), '--maximumtime', '1', '-vv'];
   return runTool('svcrack', [...args, '127.0.0.1'], { timeoutMs: 40_000, env });
@@ -146,7 +113,7 @@ async function svcrack(p: Portier, words: string): Promise<ToolRun> {
 /** Passwords svcrack says it sent (its -vv "trying X" lines). */
 const triedOf = (r: ToolRun) => [...r.output.matchAll(/trying (.*)$/gm)].map((m) => m[1]);
 
-const failures = async (p: Portier) => {
+const failures = async (p: InteropPortier) => {
   const m = await p.metrics();
   const reasons = ['wrong_password', 'unknown_user', 'identity_mismatch', 'malformed', 'bad_nonce', 'replay', 'stale'];
   return Object.fromEntries(reasons.map((r) => [r, metric(m, 'portier_auth_failures_total', { reason: r })]));

@@ -2,22 +2,18 @@
 // registers, Portier stops and starts again on the same SQLite file and
 // ports, and a door station's call reaches the phone without it
 // re-registering. A ban survives the restart too.
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import t from 'tap';
 import { parseConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { UA } from '../helpers/ua.js';
-import { freeUdpPort } from '../helpers/tools.js';
+import { freeUdpPort, usersLine } from '../helpers/tools.js';
 
 t.test('bindings survive a restart; so does a ban', async (t) => {
   // alice and door exist; they call from a trusted address, the guesser does not.
-  const h = (alg: string, s: string) => createHash(alg).update(s).digest('hex');
   const dir = t.testdir({
-    users:
-      `alice@example.test kind=phone realm=example.test md5=${h('md5', 'alice:example.test:alice secret pw')} sha256=${h('sha256', 'alice:example.test:alice secret pw')}\n` +
-      `door@example.test kind=door realm=example.test md5=${'0'.repeat(32)} sha256=${'0'.repeat(64)}\n`,
+    users: `${usersLine('alice', 'alice secret pw')}\n${usersLine('door', 'never used', { kind: 'door' })}\n`,
   });
   const port = await freeUdpPort();
   const config = parseConfig(
