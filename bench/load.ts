@@ -44,6 +44,7 @@
 // hangs). Failed calls are written, message by message, to --trace-file.
 
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,7 +70,9 @@ const USAGE = `Usage: node dist/bench/load.js [options]
   --seed N          seed of the hold/answer randomness (default 1)
   --trace-file F    where failed calls are written message by message
                     (default: $TMPDIR/portier-load-failures-PID.txt, only when some fail)
-  --max-traces N    failed calls written to it (default 20)`;
+  --max-traces N    failed calls written to it (default 20)
+  --metrics         serve metrics (metrics.listen on a free loopback port) and
+                    scrape /metrics every second during the calls`;
 
 function options() {
   return parseArgs({
@@ -87,6 +90,7 @@ function options() {
     'node-args': { type: 'string', default: '' },
     'trace-file': { type: 'string' },
     'max-traces': { type: 'string', default: '20' },
+    metrics: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
   });
@@ -139,11 +143,24 @@ const T2 = Math.max(4000, T1);
 const STEP_MS = 64 * T1; // Timer B / F / H: a step that takes longer fails
 const TIMEOUT_MS = int('timeout', opt.timeout, 10, 3600) * 1000;
 const MAX_TRACES = int('max-traces', opt['max-traces'], 0, 10_000);
+const METRICS = opt.metrics;
 const TRACE_FILE = opt['trace-file'] ?? join(tmpdir(), `portier-load-failures-${process.pid}.txt`);
 const NODE_ARGS = opt['node-args'].split(' ').filter((a) => a !== '');
 const RECV_BUFFER = 4 * 1024 * 1024;
 const DOMAIN = 'example.test';
 const HOST = '127.0.0.1';
+
+/** A TCP port free on HOST now (bound to 0, read, released), for metrics.listen. */
+async function freeTcpPort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen(0, HOST, resolve);
+  });
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
 
 // mulberry32: reproducible hold and answer times.
 let seed = int('seed', opt.seed, 0, 2 ** 31) >>> 0;
@@ -980,6 +997,10 @@ async function main(): Promise<number> {
   const bounded = <T>(p: Promise<T>): Promise<T> => Promise.race([p, deadline, died]);
   const dir = mkdtempSync(join(tmpdir(), 'portier-load-'));
   let sweeper: NodeJS.Timeout | undefined;
+  let scraper: NodeJS.Timeout | undefined;
+  let metricsPort = 0;
+  let scrapes = 0;
+  let scrapeErrors = 0;
   let pacer: NodeJS.Timeout | undefined;
   let cpuBefore = 0;
   let genCpuBefore = process.cpuUsage();
@@ -1005,6 +1026,7 @@ async function main(): Promise<number> {
     // Portier on a free port (another process may grab it between probe and bind: try again).
     for (let attempt = 1; ; attempt++) {
       portierPort = await freeUdpPort();
+      if (METRICS) metricsPort = await freeTcpPort();
       const configPath = join(dir, 'portier.yaml');
       writeFileSync(
         configPath,
@@ -1019,6 +1041,7 @@ async function main(): Promise<number> {
           `security: {exempt: ["${HOST}"]}`,
           // The default store, in the run's own directory.
           `storage: {type: sqlite, path: ${JSON.stringify(join(dir, 'portier.db'))}}`,
+          ...(METRICS ? [`metrics: {listen: "${HOST}:${metricsPort}"}`] : []),
           '',
         ].join('\n'),
       );
@@ -1060,6 +1083,14 @@ async function main(): Promise<number> {
       const t = now();
       for (const c of active) if (t > c.deadline) fail(c, stall(c));
     }, 200);
+    if (METRICS) {
+      // What Prometheus does, more often than it would (every 15 s is usual): the scrape's cost is in Portier's CPU time.
+      scraper = setInterval(() => {
+        fetch(`http://${HOST}:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) })
+          .then((r) => r.text())
+          .then(() => scrapes++, () => scrapeErrors++);
+      }, 1000);
+    }
     cpuBefore = cpuMs(portier.pid);
     genCpuBefore = process.cpuUsage();
     tCalls = now();
@@ -1094,6 +1125,7 @@ async function main(): Promise<number> {
     clearTimeout(globalTimer);
     if (pacer) clearTimeout(pacer);
     if (sweeper) clearInterval(sweeper);
+    if (scraper) clearInterval(scraper);
     if (rssSampler) clearInterval(rssSampler);
     const dropMap = udpDrops();
     if (dropMap.size > 0) {
@@ -1125,6 +1157,7 @@ async function main(): Promise<number> {
       const sorted = latencies.slice(0, nLatencies).sort();
       const sendSpan = (tLastInvite || tSettled) - tCalls;
       const span = (lastCompletion || tSettled) - tCalls;
+      if (METRICS) out(`metrics           /metrics scraped ${scrapes} times during the calls (every 1 s)${scrapeErrors > 0 ? `, ${scrapeErrors} failed` : ''}`);
       out(`calls             attempted ${attempted}, completed ${completed}, failed ${failed}${attempted < CALLS ? `, never attempted ${CALLS - attempted}` : ''}`);
       out(
         `call rate         offered ${((attempted * 1000) / (sendSpan + 1000 / RATE)).toFixed(1)}/s (INVITEs over ${(sendSpan / 1000).toFixed(2)} s), ` +

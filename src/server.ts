@@ -14,6 +14,7 @@ import {
   buildResponse,
   buildResponseBytes,
   parseAndValidate,
+  parseUri,
   SipParseError,
   stampedVia,
   type ParseLimits,
@@ -27,14 +28,17 @@ import {
   type Source,
   type TlsSettings,
   type TransportLimits,
+  type WsSettings,
 } from './transport/index.js';
 import { TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
-import { Registrar, buildRegisterResponse, type Binding } from './registrar/index.js';
-import { Proxy, type Location, type LocationResult, type ProxyObserver, type Target } from './proxy/proxy.js';
+import { Registrar, aorOf, buildRegisterResponse, type Binding } from './registrar/index.js';
+import { Proxy, type Location, type LocationResult, type ProxyObserver, type Target, type Waker, type WakeHandle } from './proxy/proxy.js';
 import { SelfAddresses } from './proxy/self.js';
-import { MetricsHttpServer, SipCounters, createRegistry, type Health, type RefusalReason } from './metrics/index.js';
+import { DeviceCensus, MetricsHttpServer, SipCounters, createRegistry, renderStatus, type Health, type RefusalReason } from './metrics/index.js';
 import { openStore, type OpenedStore } from './storage/index.js';
 import { AddressSet, Authenticator, DigestAuthenticator, SourceGuard, accountFor, isScanner, loadUsersFile, type Accounts } from './auth/index.js';
+import { DoorRouter, RoutingNames } from './routing/index.js';
+import { PushService, RegisterWakeup, parsePushTarget, type RingStopReason } from './push/index.js';
 import { version } from './version.js';
 
 /** Methods Portier answers itself or routes. */
@@ -104,6 +108,15 @@ export function tlsSettings(config: Config): TlsSettings | undefined {
   return out;
 }
 
+/** The `websocket:` section as the ws/wss listeners take it. */
+export function wsSettings(config: Config): WsSettings {
+  const w = config.websocket;
+  const out: WsSettings = { pingIntervalMs: w.pingInterval * 1000 };
+  if (w.path !== null) out.path = w.path;
+  if (w.maxPayload > 0) out.maxPayload = w.maxPayload;
+  return out;
+}
+
 export function parseLimits(config: Config): ParseLimits {
   return {
     maxMessageSize: config.limits.messageSize,
@@ -121,13 +134,17 @@ class Server implements RunningServer {
   /** Per-method and per-transport counts read by the metrics on scrape. */
   readonly counters = new SipCounters();
   /** The proxy's timing observer; the metrics registry points it at its histograms. */
-  private readonly timings: ProxyObserver = { callSetup() {}, processing() {} };
+  private readonly timings: ProxyObserver = { callSetup() {}, processing() {}, pushToRegister() {} };
   private readonly limits: ParseLimits;
   /** Per-source rate limits and bans; applies with or without authentication. */
   readonly guard: SourceGuard;
   /** Null when authentication is off. */
   readonly authenticator: Authenticator | null = null;
   private accounts: Accounts | null = null;
+  /** Null when no push provider is configured. */
+  readonly push: PushService | null = null;
+  /** push.register-wakeup: silent pushes before bindings expire; null when off. */
+  private readonly wakeup: RegisterWakeup | null = null;
   readonly refused: Record<RefusalReason, number> = { rate_limit: 0, banned: 0, scanner: 0 };
   private http: MetricsHttpServer | null = null;
   private state: 'new' | 'running' | 'stopping' = 'new';
@@ -155,6 +172,7 @@ class Server implements RunningServer {
         debug: (obj, msg) => this.log.debug(obj, msg),
       },
       tlsSettings(config),
+      wsSettings(config),
     );
     this.registrar = new Registrar(
       {
@@ -185,6 +203,24 @@ class Server implements RunningServer {
       },
     };
     this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers });
+    const p = config.push;
+    if (p.fcm !== null || p.apns !== null || p.generic !== null) {
+      this.push = new PushService(p, {
+        log: { info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), debug: (o, m) => this.log.debug(o, m) },
+        // The provider says the app is gone (uninstalled, token rotated): stop pushing to it.
+        onUnregistered: (ev) => {
+          if (ev.binding === undefined) return;
+          this.log.warn({ aor: ev.binding.aor, provider: ev.provider, reason: ev.reason }, 'push token no longer valid: push parameters dropped from the binding');
+          this.registrar.dropPushParams(ev.binding.aor, ev.binding.key).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'cannot drop push parameters'));
+        },
+      });
+      if (p.registerWakeup !== null) {
+        const wakeup = new RegisterWakeup(this.push, p.registerWakeup * 1000);
+        this.registrar.on('registered', (b) => wakeup.registered(b));
+        this.registrar.on('unregistered', (b) => wakeup.unregistered(b));
+        this.wakeup = wakeup;
+      }
+    }
     const security = config.security;
     this.guard = new SourceGuard({ rate: security.rate, authFailures: security.authFailures, exempt: security.exempt, dropScanners: security.dropScanners });
 
@@ -224,11 +260,28 @@ class Server implements RunningServer {
     return accounts;
   }
 
+  /** Ring-group members that are no account never ring: say so at start and after a reload, not when a visitor waits. */
+  private warnUnknownMembers(): void {
+    const accounts = this.accounts;
+    if (accounts === null) return;
+    const names = new RoutingNames(this.config.domains, Object.keys(this.config.groups), this.config.aliases);
+    for (const [group, g] of Object.entries(this.config.groups)) {
+      for (const m of g.members) {
+        // Nested groups are checked as groups; addresses elsewhere are not ours to know.
+        const ref = names.resolve(m, group);
+        if (ref.kind !== 'local') continue;
+        const uri = parseUri(ref.uri);
+        if (uri !== null && accountFor(accounts, uri) === undefined) this.log.warn({ group, member: ref.uri }, 'ring-group member is not an account in the users file: it will never ring');
+      }
+    }
+  }
+
   reload(): void {
     const auth = this.config.auth;
     if (auth === null) return;
     try {
       this.accounts = this.readAccounts(auth.users, false);
+      this.warnUnknownMembers();
     } catch (err) {
       this.log.error({ file: auth.users, err: (err as Error).message }, 'cannot reload the users file; the accounts loaded before stay');
     }
@@ -249,9 +302,12 @@ class Server implements RunningServer {
       sendRequest: layer.sendRequest.bind(layer),
       send: (data: Buffer, dest: Destination) => this.transport.send(data, dest),
       wheel: layer.wheel,
+      connected: (id: number) => this.transport.hasConnection(id),
     };
     const accounts = this.config.auth === null ? null : () => this.accounts as Accounts;
-    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar, accounts), sender, this.transport.listening(), {
+    const alive = (id: number) => this.transport.hasConnection(id);
+    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar, accounts, alive), sender, this.transport.listening(), {
+      waker: this.push === null ? undefined : pushWaker(this.push, this.config.push.callTimeout * 1000, this.config.push.response),
       gate: this.authenticator ?? undefined,
       routeKey: subkey(this.storage.secret, 'record-route tokens'),
       callsPerDoor: this.config.limits.callsPerDoor,
@@ -259,10 +315,18 @@ class Server implements RunningServer {
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,
       onError: (err, req) => this.log.error({ err, method: req.method, callId: req.callId() }, 'routing failed'),
+      router: new DoorRouter(this.config, {
+        kindOf: (uri) => (accounts === null ? undefined : accountFor(accounts(), uri)?.kind),
+      }),
+      onCall: (call) => this.log.info({ call }, 'call'),
     });
     this.proxy.observer = this.timings;
+    // Late forking: a device that registers while a call rings its AOR joins it (a woken app gets its call).
+    this.registrar.on('registered', (b) => this.proxy.onRegistered(bindingTarget(b, alive)));
+    this.warnUnknownMembers();
     if (this.config.metrics.listen !== null) {
-      const http = new MetricsHttpServer(this.config.metrics.listen, this.metricsRegistry(), () => this.health());
+      const ops = this.metricsRegistry();
+      const http = new MetricsHttpServer(this.config.metrics.listen, ops.registry, () => this.health(), { status: ops.status });
       try {
         await http.start();
       } catch (err) {
@@ -287,6 +351,8 @@ class Server implements RunningServer {
 
   private async stopSip(): Promise<void> {
     this.transactions.stop();
+    this.wakeup?.close();
+    this.push?.close();
     await this.registrar.close();
     await this.transport.stop();
     await this.storage.store.close();
@@ -296,9 +362,32 @@ class Server implements RunningServer {
     return this.http?.address() ?? null;
   }
 
+  /** The Prometheus registry and the /status page; the device census follows the registrar's events from here on. */
   private metricsRegistry() {
     const protocols = [...new Set(this.config.listen.map((l) => l.protocol))];
-    return createRegistry({
+    const census = new DeviceCensus({
+      domains: this.config.domains,
+      bindingCounts: () => this.registrar.bindingCounts(),
+      lookup: (aor) => this.registrar.lookup(aor),
+      accounts: () => this.accounts,
+    });
+    this.registrar.on('registered', (b) => census.registered(b));
+    this.registrar.on('unregistered', (b, cause) => census.unregistered(b, cause));
+    const status = async (): Promise<string> => {
+      const [h, devices] = await Promise.all([this.health(), census.snapshot()]);
+      return renderStatus({
+        version: this.version,
+        uptime: h.body.uptime as number,
+        listeners: h.body.transports as string[],
+        storage: this.config.storage.type,
+        storageUp: this.storage.up(),
+        ready: h.ready ?? { ok: h.ok, checks: {} },
+        devices,
+        auth: this.config.auth !== null,
+        now: Date.now(),
+      });
+    };
+    const registry = createRegistry({
       counters: this.counters,
       protocols,
       domains: this.config.domains,
@@ -315,20 +404,58 @@ class Server implements RunningServer {
         activeBans: () => this.guard.activeBans(),
         bansStarted: () => this.guard.stats.bansStarted,
       },
+      devices: census,
+      push:
+        this.push === null
+          ? undefined
+          : {
+              outcomes: () => (this.push as PushService).stats().outcomes,
+              pending: () => {
+                const st = (this.push as PushService).stats();
+                return st.inFlight + st.queued;
+              },
+              answeredAfterPush: () => this.proxy?.answeredAfterPush ?? 0,
+            },
     });
+    return { registry, status };
   }
 
-  /** Liveness: the SIP transports are up. Storage trouble shows as registrations: null, not as a failure. */
+  /**
+   * Liveness (`ok`): the SIP transports are up; storage trouble shows as registrations: null, not as a failure.
+   * Readiness (`ready`, /readyz): every configured SIP listener bound, and the store reachable (up() and answering).
+   */
   private async health(): Promise<Health> {
-    const up = this.state === 'running' && this.listening().length > 0;
+    const bound = this.listening();
+    const up = this.state === 'running' && bound.length > 0;
     let registrations: number | null = null;
+    let storeError: string | null = null;
     try {
       registrations = (await this.registrar.bindingCounts()).bindings;
-    } catch {
-      // reported by the readiness check, later
+    } catch (err) {
+      storeError = err instanceof Error ? err.message : String(err);
     }
+    const show = (e: Endpoint) => `${e.protocol}:${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port}`;
+    const unbound = this.config.listen.filter((l) => !bound.some((e) => e.protocol === l.protocol && (l.port === 0 || e.port === l.port)));
+    const storageUp = this.storage.up() && storeError === null;
+    const type = this.config.storage.type;
+    const ready = {
+      ok: false,
+      checks: {
+        listeners:
+          this.state !== 'running'
+            ? { ok: false, detail: this.state === 'new' ? 'starting' : 'stopping' }
+            : unbound.length > 0
+              ? { ok: false, detail: `not bound: ${unbound.map((l) => `${l.protocol}:${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`).join(', ')}` }
+              : { ok: true, detail: bound.map(show).join(', ') },
+        storage: storageUp
+          ? { ok: true, detail: `${type} store up` }
+          : { ok: false, detail: storeError === null ? `the ${type} store cannot be written` : `the ${type} store does not answer: ${storeError}` },
+      },
+    };
+    ready.ok = ready.checks.listeners.ok && ready.checks.storage.ok;
     return {
       ok: up,
+      ready,
       body: {
         uptime: this.state === 'new' ? 0 : Math.round(performance.now() - this.startedAt) / 1000,
         version: this.version,
@@ -419,6 +546,8 @@ class RegistrarLocation implements Location {
     private readonly registrar: Registrar,
     /** With authentication, only accounts exist; null: every AOR of a served domain does. */
     private readonly accounts: (() => Accounts) | null,
+    /** Whether a stream connection is still open. */
+    private readonly alive: (connectionId: number) => boolean,
   ) {}
 
   async register(req: SipMessage, source: Source): Promise<SipMessage> {
@@ -434,17 +563,54 @@ class RegistrarLocation implements Location {
       const b = await this.registrar.resolveGruu(uri);
       if (b === null) return { kind: 'unknown' };
       if (b === 'expired') return { kind: 'unregistered' };
-      return { kind: 'found', targets: [bindingTarget(b)] };
+      return { kind: 'found', targets: [bindingTarget(b, this.alive)] };
     }
     if (this.accounts !== null && accountFor(this.accounts(), uri) === undefined) return { kind: 'unknown' };
+    const aor = aorOf(uri);
     const bindings = await this.registrar.lookup(uri);
-    if (bindings.length === 0) return { kind: 'unregistered' };
-    return { kind: 'found', targets: bindings.map(bindingTarget) };
+    if (bindings.length === 0) return { kind: 'unregistered', aor };
+    return { kind: 'found', targets: bindings.map((b) => bindingTarget(b, this.alive)), aor };
   }
 }
 
-function bindingTarget(b: Binding): Target {
-  return { uri: b.contact, q: b.q, flow: b.source, path: [...b.path] };
+function bindingTarget(b: Binding, alive: (connectionId: number) => boolean): Target {
+  const flow = b.source;
+  const push = Object.keys(b.pushParams).length > 0 ? b.pushParams : null;
+  // A stream flow that closed is an app asleep (or gone): only a push reaches it now.
+  const open = flow.protocol === 'udp' || flow.connectionId === undefined || alive(flow.connectionId);
+  return { uri: b.contact, q: b.q, flow, path: [...b.path], aor: b.aor, key: b.key, push, alive: open };
+}
+
+/** The proxy's Waker on the push service: one ring (first push, repeats, last push) per woken device and call. */
+function pushWaker(push: PushService, timeoutMs: number, provisional: number): Waker {
+  return {
+    timeoutMs,
+    provisional,
+    wake(target: Target, req: SipMessage): WakeHandle | null {
+      const pt = target.push ? parsePushTarget(target.push) : null;
+      if (pt === null || !push.canPush(pt)) return null;
+      const from = req.from();
+      const call = {
+        callId: req.callId(),
+        fromUri: from.uri.raw,
+        fromName: from.displayText ?? '',
+        toUri: req.to().uri.raw,
+        instance: target.key?.startsWith('i:') ? target.key.slice(2).split('|')[0] : '',
+        binding: target.aor !== undefined && target.key !== undefined ? { aor: target.aor, key: target.key } : undefined,
+      };
+      if (req.method !== 'INVITE') {
+        // A MESSAGE (or another request) to a sleeping app: one alert, held like a call.
+        const sent = push.send({ ...call, target: pt, kind: 'message' }).then((o) => o.result === 'sent');
+        return { mustDeliver: false, sent, stop() {} };
+      }
+      const ring = push.ring(pt, call);
+      return {
+        mustDeliver: ring.mode === 'voip',
+        sent: ring.first.then((o) => o.result === 'sent'),
+        stop: (reason) => void ring.stop(reason as RingStopReason).catch(() => {}),
+      };
+    },
+  };
 }
 
 /** One key per use, derived from the server's secret (HKDF-SHA256). */

@@ -12,8 +12,8 @@ export const DEFAULT_PORTS: Readonly<Record<Protocol, number>> = {
   wss: 443,
 };
 
-/** Transports parsed and validated, but not served yet (refused with "not supported yet"). */
-export const UNSUPPORTED_PROTOCOLS: readonly Protocol[] = ['ws', 'wss'];
+/** Transports parsed and validated, but not served yet (refused with "not supported yet"): none now. */
+export const UNSUPPORTED_PROTOCOLS: readonly Protocol[] = [];
 
 /** Canonical lower-case IPv6 text (`0:0::1` → `::1`); zone ids are kept as written. */
 export function canonicalIPv6(ip: string): string {

@@ -32,6 +32,8 @@ import {
   type Issue,
 } from './schema.js';
 import { parseCidr } from '../auth/cidr.js';
+import { aliases, checkRouting, groups, policy, routes } from './routing.js';
+import { readPushCredentials } from '../push/credentials.js';
 import {
   DIGEST_ALGORITHMS,
   LOG_LEVELS,
@@ -50,6 +52,10 @@ import {
   type TlsConfig,
   type TlsVersion,
   type VerifyClients,
+  type WebsocketConfig,
+  GENERIC_PUSH_METHODS,
+  type GenericPushMethod,
+  type PushConfig,
 } from './types.js';
 
 export { ConfigError } from './errors.js';
@@ -74,6 +80,7 @@ export type {
   TlsConfig,
   TlsVersion,
   VerifyClients,
+  WebsocketConfig,
 } from './types.js';
 export { DIGEST_ALGORITHMS, LOG_LEVELS, PROTOCOLS, STORAGE_TYPES, TLS_VERSIONS } from './types.js';
 
@@ -192,6 +199,22 @@ const tlsField: Field<TlsConfig | null> = {
   default: () => null,
 };
 
+// `websocket:` — ws/wss listeners (RFC 7118). Absent: any path, payloads up
+// to limits.message-size, a ping every 30 s.
+const websocket: Field<WebsocketConfig> = section({
+  path: text<string | null>({
+    convert(s) {
+      if (!/^\/[\x21-\x7e]*$/.test(s) || s.includes('?') || s.includes('#')) throw new Invalid(`must be a URL path starting with "/", without spaces, "?" or "#" (got ${JSON.stringify(s)})`);
+      return s;
+    },
+    format: (p) => p ?? undefined,
+    expected: 'a URL path such as /sip',
+    default: () => null,
+  }),
+  'max-payload': integer({ min: 0, max: 16777216, default: 0 }),
+  'ping-interval': seconds({ min: 0, max: 3600, default: 30 }),
+});
+
 const cidr = text<string>({
   convert(s) {
     try {
@@ -299,6 +322,124 @@ const storage: Field<StorageConfig> = section({
   }),
 });
 
+// ---------------------------------------------------------------- push
+// Provider URLs are https; plain http only to a loopback host (a relay on the
+// same machine), so that push contents (caller, token) never cross a network
+// unencrypted. Files are resolved and read in resolvePushFiles.
+
+function isLoopbackHost(h: string): boolean {
+  return h === 'localhost' || h === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+function pushUrl(s: string, opts: { template: boolean; originOnly: boolean }): string {
+  // Placeholders are not URL syntax everywhere ($token in the host of a template): try with a stand-in.
+  const probe = opts.template ? s.replace(/\$[a-z-]+/g, 'x') : s;
+  let u: URL;
+  try {
+    u = new URL(probe);
+  } catch {
+    throw new Invalid(`${JSON.stringify(s)} is not a URL (e.g. https://ntfy.example.test/$token)`);
+  }
+  if (!(u.protocol === 'https:' || (u.protocol === 'http:' && isLoopbackHost(u.hostname)))) {
+    throw new Invalid(`must be an https:// URL (http:// only to a loopback address) (got ${JSON.stringify(s)})`);
+  }
+  if (opts.originOnly && (u.pathname !== '/' || u.search !== '' || u.hash !== '')) {
+    throw new Invalid(`must be scheme://host[:port] without a path (got ${JSON.stringify(s)})`);
+  }
+  return s;
+}
+
+const endpointField = (originOnly: boolean) =>
+  text<string | null>({
+    convert: (s) => pushUrl(s, { template: false, originOnly }),
+    format: (v) => v ?? undefined,
+    expected: 'an https:// URL',
+    default: () => null,
+  });
+
+function nullable<T>(field: Field<T>): Field<T | null> {
+  return { parse: (v, p, ctx) => field.parse(v, p, ctx), format: (v) => (v === null ? undefined : field.format(v)), default: () => null };
+}
+
+const optionalPath = (example: string) => ({ ...path(example), format: (p: string | null) => p ?? undefined, default: () => null }) as Field<string | null>;
+
+const appleId = text<string | null>({
+  convert(s) {
+    if (!/^[A-Za-z0-9]{1,32}$/.test(s)) throw new Invalid(`must be letters and digits, as Apple shows it (got ${JSON.stringify(s)})`);
+    return s;
+  },
+  format: (v) => v ?? undefined,
+  expected: 'an Apple identifier such as ABC123DEFG',
+  default: () => null,
+});
+
+const pushResponse: Field<110 | 180> = {
+  parse(value) {
+    const n = typeof value === 'string' ? Number(value) : value;
+    if (n !== 110 && n !== 180) throw new Invalid(`must be 110 or 180 (got ${JSON.stringify(value)})`);
+    return n;
+  },
+  format: (v) => v,
+  default: () => 180,
+};
+
+const registerWakeup: Field<number | null> = {
+  parse(value) {
+    if (value === false || (typeof value === 'string' && value.toLowerCase() === 'off')) return null;
+    const m = typeof value === 'string' ? /^(\d+)\s*(s|m|h)?$/i.exec(value.trim()) : null;
+    const secs = typeof value === 'number' ? value : m ? Number(m[1]) * ({ s: 1, m: 60, h: 3600 }[(m[2] ?? 's').toLowerCase() as 's' | 'm' | 'h']) : NaN;
+    if (!Number.isInteger(secs) || secs < 60 || secs > 86400) throw new Invalid(`must be off or a duration from 1m to 24h such as 30m (got ${JSON.stringify(value)})`);
+    return secs;
+  },
+  format: (v) => (v === null ? 'off' : v % 3600 === 0 ? `${v / 3600}h` : v % 60 === 0 ? `${v / 60}m` : `${v}s`),
+  default: () => null,
+};
+
+const APNS_TOKEN_EXAMPLE = 'apns: {key: AuthKey_ABC123DEFG.p8, key-id: ABC123DEFG, team-id: DEF123GHIJ}';
+
+const push: Field<PushConfig> = section({
+  'call-timeout': integer({ min: 1, max: 600, default: 30 }),
+  response: pushResponse,
+  'register-wakeup': registerWakeup,
+  ca: optionalPath('/etc/portier/push/ca.pem'),
+  fcm: nullable(
+    section({
+      'service-account': path('/etc/portier/push/firebase-service-account.json'),
+      endpoint: endpointField(false),
+    }),
+  ),
+  apns: nullable(
+    section(
+      {
+        key: path('/etc/portier/push/AuthKey_ABC123DEFG.p8'),
+        'key-id': appleId,
+        'team-id': appleId,
+        cert: optionalPath('/etc/portier/push/apns-cert.pem'),
+        production: boolean({ default: true }),
+        endpoint: endpointField(true),
+      },
+      {
+        check(a, report) {
+          if (a.cert === null) {
+            if (a.keyId === null) report('key-id', `required for token authentication (e.g. ${APNS_TOKEN_EXAMPLE})`);
+            if (a.teamId === null) report('team-id', `required for token authentication (e.g. ${APNS_TOKEN_EXAMPLE})`);
+          } else {
+            if (a.keyId !== null) report('key-id', 'only for token authentication (a .p8 key); with cert, key is the certificate\'s private key');
+            if (a.teamId !== null) report('team-id', 'only for token authentication (a .p8 key); the certificate names the team');
+          }
+        },
+      },
+    ),
+  ),
+  generic: nullable(
+    section({
+      url: text<string>({ convert: (s) => pushUrl(s, { template: true, originOnly: false }), format: (s) => s, expected: 'a URL template such as https://ntfy.example.test/$token', example: 'https://ntfy.example.test/$token' }),
+      method: oneOf<GenericPushMethod>(GENERIC_PUSH_METHODS, { default: 'POST' }),
+      body: text<string | null>({ convert: (s) => s, format: (v) => v ?? undefined, expected: 'a body template', default: () => null }),
+    }),
+  ),
+});
+
 const TLS_EXAMPLE = 'tls: {cert: /etc/portier/tls/cert.pem, key: /etc/portier/tls/key.pem}';
 
 export const SCHEMA = section(
@@ -324,13 +465,20 @@ export const SCHEMA = section(
     log: section({ level: oneOf<LogLevel>(LOG_LEVELS, { default: 'info' }) }),
     metrics,
     tls: tlsField,
+    websocket,
     auth: authField,
     security,
     storage,
+    push,
+    groups,
+    aliases,
+    policy,
+    routes,
   },
   {
     check(c, report) {
-      const i = c.listen.findIndex((l) => l.protocol === 'tls');
+      checkRouting(c, report);
+      const i = c.listen.findIndex((l) => l.protocol === 'tls' || l.protocol === 'wss');
       if (i >= 0 && c.tls === null) report('tls', `required by listen[${i}] (${formatListen(c.listen[i])}) (e.g. ${TLS_EXAMPLE})`);
     },
   },
@@ -370,11 +518,12 @@ function validate(data: unknown, source: string, demo: boolean, opts: LoadOption
       });
     }
   }
+  const pushConfig = resolvePushFiles(result.push, base, ctx.issues);
   if (ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
   // The database is state, not configuration: relative to the working
   // directory (systemd's WorkingDirectory=/var/lib/portier), never to /etc.
   const storage = { ...result.storage, path: resolve(process.cwd(), result.storage.path) };
-  return deepFreeze({ ...result, tls, auth, storage, demo, source });
+  return deepFreeze({ ...result, tls, auth, storage, push: pushConfig, demo, source });
 }
 
 function hasKey(data: unknown, key: string): boolean {
@@ -406,6 +555,25 @@ function readableFile(key: Array<string>, abs: string, issues: Issue[]): string 
  * stored absolute, and every file must be readable now, so that a typo
  * is found by `portier check` and not at the first handshake.
  */
+/**
+ * Push files, like the TLS ones, are relative to the configuration file's
+ * directory and must be readable now; their contents (service-account JSON,
+ * keys, certificates) are checked too, so that `portier check` finds a wrong
+ * file before the first call to a sleeping phone.
+ */
+function resolvePushFiles(p: PushConfig, base: string, issues: Issue[]): PushConfig {
+  const before = issues.length;
+  const file = (key: string[], f: string) => readableFile(key, resolve(base, f), issues);
+  const out: PushConfig = {
+    ...p,
+    ca: p.ca === null ? null : file(['push', 'ca'], p.ca),
+    fcm: p.fcm === null ? null : { ...p.fcm, serviceAccount: file(['push', 'fcm', 'service-account'], p.fcm.serviceAccount) },
+    apns: p.apns === null ? null : { ...p.apns, key: file(['push', 'apns', 'key'], p.apns.key), cert: p.apns.cert === null ? null : file(['push', 'apns', 'cert'], p.apns.cert) },
+  };
+  if (issues.length === before) for (const problem of readPushCredentials(out).problems) issues.push(problem);
+  return out;
+}
+
 function resolveTlsFiles(tls: TlsConfig, base: string, issues: Issue[]): TlsConfig {
   const check = (key: 'cert' | 'key' | 'ca', p: string): string => readableFile(['tls', key], resolve(base, p), issues);
   return {

@@ -330,3 +330,49 @@ export function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+// ---------------------------------------------------------------- records
+
+/**
+ * A mapping whose keys are names the administrator chooses (ring groups,
+ * aliases): every value parsed by `item`, keys checked by `key` (throw
+ * Invalid to refuse one). Insertion order is kept.
+ */
+export function record<T>(item: Field<T>, opts: { key?: (k: string) => void; default?: () => Record<string, T> } = {}): Field<Record<string, T>> {
+  return {
+    parse(value, path, ctx) {
+      const pairs = value === null ? [] : entries(value);
+      if (pairs === undefined) throw new Invalid(`must be a mapping of names to entries, not ${describe(value)}`);
+      const out: Record<string, T> = Object.create(null) as Record<string, T>;
+      let failed = false;
+      for (const [k, v] of pairs) {
+        // YAML reads `100:` as a number; a dialled alias is a name all the same.
+        const name = typeof k === 'number' ? String(k) : k;
+        if (typeof name !== 'string') {
+          ctx.issues.push({ path, reason: `keys must be plain names, not ${describe(k)}` });
+          failed = true;
+          continue;
+        }
+        try {
+          opts.key?.(name);
+        } catch (err) {
+          if (!(err instanceof Invalid)) throw err;
+          ctx.issues.push({ path: [...path, name], reason: err.reason });
+          failed = true;
+          continue;
+        }
+        const r = run(item, v, [...path, name], ctx);
+        if (r === FAILED) failed = true;
+        else out[name] = r;
+      }
+      if (failed) throw new Reported();
+      return out;
+    },
+    format(value) {
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(value)) out[k] = item.format(v);
+      return out;
+    },
+    default: opts.default,
+  };
+}

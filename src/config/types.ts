@@ -6,7 +6,7 @@
  * and the whole object is deeply frozen.
  */
 
-/** SIP transports Portier knows how to name. udp, tcp and tls are served so far. */
+/** SIP transports Portier knows how to name and serve. */
 export type Protocol = 'udp' | 'tcp' | 'tls' | 'ws' | 'wss';
 
 export const PROTOCOLS: readonly Protocol[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
@@ -108,6 +108,16 @@ export interface TlsConfig {
   minVersion: TlsVersion;
 }
 
+/** `websocket:` — settings of the ws and wss listeners (RFC 7118); wss takes its certificate from `tls:`. */
+export interface WebsocketConfig {
+  /** Only upgrades to this path are accepted (others get 404); null: any path. */
+  path: string | null;
+  /** Largest WebSocket message in bytes (larger closes the connection); 0: limits.message-size. */
+  maxPayload: number;
+  /** Seconds between pings to each connection; one without a pong by the next ping is closed. 0: no pings. */
+  pingInterval: number;
+}
+
 /** Digest algorithms Portier can challenge with (RFC 8760). */
 export const DIGEST_ALGORITHMS = ['SHA-256', 'MD5'] as const;
 export type DigestAlgorithm = (typeof DIGEST_ALGORITHMS)[number];
@@ -153,6 +163,107 @@ export interface StorageConfig {
   prefix: string;
 }
 
+// ---------------------------------------------------------------- door-station routing
+
+export const GROUP_STRATEGIES = ['parallel', 'sequential'] as const;
+export type GroupStrategy = (typeof GROUP_STRATEGIES)[number];
+
+/** One opening window of a schedule: on these days, from..to local time (to < from spans midnight). */
+export interface ScheduleWindow {
+  /** Days of the week, 0 = Sunday .. 6 = Saturday, ascending. */
+  days: number[];
+  /** Minutes after midnight. */
+  from: number;
+  to: number;
+}
+
+/** A ring group: `groups.NAME`, reachable as sip:NAME@DOMAIN. */
+export interface GroupConfig {
+  /** Accounts (`alice@example.test`, `alice` in the first domain), other groups, or SIP URIs elsewhere (a PBX extension). */
+  members: string[];
+  strategy: GroupStrategy;
+  /** Seconds the group rings (each member, for sequential) before the overflow. */
+  ringTime: number;
+  /** Where an unanswered call goes next: a group, an account or a SIP URI; null: the caller gets the failure. */
+  overflow: string | null;
+  /** Windows when the group rings; empty: always. Outside them calls go straight to the overflow. */
+  schedule: ScheduleWindow[];
+  /** IANA time zone of the schedule. */
+  timezone: string;
+}
+
+/** `policy:` — who may call whom. */
+export interface PolicyConfig {
+  /** What a door-station account may call: 'any', or a list of groups, aliases, phones, doors, routes. */
+  doorsMayCall: 'any' | DoorCallTarget[];
+  phonesMayCallPhones: boolean;
+  phonesMayCallDoors: boolean;
+}
+
+export const DOOR_CALL_TARGETS = ['groups', 'aliases', 'phones', 'doors', 'routes'] as const;
+export type DoorCallTarget = (typeof DOOR_CALL_TARGETS)[number];
+
+/** `routes:` — numbers that belong to another server (a PBX). */
+export interface ExternalRoute {
+  /** Regular expression tested against the user part of the Request-URI. */
+  match: string;
+  /** SIP URI of the next hop, sent as a Route (loose routing). */
+  to: string;
+}
+
+// ---------------------------------------------------------------- push notifications
+
+/** `push.fcm:` — Firebase Cloud Messaging HTTP v1. */
+export interface FcmPushConfig {
+  /** Service-account JSON (project_id, client_email, private_key, token_uri), absolute; readable at load. */
+  serviceAccount: string;
+  /** Base URL of the send API; null: https://fcm.googleapis.com. */
+  endpoint: string | null;
+}
+
+/** `push.apns:` — Apple Push Notification service, by provider token (key, key-id, team-id) or by certificate (cert, key). */
+export interface ApnsPushConfig {
+  /** Token authentication: the AuthKey_KEYID.p8 (EC P-256) file; certificate authentication: the certificate's private key. Absolute. */
+  key: string;
+  /** Key ID of the .p8 key (token authentication); null with a certificate. */
+  keyId: string | null;
+  /** Apple Developer team ID (token authentication); null with a certificate. */
+  teamId: string | null;
+  /** PEM client certificate (certificate authentication); null: token authentication. Absolute. */
+  cert: string | null;
+  /** false sends every push to the sandbox; pn-provider=apns.dev goes there anyway. */
+  production: boolean;
+  /** Base URL replacing api.push.apple.com and api.sandbox.push.apple.com; null: Apple's. */
+  endpoint: string | null;
+}
+
+export const GENERIC_PUSH_METHODS = ['GET', 'POST', 'PUT'] as const;
+export type GenericPushMethod = (typeof GENERIC_PUSH_METHODS)[number];
+
+/** `push.generic:` — an HTTP gateway (ntfy, UnifiedPush, a city's relay), as Flexisip's external-push-uri. */
+export interface GenericPushConfig {
+  /** URL template with $token $app-id $from-uri $from-name $to-uri $call-id $event $uid $type $sound $msgid. */
+  url: string;
+  method: GenericPushMethod;
+  /** Body template (same placeholders); null: empty. */
+  body: string | null;
+}
+
+/** `push:` — waking sleeping apps (RFC 8599) for late-forked calls and messages. No providers: no pushes. */
+export interface PushConfig {
+  /** Seconds a pushed call waits for the woken device to register. */
+  callTimeout: number;
+  /** Provisional response sent to the caller once a push is out: 110 Push sent, or 180 Ringing. */
+  response: 110 | 180;
+  /** Seconds: devices whose binding expires within this get a silent push to register again; null: off. */
+  registerWakeup: number | null;
+  /** PEM CA bundle trusted besides the system roots for provider connections, absolute; null: the roots only. */
+  ca: string | null;
+  fcm: FcmPushConfig | null;
+  apns: ApnsPushConfig | null;
+  generic: GenericPushConfig | null;
+}
+
 export interface Config {
   /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
   domains: string[];
@@ -163,12 +274,21 @@ export interface Config {
   timers: TimersConfig;
   log: LogConfig;
   metrics: MetricsConfig;
-  /** Null when there is no `tls:` section (allowed only without tls listeners). */
+  /** Null when there is no `tls:` section (allowed only without tls and wss listeners). */
   tls: TlsConfig | null;
+  websocket: WebsocketConfig;
   /** Null: no authentication (`auth: off`, or no section while every listener is on loopback). */
   auth: AuthConfig | null;
   security: SecurityConfig;
   storage: StorageConfig;
+  /** Always present: no `push:` section gives the defaults with no providers. */
+  push: PushConfig;
+  /** Ring groups by name. */
+  groups: Record<string, GroupConfig>;
+  /** Other names for groups or accounts: what door stations dial (`100`). */
+  aliases: Record<string, string>;
+  policy: PolicyConfig;
+  routes: ExternalRoute[];
   /** True only for the embedded demo configuration (no --config given). */
   demo: boolean;
   /** The file the configuration came from, or '(embedded demo)'. */

@@ -15,6 +15,7 @@ import type { CallCounts } from '../proxy/calls.js';
 import type { TransactionStats } from '../transaction/index.js';
 import type { DropReason, TransportStats } from '../transport/index.js';
 import { CODE_CLASSES, METHODS, PARSE_ERROR_REASONS, type SipCounters } from './counters.js';
+import { DEVICE_KINDS, DOOR_STATES, type DeviceSnapshot } from './devices.js';
 import { PROTOCOLS } from '../config/types.js';
 
 /** The proxy's call outcome counters (a subset of ProxyStats). */
@@ -26,6 +27,16 @@ export interface CallStats {
 export interface CallTimings {
   callSetup(seconds: number): void;
   processing(seconds: number): void;
+  /** A push went out to a sleeping device, which then registered: the delay, in seconds. */
+  pushToRegister(seconds: number): void;
+}
+
+/** Push notifications (src/push counts, the proxy counts calls answered after one). */
+export interface PushSources {
+  outcomes(): ReadonlyArray<{ provider: string; result: string; reason: string; count: number }>;
+  /** Pushes being sent and waiting to be. */
+  pending(): number;
+  answeredAfterPush(): number;
 }
 
 /** What the registry reads on scrape. */
@@ -47,6 +58,10 @@ export interface MetricsSources {
   security?: SecuritySources;
   /** Whether the location store can be written (portier_storage_up). */
   storageUp?: () => boolean;
+  /** Devices by kind and door stations by state (portier_registered_devices, portier_door_stations); see ./devices.ts. */
+  devices?: { snapshot(): Promise<DeviceSnapshot> };
+  /** Absent when no push provider is configured. */
+  push?: PushSources;
 }
 
 /** Requests refused before any SIP work, by reason. */
@@ -63,7 +78,7 @@ export interface SecuritySources {
 
 const STREAM_PROTOCOLS: readonly Protocol[] = ['tcp', 'tls', 'ws', 'wss'];
 
-const DROP_REASONS: readonly DropReason[] = ['oversize', 'framing', 'connection-limit', 'timeout', 'stun', 'send-error', 'tls-handshake'];
+const DROP_REASONS: readonly DropReason[] = ['oversize', 'framing', 'connection-limit', 'timeout', 'stun', 'send-error', 'tls-handshake', 'ws-handshake'];
 
 export function createRegistry(src: MetricsSources): Registry {
   const register = new Registry();
@@ -165,6 +180,41 @@ export function createRegistry(src: MetricsSources): Registry {
       for (const domain of src.domains) this.set({ domain }, byDomain[domain] ?? 0);
     },
   });
+
+  const devices = src.devices;
+  if (devices !== undefined) {
+    new Gauge({
+      name: 'portier_registered_devices',
+      help:
+        'Live registration bindings by served domain and device kind: door (a door station) or phone. The kind is the account\'s ' +
+        '(kind= in the users file); without an account, a known door-station maker in the User-Agent makes a door. ' +
+        'The kinds of a domain add up to portier_registrations_active.',
+      labelNames: ['domain', 'kind'],
+      registers,
+      async collect() {
+        this.reset();
+        const counts = (await devices.snapshot()).devices;
+        if (counts === null) return; // the store did not answer: no value rather than a wrong one
+        for (const [domain, k] of counts) for (const kind of DEVICE_KINDS) this.set({ domain, kind }, k[kind]);
+      },
+    });
+    new Gauge({
+      name: 'portier_door_stations',
+      help:
+        'Door-station accounts (kind=door in the users file) by served domain and state: online with a live binding, ' +
+        'offline without one. Their names are on /status. Zero without authentication.',
+      labelNames: ['domain', 'state'],
+      registers,
+      async collect() {
+        this.reset();
+        const snap = await devices.snapshot();
+        if (snap.doorsUnknown > 0) return; // some doors could not be looked up: no value rather than a wrong one
+        const n = new Map<string, number>();
+        for (const d of snap.doors) n.set(d.domain + '\n' + d.state, (n.get(d.domain + '\n' + d.state) ?? 0) + 1);
+        for (const domain of src.domains) for (const state of DOOR_STATES) this.set({ domain, state }, n.get(domain + '\n' + state) ?? 0);
+      },
+    });
+  }
 
   new Gauge({
     name: 'portier_calls_active',
@@ -305,9 +355,49 @@ export function createRegistry(src: MetricsSources): Registry {
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
     registers,
   });
+  const woken = new Histogram({
+    name: 'portier_push_register_seconds',
+    help: 'Time from the push sent to a sleeping app to its registration (late forking); apps that never register are not counted here.',
+    buckets: [0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30],
+    registers,
+  });
   if (src.timings) {
     src.timings.callSetup = (seconds) => setup.observe(seconds);
     src.timings.processing = (seconds) => processing.observe(seconds);
+    src.timings.pushToRegister = (seconds) => woken.observe(seconds);
+  }
+
+  const push = src.push;
+  if (push !== undefined) {
+    new Counter({
+      name: 'portier_push_total',
+      help:
+        'Push notifications by provider (fcm, apns, generic), result (sent, unregistered: the provider says the token is gone, failed) ' +
+        'and reason (empty when sent; e.g. unreachable, tls, timeout, queue-full, not-configured, http-5xx).',
+      labelNames: ['provider', 'result', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const o of push.outcomes()) this.inc({ provider: o.provider, result: o.result, reason: o.reason }, o.count);
+      },
+    });
+    new Gauge({
+      name: 'portier_push_pending',
+      help: 'Push notifications being sent or queued.',
+      registers,
+      collect() {
+        this.set(push.pending());
+      },
+    });
+    new Counter({
+      name: 'portier_calls_answered_after_push_total',
+      help: 'Calls answered by a device that a push woke up (late forking).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(push.answeredAfterPush());
+      },
+    });
   }
 
   return register;

@@ -44,15 +44,112 @@ export interface Target {
   flow: Source | null;
   /** Path headers of the registration (RFC 3327), as Route values. */
   path: string[];
+  /** The ring-group member this device belongs to (its AOR or URI), when the call came from a plan. */
+  member?: string;
+  /** The binding's AOR and key (one per device), for late forking; absent for addresses elsewhere. */
+  aor?: string;
+  key?: string;
+  /** RFC 8599 push parameters of the binding; absent or null: it cannot be woken. */
+  push?: Readonly<Record<string, string>> | null;
+  /** False when the device's connection is known to be gone: an app asleep, to be woken by push. */
+  alive?: boolean;
 }
 
-export type LocationResult = { kind: 'found'; targets: Target[] } | { kind: 'unregistered' } | { kind: 'unknown' };
+/** `aor`: the canonical AOR looked up (absent for a GRUU, which names one device): calls to it hear of its new registrations. */
+export type LocationResult = { kind: 'found'; targets: Target[]; aor?: string } | { kind: 'unregistered'; aor?: string } | { kind: 'unknown' };
+
+/** How a woken device's wait ended, for its last push (src/push). */
+export type WakeEnd = 'delivered' | 'answered-elsewhere' | 'declined-elsewhere' | 'cancelled' | 'missed';
+
+/** One device being woken by push for one request. */
+export interface WakeHandle {
+  /** iOS VoIP (PushKit): once woken, the device must get the INVITE, then a CANCEL, even if the call ended meanwhile. */
+  readonly mustDeliver: boolean;
+  /** Whether the first push went out. */
+  readonly sent: Promise<boolean>;
+  stop(reason: WakeEnd): void;
+}
+
+/** Wakes sleeping apps by push (the server implements it with src/push); absent: no push. */
+export interface Waker {
+  /** Starts waking the device of `target` for `req`; null when it cannot be woken (no push parameters or no provider for them). */
+  wake(target: Target, req: SipMessage): WakeHandle | null;
+  /** How long a woken device has to register again, ms. */
+  readonly timeoutMs: number;
+  /** What the caller hears once a push went out: 180, 110 (Flexisip's "Push sent") or 0 for nothing. */
+  readonly provisional: number;
+}
+
+/** Who is calling, as authentication found it. */
+export interface Caller {
+  /** The authenticated account's kind; null for a trusted source or without authentication. */
+  kind: 'door' | 'phone' | null;
+  /** Authenticated, or from a trusted source. */
+  authorised: boolean;
+}
+
+/** One address a plan rings: an AOR of a served domain (its devices) or a URI elsewhere. */
+export interface PlanMember {
+  uri: string;
+  local: boolean;
+}
+
+/** One step of a plan: these members ring together, for ringMs (null: until the call's ring timeout). */
+export interface PlanStage {
+  label: string;
+  members: PlanMember[];
+  ringMs: number | null;
+  /** Reached only because an earlier group did not answer or was closed. */
+  overflow: boolean;
+}
+
+/** Where a call goes, step after step: a ring group, then its overflow. */
+export interface CallPlan {
+  /** Why, for the call's log line. */
+  label: string;
+  stages: PlanStage[];
+}
+
+export type RouteDecision =
+  /** The registered devices of the Request-URI, or of `uri` (an alias for an account). */
+  | { kind: 'location'; uri: Uri | null; why: string }
+  | { kind: 'refuse'; code: number; reason: string; why: string }
+  | { kind: 'plan'; plan: CallPlan }
+  /** To another server (a PBX): a Route to it, the Request-URI unchanged. */
+  | { kind: 'external'; route: Uri; why: string };
+
+/** Door-station routing (src/routing implements it): what an out-of-dialog request to a served domain becomes. */
+export interface Router {
+  route(req: SipMessage, target: Uri, caller: Caller): RouteDecision;
+}
+
+/** One line per call (INVITE outside a dialog) saying what routing did and how it ended. */
+export interface CallRecord {
+  callId: string;
+  from: string;
+  to: string;
+  /** The routing decision. */
+  route: string;
+  /** Stages started, in order (groups, members for sequential, overflow). */
+  stages: string[];
+  /** Members tried and how many devices each had live (0: skipped). */
+  members: Array<{ member: string; devices: number }>;
+  /** The member (or device URI) that answered, null when nobody did. */
+  answeredBy: string | null;
+  /** Whether an overflow stage was started. */
+  overflow: boolean;
+  /** Final status sent to the caller (the 2xx when answered). */
+  status: number;
+  result: CallResult | 'refused';
+}
 
 /** What the proxy sends with. */
 export interface ProxyTransactions {
   sendRequest(req: SipMessage, dest: Destination, owner: BranchOwner): ClientTransaction;
   send(data: Buffer, dest: Destination): void;
   readonly wheel: TimerWheel;
+  /** Whether a stream connection is still open; absent: assume it is. */
+  connected?(connectionId: number): boolean;
 }
 
 export interface BranchOwner {
@@ -86,6 +183,12 @@ export interface ProxyOptions {
   callsPerDoor?: number;
   /** Key of the Record-Route tokens; kept across restarts and shared by nodes so dialogs outlive one process. Random when absent. */
   routeKey?: Buffer;
+  /** Ring groups, aliases, policy and external routes; absent: every request goes to its Request-URI's devices. */
+  router?: Router;
+  /** Told once per call how it was routed and how it ended (the caller logs it). */
+  onCall?: (record: CallRecord) => void;
+  /** Push notifications for devices asleep; absent: a sleeping device is just unreachable. */
+  waker?: Waker;
 }
 
 export interface ProxyStats {
@@ -106,6 +209,8 @@ export interface ProxyObserver {
   callSetup(seconds: number): void;
   /** Request received to its first copy forwarded, in seconds (the time spent inside Portier). */
   processing(seconds: number): void;
+  /** Push sent to a sleeping device to its registration, in seconds. */
+  pushToRegister(seconds: number): void;
 }
 
 /** Methods whose 2xx creates a dialog: Portier record-routes them so in-dialog requests come back through it. */
@@ -114,6 +219,8 @@ const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
 const TIMER_RING = 1;
 /** After the call ended or was cancelled, how long branches may take to answer their CANCEL (§16.8: 64*T1). */
 const TIMER_REAP = 2;
+/** TIMER_WAKE + branch index: a woken device did not register in time. */
+const TIMER_WAKE = 1000;
 const REAP_MS = 32_000;
 
 export class Proxy {
@@ -124,6 +231,10 @@ export class Proxy {
   observer: ProxyObserver | null = null;
 
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
+  /** Calls ringing an AOR, by AOR: a device of it that registers meanwhile joins them (late forking). */
+  private readonly watchers = new Map<string, Set<ProxyCall>>();
+  /** Calls answered after a push woke the device that answered, for metrics. */
+  answeredAfterPush = 0;
   /** Signs Portier's Record-Route entries so that only real dialogs are routed through it. */
   readonly signer: RouteSigner;
   /** Calls per door station, when limited. */
@@ -155,7 +266,7 @@ export class Proxy {
     });
   }
 
-  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, _req: SipMessage): void {
+  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage): void {
     if (inviteTx === null) {
       this.respond(cancelTx, 481);
       return;
@@ -163,7 +274,8 @@ export class Proxy {
     // §9.2: a CANCEL matching an INVITE transaction gets 200, even when the
     // INVITE was already answered (the CANCEL then has no effect).
     this.respond(cancelTx, 200);
-    this.calls.get(inviteTx)?.cancelByCaller();
+    // RFC 3326: the caller's reason travels on with the CANCELs (a door station's "cause=200" too).
+    this.calls.get(inviteTx)?.cancelByCaller(req.get('reason') ?? null);
   }
 
   /** ACK for a 2xx, and any other ACK no transaction took: forwarded statelessly along its Route or to its Request-URI. */
@@ -182,6 +294,27 @@ export class Proxy {
     const protocol = next.transport.toLowerCase() as Protocol;
     // §18.2.2 / RFC 3581, as for any response: received address, rport or sent-by port.
     this.tx.send(res.toBuffer(), { protocol, address: responseAddress(next), port: responsePort(next, protocol === 'tls' ? 5061 : 5060) });
+  }
+
+  /** A device registered (or registered again): calls ringing its AOR ring it too, and a device woken by push gets its call. */
+  onRegistered(target: Target): void {
+    if (target.aor === undefined) return;
+    const calls = this.watchers.get(target.aor);
+    if (calls === undefined) return;
+    for (const c of [...calls]) c.lateTarget(target);
+  }
+
+  watch(aor: string, call: ProxyCall): void {
+    let set = this.watchers.get(aor);
+    if (set === undefined) this.watchers.set(aor, (set = new Set()));
+    set.add(call);
+  }
+
+  unwatch(aor: string, call: ProxyCall): void {
+    const set = this.watchers.get(aor);
+    if (set === undefined) return;
+    set.delete(call);
+    if (set.size === 0) this.watchers.delete(aor);
   }
 
   onServerTerminated(stx: ServerTransaction): void {
@@ -227,13 +360,17 @@ export class Proxy {
     // A request inside a dialog (it has a To tag, RFC 3261 §12) that Portier
     // record-routed was authorised when the dialog was set up; everything
     // else proves who sends it (or comes from a trusted source).
-    const viaOurRoute = preprocessRoutes(req, this.self, this.signer).dialog && req.to().tag !== null;
+    const pre = preprocessRoutes(req, this.self, this.signer);
+    const viaOurRoute = pre.dialog && req.to().tag !== null;
     let authorised = viaOurRoute;
+    let callerKind: 'door' | 'phone' | null = null;
     if (!viaOurRoute && gate !== undefined) {
       const g = gate.check(req, stx.source, 'request');
       if (!g.pass) return this.respond(stx, g.code, { headers: g.headers });
       authorised = true;
-      const door = g.identity?.kind === 'door' ? g.identity.aor : null;
+      const kind = g.identity?.kind;
+      callerKind = kind === 'door' || kind === 'phone' ? kind : null;
+      const door = kind === 'door' ? (g.identity as { aor: string }).aor : null;
       if (door !== null && req.method === 'INVITE' && this.doorCalls !== null && !this.doorCalls.tryStart(door, callKey(req, req.from().tag))) {
         // §21.4.4: understood, refused by policy; credentials would not help.
         return this.respond(stx, 403, { reason: 'Too Many Calls' });
@@ -246,7 +383,16 @@ export class Proxy {
     }
     if (req.method === 'INVITE') this.respond(stx, 100);
 
-    const routes = req.routes();
+    let routes = req.routes();
+    // A phone whose outbound proxy names Portier by a host name that is not
+    // one of its domains (sip.school.example.org) preloads a Route to it:
+    // once resolved to one of Portier's own sockets, that Route is ours too.
+    for (let i = 0; i < 4 && routes !== null && routes.length > 0 && !routes[0].uri.params.has('pt'); i++) {
+      const d = await this.uriDestination(routes[0].uri);
+      if (d === null || !this.self.isSelf(d.address, d.port)) break;
+      req.removeFirstValue('route');
+      routes = req.routes();
+    }
     if (routes !== null && routes.length > 0) {
       // Loose routing to the next hop: for dialogs Portier record-routed, and for authenticated senders.
       if (!authorised) return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
@@ -256,25 +402,91 @@ export class Proxy {
     }
     const target = req.requestUri!;
     if (target.isSip && this.self.isDomain(target.host)) {
-      const found = await this.location.targets(target);
-      if (found.kind === 'unknown') return this.respond(stx, 404);
-      if (found.kind === 'unregistered') return this.respond(stx, 480);
-      return this.startCall(stx, req, hash, found.targets, null, received);
+      let lookup = target;
+      let why = 'account';
+      const router = this.options.router;
+      if (router !== undefined && !viaOurRoute) {
+        const d = router.route(req, target, { kind: callerKind, authorised });
+        if (d.kind === 'refuse') {
+          this.record(req, d.why, d.code, 'refused');
+          return this.respond(stx, d.code, { reason: d.reason });
+        }
+        if (d.kind === 'plan') {
+          if (d.plan.stages.length === 0) {
+            // Closed, and nowhere to overflow to.
+            this.record(req, d.plan.label, 480, 'no_answer');
+            return this.respond(stx, 480, { reason: 'Closed' });
+          }
+          return this.startPlan(stx, req, hash, d.plan, received);
+        }
+        if (d.kind === 'external') {
+          const dest = await this.uriDestination(d.route);
+          if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
+          req.prependHeader('route', '<' + (d.route.params.has('lr') ? d.route.raw : d.route.raw + ';lr') + '>');
+          return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received, d.why);
+        }
+        if (d.uri !== null) lookup = d.uri;
+        why = d.why;
+      }
+      const found = await this.location.targets(lookup);
+      if (found.kind === 'unknown') {
+        this.record(req, why, 404, 'failed');
+        return this.respond(stx, 404);
+      }
+      if (found.kind === 'unregistered') {
+        this.record(req, why, 480, 'no_answer');
+        return this.respond(stx, 480);
+      }
+      return this.startCall(stx, req, hash, found.targets, null, received, why, found.aor);
     }
     if (target.isSip && authorised) {
       // In a record-routed dialog the Request-URI is the remote target; an
-      // authenticated sender may also reach other domains.
-      const dest = await this.uriDestination(target);
+      // authenticated sender may also reach other domains. A WebSocket client's is reached down its flow.
+      const dest = (viaOurRoute ? this.openFlow(pre.flow) : null) ?? (await this.uriDestination(target));
       if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
       return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received);
     }
     return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
   }
 
-  private startCall(stx: ServerTransaction, req: SipMessage, hash: string, targets: Target[], fixed: Destination | null, received: number): void {
-    const call = new ProxyCall(this, stx, req, hash, targets, fixed, received);
-    this.calls.set(stx, call);
+  private startCall(stx: ServerTransaction, req: SipMessage, hash: string, targets: Target[], fixed: Destination | null, received: number, why = 'route', aor?: string): void {
+    // Sequential between q groups, parallel within one (§16.6, RFC 3261 §10.2.1.2).
+    const groups = new Map<number, Target[]>();
+    for (const t of targets) {
+      const g = groups.get(t.q);
+      if (g) g.push(t);
+      else groups.set(t.q, [t]);
+    }
+    const stages: Stage[] = [...groups.entries()].sort((a, b) => b[0] - a[0]).map((e) => ({ label: '', targets: e[1], members: null, ringMs: null, overflow: false, aors: aor === undefined ? [] : [aor] }));
+    this.launch(new ProxyCall(this, stx, req, hash, stages, fixed, received, why));
+  }
+
+  private startPlan(stx: ServerTransaction, req: SipMessage, hash: string, plan: CallPlan, received: number): void {
+    const stages: Stage[] = plan.stages.map((p) => ({ label: p.label, targets: null, members: p.members, ringMs: p.ringMs ?? this.options.ringTimeoutMs, overflow: p.overflow, aors: [] }));
+    this.launch(new ProxyCall(this, stx, req, hash, stages, null, received, plan.label));
+  }
+
+  private launch(call: ProxyCall): void {
+    this.calls.set(call.stx, call);
     call.start();
+  }
+
+  /** The devices of a plan's member: an AOR's live bindings, or the URI itself when it is elsewhere. */
+  async memberTargets(m: PlanMember): Promise<{ targets: Target[]; aor?: string }> {
+    if (!m.local) return { targets: [{ uri: m.uri, q: 1, flow: null, path: [], member: m.uri }] };
+    const uri = parseUri(m.uri);
+    if (uri === null) return { targets: [] };
+    const found = await this.location.targets(uri);
+    if (found.kind === 'unknown') return { targets: [] };
+    if (found.kind === 'unregistered') return { targets: [], aor: found.aor };
+    for (const t of found.targets) t.member = m.uri;
+    return { targets: found.targets, aor: found.aor };
+  }
+
+  /** Tells the log how a call that never forked ended. */
+  private record(req: SipMessage, route: string, status: number, result: CallResult | 'refused'): void {
+    if (req.method !== 'INVITE' || this.options.onCall === undefined) return;
+    this.options.onCall({ callId: req.callId(), from: req.from().uri.raw, to: req.uri, route, stages: [], members: [], answeredBy: null, overflow: false, status, result });
   }
 
   /** Where a URI points: IP literals as they are, host names through the system resolver (RFC 3263 comes later). */
@@ -299,6 +511,12 @@ export class Proxy {
     return { protocol, address: host, port: uri.port ?? (protocol === 'tls' ? 5061 : 5060) };
   }
 
+  /** A flow token's connection while it is open; a closed one falls back to the Request-URI (the Contact). */
+  private openFlow(flow: Destination | null): Destination | null {
+    if (flow === null || flow.connectionId === undefined) return null;
+    return this.tx.connected === undefined || this.tx.connected(flow.connectionId) ? flow : null;
+  }
+
   /** The local endpoint a message to `dest` leaves from: the flow's own, or the first listener of that protocol and family. */
   localFor(dest: Destination): Endpoint | null {
     if (dest.local) return dest.local;
@@ -315,7 +533,7 @@ export class Proxy {
 
   private async forwardStateless(req: SipMessage, _source: Source): Promise<void> {
     if (req.maxForwards() === 0) return;
-    const { dialog } = preprocessRoutes(req, this.self, this.signer);
+    const { dialog, flow } = preprocessRoutes(req, this.self, this.signer);
     const routes = req.routes();
     const next = routes !== null && routes.length > 0 ? routes[0].uri : req.requestUri;
     if (next === null) return;
@@ -330,7 +548,7 @@ export class Proxy {
       req.setRequestUri(t.uri);
       const u = parseUri(t.uri);
       dest = t.flow !== null ? flowDestination(t.flow) : u === null ? null : await this.uriDestination(u);
-    } else dest = await this.uriDestination(next);
+    } else dest = this.openFlow(flow) ?? (await this.uriDestination(next));
     if (dest === null) return;
     const local = this.localFor(dest);
     if (local === null) return;
@@ -368,28 +586,87 @@ function callKey(req: SipMessage, tag: string | null): string {
   return req.callId() + '\n' + (tag ?? '');
 }
 
+/** RFC 8599 parameters (pn-*, and Linphone's app-id) are for the proxy: never sent to the device or the other party. */
+function isPushParamName(name: string): boolean {
+  return name.startsWith('pn-') || name === 'app-id';
+}
+
+/** The URI without its push parameters. */
+export function withoutPushParams(uri: string): string {
+  const u = parseUri(uri);
+  if (u === null || !u.isSip) return uri;
+  let params = '';
+  let dropped = false;
+  for (const [name, value] of u.params) {
+    if (isPushParamName(name)) dropped = true;
+    else params += ';' + name + (value === null ? '' : '=' + value);
+  }
+  if (!dropped) return uri;
+  const userinfo = u.user === null ? '' : u.user + (u.password === null ? '' : ':' + u.password) + '@';
+  return u.scheme + ':' + userinfo + (u.port === null ? u.host : u.host + ':' + u.port) + params + (u.headers === null ? '' : '?' + u.headers);
+}
+
+/** A Contact carrying push parameters (a Linphone app calling or answering) loses them: a push token is not the other side's business. */
+export function scrubContactPush(msg: SipMessage): void {
+  const c = msg.get('contact');
+  if (c === undefined || (!c.includes('pn-') && !c.includes('app-id'))) return;
+  msg.setHeader('contact', c.replace(/<([^>]*)>/g, (_all, uri: string) => '<' + withoutPushParams(uri) + '>'));
+}
+
 export function flowDestination(flow: Source): Destination {
   if (isReliable(flow.protocol)) return { protocol: flow.protocol, address: flow.address, port: flow.port, connectionId: flow.connectionId, local: flow.local };
   return { protocol: flow.protocol, address: flow.address, port: flow.port, local: flow.local };
 }
 
 
+/** One step of a call: its targets (known at once) or its members (looked up when it starts). */
+interface Stage {
+  label: string;
+  targets: Target[] | null;
+  members: PlanMember[] | null;
+  /** How long it rings before the next stage; null: it shares the call's ring timer. */
+  ringMs: number | null;
+  overflow: boolean;
+  /** AORs it rings: their devices that register while it rings join it. */
+  aors: string[];
+}
+
+/** RFC 3326 reason of the CANCELs sent when another branch answered: apps then show no missed call. */
+const COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"';
+
 /** One branch of a forked request. */
 class Branch {
   ctx: ClientTransaction | null = null;
   provisional = false;
   final = 0;
+  /** A CANCEL is wanted; it goes when the branch has sent a provisional (§9.1). */
+  cancelWanted = false;
   cancelSent = false;
+  /** The Reason header of that CANCEL, if any. */
+  cancelReason: string | null = null;
+  /** Cancelled because its stage rang out: its 487 is not the call's answer. */
+  abandoned = false;
+  /** A device being woken by push: no transaction yet, it gets one when the device registers. */
+  wake: WakeHandle | null = null;
+  /** A woken iOS VoIP device owed its INVITE (then a CANCEL) although the call ended. */
+  owed = false;
+  wakeTimer: TimerHandle | null = null;
+  /** This branch's INVITE went to a device a push woke. */
+  afterPush = false;
+  /** When the push was asked for (performance.now()). */
+  wokenAt = 0;
   constructor(
     readonly target: Target,
     readonly request: SipMessage,
     readonly dest: Destination,
+    readonly stage: number,
   ) {}
 }
 
 /**
- * The state of one proxied request: its branches, the best final response
- * so far, the ring timer (Timer C), and whether the caller cancelled.
+ * The state of one proxied request: its stages (q groups, or a ring
+ * group's members then its overflow), their branches, the best final
+ * response so far, the ring timer, and whether the caller cancelled.
  */
 class ProxyCall implements BranchOwner, TimerTarget {
   private readonly branches: Branch[] = [];
@@ -402,45 +679,93 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private timed = false;
   private timedOut = false;
   private readonly isInvite: boolean;
-  private pendingGroups: Target[][] = [];
+  /** Index of the stage ringing now; the stages after it wait. */
+  private stage = -1;
+  /** A stage's members are being looked up: no verdict on the call until its branches exist. */
+  private resolving = false;
+  private readonly planned: boolean;
+  private readonly log: CallRecord | null;
+  /** AORs this call listens to for new registrations. */
+  private readonly watched = new Set<string>();
+  private pushProvisional = false;
 
   constructor(
     private readonly proxy: Proxy,
-    private readonly stx: ServerTransaction,
+    readonly stx: ServerTransaction,
     private readonly req: SipMessage,
     private readonly hash: string,
-    targets: Target[],
+    private readonly stages: Stage[],
     private readonly fixed: Destination | null,
     private readonly received: number,
+    route: string,
   ) {
     this.isInvite = req.method === 'INVITE';
-    // Sequential between q groups, parallel within one (§16.6, RFC 3261 §10.2.1.2).
-    const groups = new Map<number, Target[]>();
-    for (const t of targets) {
-      const g = groups.get(t.q);
-      if (g) g.push(t);
-      else groups.set(t.q, [t]);
-    }
-    this.pendingGroups = [...groups.entries()].sort((a, b) => b[0] - a[0]).map((e) => e[1]);
+    this.planned = stages.some((s) => s.members !== null);
+    const logged = this.isInvite && req.to().tag === null && proxy.options.onCall !== undefined;
+    this.log = logged ? { callId: req.callId(), from: req.from().uri.raw, to: req.uri, route, stages: [], members: [], answeredBy: null, overflow: false, status: 0, result: 'failed' } : null;
   }
 
   start(): void {
-    if (this.isInvite) this.ring = this.proxy.tx.wheel.schedule(this, TIMER_RING, this.proxy.options.ringTimeoutMs);
-    this.nextGroup();
+    if (!this.nextStage()) this.finishWith(buildResponse(this.req, 480));
   }
 
-  private nextGroup(): boolean {
-    const group = this.pendingGroups.shift();
-    if (group === undefined) return false;
-    for (const target of group) void this.fork(target);
+  /** Starts the next stage; false when there is none left. */
+  private nextStage(): boolean {
+    if (this.stage + 1 >= this.stages.length) return false;
+    const s = this.stages[++this.stage];
+    if (this.isInvite) {
+      if (s.ringMs !== null) {
+        this.stopRing();
+        this.ring = this.proxy.tx.wheel.schedule(this, TIMER_RING, s.ringMs);
+      } else if (this.ring === null) this.ring = this.proxy.tx.wheel.schedule(this, TIMER_RING, this.proxy.options.ringTimeoutMs);
+    }
+    if (this.log !== null && s.label !== '') {
+      this.log.stages.push(s.label);
+      if (s.overflow) this.log.overflow = true;
+    }
+    for (const aor of s.aors) this.watchAor(aor);
+    if (s.targets !== null) {
+      for (const target of s.targets) void this.fork(target, this.stage);
+      return true;
+    }
+    this.resolving = true;
+    void this.resolveStage(s, this.stage);
     return true;
   }
 
-  private async fork(target: Target): Promise<void> {
+  private async resolveStage(s: Stage, index: number): Promise<void> {
+    let targets: Target[] = [];
+    try {
+      const lists = await Promise.all((s.members ?? []).map((m) => this.proxy.memberTargets(m)));
+      lists.forEach((found, i) => {
+        this.log?.members.push({ member: (s.members as PlanMember[])[i].uri, devices: found.targets.length });
+        targets = targets.concat(found.targets);
+        if (found.aor !== undefined) {
+          s.aors.push(found.aor);
+          if (index === this.stage) this.watchAor(found.aor);
+        }
+      });
+    } catch {
+      // The store is out of reach: this stage rings nobody; the next may be elsewhere (a PBX).
+    }
+    this.resolving = false;
+    if (this.finished || this.cancelled || index !== this.stage) return this.maybeDone();
+    if (targets.length === 0) {
+      // Nobody of this stage has a live device: straight on to the next.
+      if (!this.nextStage()) this.finishWith(this.best ?? buildResponse(this.req, 480));
+      return;
+    }
+    for (const t of targets) void this.fork(t, index);
+  }
+
+  /** Sends the request to one target; `owed`: the INVITE a woken iOS device gets after its call ended. */
+  private async fork(target: Target, stage: number, owed = false): Promise<void> {
+    if (!owed && target.alive === false && this.sleep(target, stage)) return;
     const copy = this.req.clone();
     let dest: Destination | null = this.fixed;
     if (dest === null) {
-      copy.setRequestUri(target.uri);
+      // The push token is for Portier, not for the device (RFC 8599 §4.1.1).
+      copy.setRequestUri(target.push ? withoutPushParams(target.uri) : target.uri);
       if (target.flow !== null) dest = flowDestination(target.flow);
       else {
         const u = copy.requestUri;
@@ -448,15 +773,18 @@ class ProxyCall implements BranchOwner, TimerTarget {
       }
     }
     for (let i = target.path.length - 1; i >= 0; i--) copy.prependHeader('route', target.path[i]);
+    scrubContactPush(copy);
     const local = dest === null ? null : this.proxy.localFor(dest);
-    const branch = new Branch(target, copy, dest ?? { protocol: 'udp', address: '0.0.0.0', port: 0 });
+    const branch = new Branch(target, copy, dest ?? { protocol: 'udp', address: '0.0.0.0', port: 0 }, stage);
     this.branches.push(branch);
-    if (dest === null || local === null || this.finished) {
+    if (dest === null || local === null || (!owed && (this.finished || stage !== this.stage))) {
       branch.final = 503;
-      this.considerFinal(buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
+      // Its stage rang out while its address was being resolved: not the call's answer.
+      branch.abandoned = stage !== this.stage;
+      this.considerFinal(branch, buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
       return;
     }
-    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local, this.proxy.signer.token(copy.callId(), copy.from().tag ?? ''));
+    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local, this.proxy.signer.token(copy.callId(), copy.from().tag ?? ''), { inbound: this.proxy.signer.flowToken(this.stx.source), outbound: this.proxy.signer.flowToken(dest) });
     this.proxy.prepareForward(copy, local, branchFor(this.hash));
     this.proxy.stats.forwarded++;
     if (!this.timed) {
@@ -464,6 +792,129 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.proxy.observer?.processing((performance.now() - this.received) / 1000);
     }
     branch.ctx = this.proxy.tx.sendRequest(copy, dest, this);
+  }
+
+  /**
+   * Wakes the device by push and keeps a branch waiting for it to register
+   * again (late forking). False when it cannot be woken: the caller then
+   * tries what is left (its flow, or nothing).
+   */
+  private sleep(target: Target, stage: number): boolean {
+    const waker = this.proxy.options.waker;
+    if (waker === undefined || !target.push || this.finished || stage !== this.stage) return false;
+    const handle = waker.wake(target, this.req);
+    if (handle === null) return false;
+    const b = new Branch(target, this.req, { protocol: 'udp', address: '0.0.0.0', port: 0 }, stage);
+    b.wake = handle;
+    b.wokenAt = performance.now();
+    this.branches.push(b);
+    b.wakeTimer = this.proxy.tx.wheel.schedule(this, TIMER_WAKE + this.branches.length - 1, waker.timeoutMs);
+    handle.sent.then(
+      (sent) => this.pushed(b, sent),
+      () => this.pushed(b, false),
+    );
+    return true;
+  }
+
+  /** The first push of a waking branch went out, or failed (then the branch is over). */
+  private pushed(b: Branch, sent: boolean): void {
+    if (b.final !== 0) return;
+    if (!sent) {
+      this.endWake(b, 'missed');
+      b.final = 480;
+      this.considerFinal(b, buildResponse(this.req, 480, { reason: 'Push Failed' }));
+      return;
+    }
+    const code = this.proxy.options.waker?.provisional ?? 0;
+    if (code === 0 || this.pushProvisional || this.finished || !this.isInvite) return;
+    // The caller hears something while the phone wakes up (once per call).
+    this.pushProvisional = true;
+    this.stx.respond(buildResponse(this.req, code, code === 110 ? { reason: 'Push sent' } : undefined));
+  }
+
+  /** Ends a waking branch: its last push says why; an iOS VoIP device is still owed its INVITE. */
+  private endWake(b: Branch, reason: WakeEnd): void {
+    const h = b.wake;
+    if (h === null) return;
+    b.wake = null;
+    h.stop(reason);
+    if (reason !== 'delivered' && reason !== 'missed' && h.mustDeliver && b.wakeTimer !== null) {
+      b.owed = true; // its timer still runs: the INVITE, then a CANCEL, if it registers before it fires
+      return;
+    }
+    if (b.wakeTimer !== null) b.wakeTimer.cancel();
+    b.wakeTimer = null;
+  }
+
+  /** A device of an AOR this call rings has registered. */
+  lateTarget(target: Target): void {
+    const owed = this.branches.find((b) => b.owed && b.target.key === target.key);
+    if (owed !== undefined) {
+      // iOS requires every VoIP push to end in a call: the INVITE, cancelled as soon as it rings.
+      owed.owed = false;
+      owed.wakeTimer?.cancel();
+      owed.wakeTimer = null;
+      const reason = this.answered ? COMPLETED_ELSEWHERE : null;
+      void this.forkOwed(target, owed.stage, reason);
+      this.maybeUnwatch();
+      return;
+    }
+    if (this.finished || this.cancelled || this.answered) return;
+    const stage = this.stages[this.stage];
+    if (stage === undefined || target.aor === undefined || !stage.aors.includes(target.aor)) return;
+    const member = this.branches.find((b) => b.target.aor === target.aor && b.target.member !== undefined)?.target.member;
+    let woken = false;
+    for (const b of this.branches) {
+      if (b.target.key !== target.key || b.final !== 0) continue;
+      if (b.wake !== null) {
+        woken = true;
+        this.proxy.observer?.pushToRegister((performance.now() - b.wokenAt) / 1000);
+        this.endWake(b, 'delivered');
+        b.final = 1; // replaced by the branch below
+        b.abandoned = true;
+        continue;
+      }
+      // A refresh of a device already ringing: nothing new.
+      if (b.ctx !== null && !b.cancelWanted && b.target.uri === target.uri) return;
+    }
+    const t: Target = { ...target, alive: true, member: target.member ?? member };
+    const before = this.branches.length;
+    void this.fork(t, this.stage);
+    if (woken && this.branches.length > before) this.branches[before].afterPush = true;
+  }
+
+  /** The INVITE a woken iOS VoIP device is owed after its call ended: CANCELled at its first provisional. */
+  private async forkOwed(target: Target, stage: number, reason: string | null): Promise<void> {
+    const before = this.branches.length;
+    await this.fork({ ...target, alive: true }, stage, true);
+    const b = this.branches[before];
+    if (b === undefined) return;
+    b.abandoned = true;
+    this.cancelBranch(b, reason ?? 'SIP;cause=487;text="Call cancelled"', 'cancelled');
+  }
+
+  /** A branch to a device with push parameters failed (408, 503, connection gone): wake it and wait for it instead. */
+  private retryByPush(b: Branch): boolean {
+    if (!b.target.push || b.afterPush || this.finished || this.cancelled || b.stage !== this.stage) return false;
+    if (this.branches.some((o) => o.target.key === b.target.key && (o.wake !== null || o.owed))) return false;
+    if (!this.sleep(b.target, b.stage)) return false;
+    b.abandoned = true;
+    return true;
+  }
+
+  private watchAor(aor: string): void {
+    if (this.watched.has(aor)) return;
+    this.watched.add(aor);
+    this.proxy.watch(aor, this);
+  }
+
+  /** Stops listening for registrations once nothing can join any more. */
+  private maybeUnwatch(): void {
+    if (this.watched.size === 0) return;
+    if (!(this.finished || this.answered || this.cancelled)) return;
+    if (this.branches.some((b) => b.owed)) return;
+    for (const aor of this.watched) this.proxy.unwatch(aor, this);
+    this.watched.clear();
   }
 
   private branchOf(ctx: ClientTransaction): Branch | undefined {
@@ -478,12 +929,14 @@ class ProxyCall implements BranchOwner, TimerTarget {
     if (b === undefined) return;
     // Our Via goes; the rest travels back upstream (§16.7 step 3).
     res.removeFirstValue('via');
+    scrubContactPush(res);
     const status = res.status;
     if (status < 200) {
       if (status === 100) return; // hop by hop: ours went already
       b.provisional = true;
-      if (b.cancelSent === false && (this.cancelled || this.answered)) this.cancelBranch(b);
-      if (!this.finished) this.stx.respond(res);
+      if (b.cancelWanted) this.sendCancel(b);
+      // A branch being cancelled rings no more as far as the caller is concerned.
+      else if (!this.finished) this.stx.respond(res);
       return;
     }
     b.final = status;
@@ -494,38 +947,65 @@ class ProxyCall implements BranchOwner, TimerTarget {
         this.answered = true;
         if (this.isInvite) {
           this.proxy.stats.callResults.answered++;
+          if (b.afterPush) this.proxy.answeredAfterPush++;
           this.proxy.observer?.callSetup((performance.now() - this.received) / 1000);
           this.proxy.callTracker.established(this.req.callId());
+          this.done(status, 'answered', b.target.member ?? b.target.uri);
         } else if (this.req.method === 'BYE') {
           this.proxy.callTracker.ended(this.req.callId());
         }
         this.stopRing();
-        this.cancelOthers(b);
+        this.cancelOthers(b, COMPLETED_ELSEWHERE);
       }
       this.finished = true;
       this.maybeDone();
       return;
     }
-    if (status >= 600 && this.isInvite) this.cancelOthers(b);
-    this.considerFinal(res);
+    if (status >= 600 && this.isInvite) {
+      if (this.planned && b.target.member !== undefined) {
+        // In a ring group one person declining stops their own devices,
+        // not their colleagues': the group rings on, then overflows.
+        for (const o of this.branches) if (o !== b && o.final === 0 && o.target.member === b.target.member) this.cancelBranch(o, `SIP;cause=${status};text="${(res.reason || 'Declined').replace(/["\\]/g, '')}"`, 'declined-elsewhere');
+      } else this.cancelOthers(b, null, 'declined-elsewhere');
+    }
+    if ((status === 408 || status === 503) && this.retryByPush(b)) return this.maybeDone();
+    this.considerFinal(b, res);
   }
 
   onTimeout(ctx: ClientTransaction): void {
     const b = this.branchOf(ctx);
     if (b === undefined || b.final !== 0) return;
     b.final = 408;
-    this.considerFinal(buildResponse(this.req, 408));
+    if (this.retryByPush(b)) return this.maybeDone();
+    this.considerFinal(b, buildResponse(this.req, 408));
   }
 
   onTransportError(ctx: ClientTransaction, _err: Error): void {
     const b = this.branchOf(ctx) ?? this.branches.find((x) => x.ctx === null && x.final === 0);
     if (b === undefined || b.final !== 0) return;
     b.final = 503;
-    this.considerFinal(buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
+    if (this.retryByPush(b)) return this.maybeDone();
+    this.considerFinal(b, buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
   }
 
-  /** Timer C: nobody answered in time. */
+  /** The ring timer (Timer C, or a stage's ring time), and the reaper. */
   onTimer(kind: number): void {
+    if (kind >= TIMER_WAKE) {
+      const b = this.branches[kind - TIMER_WAKE];
+      if (b === undefined) return;
+      b.wakeTimer = null;
+      if (b.owed) {
+        b.owed = false; // it never registered: nothing is owed any more
+        this.maybeUnwatch();
+        return;
+      }
+      if (b.wake === null || b.final !== 0) return;
+      // Woken, but it did not register in time.
+      this.endWake(b, 'missed');
+      b.final = 480;
+      this.considerFinal(b, buildResponse(this.req, 480));
+      return;
+    }
     if (kind === TIMER_REAP) {
       // Branches that never answered their CANCEL: end their transactions (§16.8).
       this.reaper = null;
@@ -545,18 +1025,29 @@ class ProxyCall implements BranchOwner, TimerTarget {
     }
     if (kind !== TIMER_RING || this.finished) return;
     this.ring = null;
+    const current = this.stages[this.stage];
+    if (current !== undefined && current.ringMs !== null && this.stage + 1 < this.stages.length && !this.cancelled) {
+      // This stage rang out: its branches stop, the next stage (the next member, the overflow) rings.
+      for (const b of this.branches) {
+        if (b.final !== 0 || b.stage !== this.stage) continue;
+        b.abandoned = true;
+        this.cancelBranch(b, null, 'missed');
+      }
+      this.nextStage();
+      return;
+    }
     this.timedOut = true;
     this.finished = true;
-    for (const b of this.branches) if (b.final === 0) this.cancelBranch(b);
+    for (const b of this.branches) if (b.final === 0) this.cancelBranch(b, null, 'missed');
     this.sendFinal(buildResponse(this.req, 408, { reason: 'Request Timeout' }));
   }
 
   /** The caller sent CANCEL (§16.10). */
-  cancelByCaller(): void {
+  cancelByCaller(reason: string | null): void {
     if (this.finished || this.cancelled) return;
     this.cancelled = true;
-    this.pendingGroups = [];
-    for (const b of this.branches) if (b.final === 0) this.cancelBranch(b);
+    this.stage = this.stages.length;
+    for (const b of this.branches) if (b.final === 0) this.cancelBranch(b, reason, 'cancelled');
     // The UAS answers its INVITE with 487, which becomes the best response;
     // should a branch never answer, the reaper ends it.
     this.reaper ??= this.proxy.tx.wheel.schedule(this, TIMER_REAP, REAP_MS);
@@ -573,54 +1064,92 @@ class ProxyCall implements BranchOwner, TimerTarget {
    * Whether a branch may still give a final response worth waiting for.
    * Once the caller cancelled, only branches that rang are (they answer
    * the CANCEL with 487); a silent one is cancelled when it first speaks.
+   * Branches of a stage that rang out are not: the next stage rings.
    */
   private waiting(): boolean {
-    return this.branches.some((b) => b.final === 0 && (!this.cancelled || b.provisional));
+    return this.branches.some((b) => b.final === 0 && !b.abandoned && (!this.cancelled || b.provisional));
   }
 
-  private cancelOthers(winner: Branch): void {
-    this.pendingGroups = [];
-    for (const b of this.branches) if (b !== winner && b.final === 0) this.cancelBranch(b);
+  private cancelOthers(winner: Branch, reason: string | null, end: WakeEnd = 'answered-elsewhere'): void {
+    this.stage = this.stages.length;
+    for (const b of this.branches) if (b !== winner && b.final === 0) this.cancelBranch(b, reason, end);
   }
 
-  /** CANCEL one branch; before its first provisional it waits for one (§9.1). */
-  private cancelBranch(b: Branch): void {
-    if (b.cancelSent || b.ctx === null || !this.isInvite) return;
-    if (!b.provisional) return; // sent when the first provisional arrives (onResponse)
+  /**
+   * CANCEL one branch; before its first provisional it waits for one (§9.1).
+   * A device still being woken gets no INVITE: its last push says why (`end`).
+   */
+  private cancelBranch(b: Branch, reason: string | null, end: WakeEnd): void {
+    if (b.wake !== null) {
+      this.endWake(b, end);
+      b.final = 1; // over, without a response
+      b.abandoned = true;
+      return;
+    }
+    if (b.cancelWanted || b.ctx === null || !this.isInvite) return;
+    b.cancelWanted = true;
+    b.cancelReason = reason;
+    if (b.provisional) this.sendCancel(b);
+  }
+
+  private sendCancel(b: Branch): void {
+    if (b.cancelSent) return;
     b.cancelSent = true;
     const cancel = buildCancel(b.request);
+    if (b.cancelReason !== null) cancel.setHeader('reason', b.cancelReason);
     this.proxy.tx.sendRequest(cancel, b.dest, NO_OWNER);
   }
 
-  private considerFinal(res: SipMessage): void {
+  private considerFinal(b: Branch, res: SipMessage): void {
     if (this.finished) {
       this.maybeDone();
       return;
     }
-    if (this.best === null || isBetterResponse(res.status, this.best.status)) this.best = res;
-    if (res.status >= 600 && this.isInvite) {
+    // A branch cancelled because its stage rang out answers 487: to the caller that is no answer.
+    const r = b.abandoned ? buildResponse(this.req, 408) : res;
+    if (this.best === null || isBetterResponse(r.status, this.best.status)) this.best = r;
+    if (r.status >= 600 && this.isInvite && !this.planned) {
       this.finished = true;
       this.stopRing();
       this.sendFinal(this.best);
       return;
     }
-    if (this.waiting()) return;
-    // Every branch of this group failed: try the next q group, unless cancelled.
-    if (!this.cancelled && this.nextGroup()) return;
+    if (this.resolving || this.waiting()) return;
+    // Every branch of this stage failed: on to the next, unless cancelled.
+    if (!this.cancelled && this.nextStage()) return;
+    this.finishWith(this.best);
+  }
+
+  private finishWith(res: SipMessage): void {
+    if (this.finished) return;
     this.finished = true;
     this.stopRing();
-    this.sendFinal(this.best);
+    this.sendFinal(res);
   }
 
   private sendFinal(res: SipMessage): void {
-    if (this.isInvite && !this.answered) {
-      this.proxy.stats.callResults[this.resultOf(res.status)]++;
-      if (this.req.to().tag === null) this.proxy.doorCalls?.end(callKey(this.req, this.req.from().tag));
-    }
     const status = forwardedStatus(res.status);
+    // A BYE ends the call whatever its answer: 481 (the other side forgot it), 408, 500.
+    if (this.req.method === 'BYE') this.proxy.callTracker.ended(this.req.callId());
+    if (this.isInvite && !this.answered) {
+      const result = this.resultOf(res.status);
+      this.proxy.stats.callResults[result]++;
+      if (this.req.to().tag === null) this.proxy.doorCalls?.end(callKey(this.req, this.req.from().tag));
+      this.done(status, result, null);
+    }
     if (status !== res.status) this.stx.respond(buildResponse(this.req, status));
     else this.stx.respond(res);
     this.maybeDone();
+  }
+
+  /** The call's log line, once. */
+  private done(status: number, result: CallResult, answeredBy: string | null): void {
+    const log = this.log;
+    if (log === null || log.status !== 0) return;
+    log.status = status;
+    log.result = result;
+    log.answeredBy = answeredBy;
+    this.proxy.options.onCall?.(log);
   }
 
   /** How a call that was not answered ended, for metrics. */
@@ -633,9 +1162,11 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
   private maybeDone(): void {
+    if (this.resolving) return;
+    this.maybeUnwatch();
     if (this.branches.every((b) => b.final !== 0)) {
       if (this.reaper !== null) this.reaper.cancel();
-      this.proxy.endCall(this.stx);
+      if (this.finished || this.branches.length > 0) this.proxy.endCall(this.stx);
     } else if (this.finished && this.reaper === null) {
       this.reaper = this.proxy.tx.wheel.schedule(this, TIMER_REAP, REAP_MS);
     }

@@ -228,6 +228,16 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     return b;
   }
 
+  /** Forgets a binding's push parameters (the provider said its token is gone); the binding stays. True when it had some. */
+  async dropPushParams(aor: string, key: string): Promise<boolean> {
+    const out = await this.store.update(aor, this.now(), (current) => {
+      const b = current.find((x) => x.key === key);
+      if (b === undefined || Object.keys(b.pushParams).length === 0) return { changes: null, result: false };
+      return { changes: { put: [{ ...b, pushParams: {} }] }, result: true };
+    });
+    return out.result;
+  }
+
   /** Removes expired bindings now (the timer does this every sweepIntervalMs); emits 'unregistered' for each. */
   async sweep(): Promise<Binding[]> {
     const expired = await this.store.sweep(this.now());

@@ -41,8 +41,9 @@ export const DEFAULT_PARSE_LIMITS: Readonly<ParseLimits> = Object.freeze({
 export interface ParseOptions {
   /**
    * The transport the octets came on. Datagram transports (udp, the
-   * default) carry one message per datagram and may omit Content-Length;
-   * on stream transports it is required (RFC 3261 §18.3).
+   * default) carry one message per datagram and may omit Content-Length,
+   * and so do ws and wss, one message per WebSocket message (RFC 7118
+   * §5.2); on stream transports it is required (RFC 3261 §18.3).
    */
   transport?: string;
   limits?: Partial<ParseLimits>;
@@ -71,7 +72,8 @@ function latin1(buf: Buffer, start: number, end: number): string {
 }
 
 function isDatagram(transport: string | undefined): boolean {
-  return transport === undefined || transport === 'udp' || transport === 'UDP';
+  // Exact spellings: no lower-casing on the hot path (callers pass Source.protocol).
+  return transport === undefined || transport === 'udp' || transport === 'ws' || transport === 'wss' || transport === 'UDP' || transport === 'WS' || transport === 'WSS';
 }
 
 function limitsOf(opts: ParseOptions | undefined): ParseLimits {

@@ -1,10 +1,10 @@
-// The table of open stream connections (TCP now; TLS and WS later share it):
+// The table of open stream connections (TCP, TLS, WS and WSS share it):
 // lookup by id and by remote endpoint, admission bounds, and the timeouts.
 // One interval timer sweeps the whole table, instead of a timer per
 // connection, so 10k idle connections cost no timer churn.
 
 import { performance } from 'node:perf_hooks';
-import type { Protocol, TransportLimits, TransportStats } from './types.js';
+import type { Endpoint, Protocol, TransportLimits, TransportStats } from './types.js';
 
 export type CloseReason = 'idle' | 'first-message-timeout' | 'connect-timeout';
 
@@ -29,6 +29,15 @@ export interface TableConnection {
    * returning, so that a sweep never counts it twice.
    */
   timeout(reason: CloseReason): void;
+}
+
+/** A connection messages can be sent down, whatever its protocol. */
+export interface StreamConnection extends TableConnection {
+  readonly remote: Readonly<Endpoint>;
+  /** Sends one message (or queues it while connecting). False when it was dropped. */
+  write(data: Buffer): boolean;
+  /** Closes at once; pending output is discarded. */
+  destroy(err: Error | null): void;
 }
 
 /**

@@ -1,14 +1,17 @@
 // The transport layer: binds the listen specs, hands every received message
 // up with its Source, and sends messages to a Destination. It frames stream
-// transports (TCP, TLS) and answers keep-alives; it knows nothing else of SIP.
+// transports (TCP, TLS; WS and WSS carry one message per WebSocket message)
+// and answers keep-alives; it knows nothing else of SIP.
 
 import net from 'node:net';
-import { ConnectionTable } from './connections.js';
-import { connectTcp, TcpListener, type StreamContext, type TcpConnection } from './tcp.js';
+import { ConnectionTable, type StreamConnection } from './connections.js';
+import { connectTcp, TcpListener } from './tcp.js';
 import {
   createTransportStats,
   DEFAULT_TLS_SETTINGS,
+  DEFAULT_WS_SETTINGS,
   endpointKey,
+  PROTOCOLS,
   type Destination,
   type Endpoint,
   type ListenSpec,
@@ -18,11 +21,13 @@ import {
   type TransportLog,
   type TransportSink,
   type TransportStats,
+  type WsSettings,
 } from './types.js';
 import { UdpListener } from './udp.js';
+import { WsListener, type WsContext } from './ws.js';
 
 export * from './types.js';
-export { ConnectionTable } from './connections.js';
+export { ConnectionTable, type StreamConnection } from './connections.js';
 
 type State = 'new' | 'starting' | 'running' | 'stopped';
 
@@ -33,26 +38,29 @@ export class TransportLayer {
   private readonly sink: TransportSink;
   private readonly log: TransportLog | undefined;
   private readonly tls: Readonly<TlsSettings>;
-  private readonly table: ConnectionTable<TcpConnection>;
-  private readonly ctx: StreamContext;
+  private readonly table: ConnectionTable<StreamConnection>;
+  private readonly ctx: WsContext;
   private udp: UdpListener[] = [];
   private tcp: TcpListener[] = [];
+  private ws: WsListener[] = [];
   private state: State = 'new';
 
   /**
-   * `tls` gives the certificate and key of TLS listeners (required when there
-   * is one) and the trust of outbound TLS; without it outbound TLS verifies
-   * against the system store.
+   * `tls` gives the certificate and key of TLS and WSS listeners (required
+   * when there is one) and the trust of outbound TLS; without it outbound
+   * TLS verifies against the system store. `ws` sets the path, largest
+   * message and ping interval of WS and WSS listeners.
    */
-  constructor(specs: ListenSpec[], limits: TransportLimits, sink: TransportSink, log?: TransportLog, tls?: TlsSettings) {
+  constructor(specs: ListenSpec[], limits: TransportLimits, sink: TransportSink, log?: TransportLog, tls?: TlsSettings, ws?: WsSettings) {
     this.specs = specs.slice();
     this.limits = { ...limits };
     this.sink = sink;
     this.log = log;
     this.tls = Object.freeze({ ...(tls ?? DEFAULT_TLS_SETTINGS) });
     this.stats = createTransportStats();
-    this.table = new ConnectionTable<TcpConnection>(this.limits, this.stats);
-    this.ctx = { table: this.table, limits: this.limits, stats: this.stats, sink, log, tls: this.tls };
+    this.table = new ConnectionTable<StreamConnection>(this.limits, this.stats);
+    const wsSettings = Object.freeze({ ...(ws ?? DEFAULT_WS_SETTINGS) });
+    this.ctx = { table: this.table, limits: this.limits, stats: this.stats, sink, log, tls: this.tls, ws: wsSettings };
   }
 
   /**
@@ -65,6 +73,7 @@ export class TransportLayer {
     this.state = 'starting';
     const udp: UdpListener[] = [];
     const tcp: TcpListener[] = [];
+    const ws: WsListener[] = [];
     const starting: Promise<void>[] = [];
     let failure: Error | null = null;
     for (const spec of this.specs) {
@@ -78,6 +87,10 @@ export class TransportLayer {
       if (spec.protocol === 'udp') {
         const l = new UdpListener(spec, host, this.limits, this.stats, this.sink, this.log);
         udp.push(l);
+        starting.push(l.start().catch((err: NodeJS.ErrnoException) => Promise.reject(listenError(spec, err))));
+      } else if (spec.protocol === 'ws' || spec.protocol === 'wss') {
+        const l = new WsListener(spec, host, this.ctx);
+        ws.push(l);
         starting.push(l.start().catch((err: NodeJS.ErrnoException) => Promise.reject(listenError(spec, err))));
       } else {
         const l = new TcpListener(spec, host, this.ctx);
@@ -95,12 +108,13 @@ export class TransportLayer {
       }
     }
     if (failure !== null) {
-      await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close())]);
+      await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close()), ...ws.map((l) => l.close())]);
       this.state = 'stopped';
       throw failure;
     }
     this.udp = udp;
     this.tcp = tcp;
+    this.ws = ws;
     this.state = 'running';
   }
 
@@ -111,6 +125,7 @@ export class TransportLayer {
     this.table.stop();
     const closing: Promise<void>[] = [];
     for (const l of this.tcp) closing.push(l.close());
+    for (const l of this.ws) closing.push(l.close());
     // Copy first: destroying a connection removes it from the table.
     for (const c of [...this.table.values()]) c.destroy(null);
     for (const l of this.udp) closing.push(l.close());
@@ -127,7 +142,10 @@ export class TransportLayer {
    * open (and of that protocol), else down an open connection to the
    * endpoint (RFC 3261 §18), else down a new connection, the data queued
    * until it is up (for TLS: until the handshake is done and the server's
-   * certificate verified).
+   * certificate verified). WS and WSS go down dest.connectionId or an
+   * open connection from the endpoint, never a new one: Portier does not
+   * dial out WebSocket, so without one the send fails (sink.onSendError,
+   * at once).
    */
   send(data: Buffer, dest: Destination): void {
     if (this.state !== 'running') {
@@ -142,6 +160,10 @@ export class TransportLayer {
       case 'tls':
         this.sendStream(data, dest, dest.protocol);
         return;
+      case 'ws':
+      case 'wss':
+        this.sendWs(data, dest, dest.protocol);
+        return;
       default:
         this.sendFailed(dest, `protocol ${dest.protocol} is not supported`, 'EPROTONOSUPPORT');
     }
@@ -152,7 +174,13 @@ export class TransportLayer {
     const out: Endpoint[] = [];
     for (const l of this.udp) if (l.started) out.push({ ...l.local });
     for (const l of this.tcp) if (l.started) out.push({ ...l.local });
+    for (const l of this.ws) if (l.started) out.push({ ...l.local });
     return out;
+  }
+
+  /** Whether the stream connection with this id is still open (a registered app's flow). */
+  hasConnection(id: number): boolean {
+    return this.table.get(id) !== undefined;
   }
 
   /** Open connections (connecting ones included), of one protocol or all. */
@@ -186,8 +214,9 @@ export class TransportLayer {
     chosen.send(data, dest.port, dest.address);
   }
 
-  private sendStream(data: Buffer, dest: Destination, protocol: 'tcp' | 'tls'): void {
-    let conn: TcpConnection | undefined;
+  /** The open connection of `protocol` to dest: its connectionId when that still names it, else any to its endpoint. */
+  private openConnection(dest: Destination, protocol: Protocol): StreamConnection | undefined {
+    let conn: StreamConnection | undefined;
     if (dest.connectionId !== undefined && dest.connectionId !== 0) {
       conn = this.table.get(dest.connectionId);
       // An id is only a hint: one from another process or node (a stored
@@ -195,7 +224,21 @@ export class TransportLayer {
       // must be the destination's.
       if (conn !== undefined && (conn.protocol !== protocol || conn.remote.port !== dest.port || conn.remote.address !== dest.address)) conn = undefined;
     }
-    if (conn === undefined) conn = this.table.find(endpointKey(protocol, dest.address, dest.port));
+    return conn ?? this.table.find(endpointKey(protocol, dest.address, dest.port));
+  }
+
+  private sendWs(data: Buffer, dest: Destination, protocol: 'ws' | 'wss'): void {
+    const conn = this.openConnection(dest, protocol);
+    if (conn === undefined) {
+      // RFC 7118 §5: a WebSocket client is reached down its own connection only.
+      this.sendFailed(dest, `no open ${protocol} connection to ${dest.address}:${dest.port}`, 'ENOTCONN');
+      return;
+    }
+    conn.write(data);
+  }
+
+  private sendStream(data: Buffer, dest: Destination, protocol: 'tcp' | 'tls'): void {
+    let conn = this.openConnection(dest, protocol);
     if (conn === undefined) {
       if (!this.table.admitOutbound()) {
         this.sendFailed(dest, 'connection limit reached', 'EMFILE');
@@ -236,10 +279,10 @@ export class TransportLayer {
 // Validates a listen spec; returns the host without brackets.
 function checkSpec(spec: ListenSpec, tls: Readonly<TlsSettings>): string {
   const name = `${spec.protocol} ${spec.host}:${spec.port}`;
-  if (spec.protocol !== 'udp' && spec.protocol !== 'tcp' && spec.protocol !== 'tls') {
-    throw new Error(`cannot listen on ${name}: protocol ${spec.protocol} is not implemented yet`);
+  if (!(PROTOCOLS as readonly string[]).includes(spec.protocol)) {
+    throw new Error(`cannot listen on ${name}: unknown protocol ${String(spec.protocol)}`);
   }
-  if (spec.protocol === 'tls' && (tls.cert === undefined || tls.key === undefined)) {
+  if ((spec.protocol === 'tls' || spec.protocol === 'wss') && (tls.cert === undefined || tls.key === undefined)) {
     throw new Error(`cannot listen on ${name}: no TLS certificate and key given`);
   }
   let host = spec.host;

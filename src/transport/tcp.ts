@@ -12,7 +12,8 @@ import {
   StreamFramer,
   type FramerSink,
 } from '../sip/framer.js';
-import { now, type CloseReason, type ConnectionTable, type TableConnection } from './connections.js';
+import { admitSocket, bindServer, tlsHandshakeFailed } from './accept.js';
+import { now, type CloseReason, type ConnectionTable, type StreamConnection } from './connections.js';
 import {
   endpointKey,
   type Destination,
@@ -34,7 +35,7 @@ const PONG = Buffer.from('\r\n', 'latin1');
 
 /** What all connections of a transport layer share. */
 export interface StreamContext {
-  readonly table: ConnectionTable<TcpConnection>;
+  readonly table: ConnectionTable<StreamConnection>;
   readonly limits: TransportLimits;
   readonly stats: TransportStats;
   readonly sink: TransportSink;
@@ -42,7 +43,7 @@ export interface StreamContext {
   readonly tls: Readonly<TlsSettings>;
 }
 
-export class TcpConnection implements TableConnection, FramerSink {
+export class TcpConnection implements StreamConnection, FramerSink {
   readonly id: number;
   readonly protocol: StreamProtocol;
   readonly key: string;
@@ -364,25 +365,8 @@ export class TcpListener {
     return this.localEndpoint !== null;
   }
 
-  start(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const server = this.server;
-      const onError = (err: Error) => {
-        server.removeListener('listening', onListening);
-        reject(err);
-      };
-      const onListening = () => {
-        server.removeListener('error', onError);
-        const a = server.address() as net.AddressInfo;
-        this.localEndpoint = Object.freeze({ protocol: this.protocol, address: a.address, port: a.port });
-        server.on('error', this.onError);
-        resolve();
-      };
-      server.once('error', onError);
-      server.once('listening', onListening);
-      // ipv6Only so that [::] and 0.0.0.0 can be bound side by side.
-      server.listen({ host: this.host, port: this.spec.port, ipv6Only: this.family === 6, exclusive: true });
-    });
+  async start(): Promise<void> {
+    this.localEndpoint = await bindServer(this.server, this.protocol, this.host, this.spec.port, this.family, this.onError);
   }
 
   /** Stops accepting; existing connections are the table's. */
@@ -401,46 +385,17 @@ export class TcpListener {
   };
 
   private readonly onTlsClientError = (err: Error, socket: tls.TLSSocket): void => {
-    this.handshakeFailed(err.message, socket.remoteAddress, socket.remotePort);
+    tlsHandshakeFailed(this.ctx, this.localEndpoint, err.message, socket.remoteAddress, socket.remotePort);
     socket.destroy();
   };
 
-  private handshakeFailed(reason: string, address: string | undefined, port: number | undefined): void {
-    this.ctx.stats.dropped['tls-handshake']++;
-    this.ctx.log?.warn({ remote: `${address ?? '?'}:${port ?? '?'}`, local: this.localEndpoint, reason }, 'tls handshake failed');
-  }
-
   private readonly onConnection = (socket: net.Socket): void => {
     const ctx = this.ctx;
-    const address = socket.remoteAddress;
-    const port = socket.remotePort;
-    // Gone already (reset right after the handshake): nothing to keep.
-    if (address === undefined || port === undefined) {
-      socket.on('error', ignore);
-      socket.destroy();
-      return;
-    }
-    if (!ctx.table.admitInbound(address)) {
-      socket.on('error', ignore);
-      socket.destroy();
-      ctx.log?.debug?.({ remote: address }, `${this.protocol} connection refused: limit`);
-      return;
-    }
-    if (this.protocol === 'tls' && ctx.tls.verifyClients === 'optional') {
-      // Asked but not required: no certificate is fine, an unverified one is not.
-      const s = socket as tls.TLSSocket;
-      if (!s.authorized && Object.keys(s.getPeerCertificate()).length > 0) {
-        this.handshakeFailed(`client certificate refused: ${String(s.authorizationError)}`, address, port);
-        socket.on('error', ignore);
-        socket.destroy();
-        return;
-      }
-    }
-    const family: 4 | 6 = socket.remoteFamily === 'IPv6' ? 6 : 4;
+    const peer = admitSocket(ctx, socket, this.protocol, this.localEndpoint);
+    if (peer === null) return;
+    const { address, port, family } = peer;
     const conn = new TcpConnection(ctx, this.protocol, socket, { protocol: this.protocol, address, port }, family, null);
     ctx.table.add(conn);
     ctx.stats.connectionsAccepted++;
   };
 }
-
-function ignore(): void {}

@@ -93,7 +93,7 @@ export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze
   firstMessageTimeoutMs: DEFAULT_FIRST_MESSAGE_TIMEOUT_MS,
 });
 
-export type DropReason = 'oversize' | 'framing' | 'connection-limit' | 'timeout' | 'stun' | 'send-error' | 'tls-handshake';
+export type DropReason = 'oversize' | 'framing' | 'connection-limit' | 'timeout' | 'stun' | 'send-error' | 'tls-handshake' | 'ws-handshake';
 
 /** Who must present a certificate to a TLS listener. */
 export type VerifyClients = false | 'optional' | 'required';
@@ -118,6 +118,26 @@ export interface TlsSettings {
 
 export const DEFAULT_TLS_SETTINGS: Readonly<TlsSettings> = Object.freeze({ verifyClients: false, minVersion: 'TLSv1.2' });
 
+/** Settings of the ws and wss listeners (RFC 7118); wss takes its certificate from TlsSettings. */
+export interface WsSettings {
+  /** Only upgrades to this path are accepted (others get HTTP 404); undefined: any path. */
+  path?: string;
+  /**
+   * Largest WebSocket message in bytes: a larger one closes the connection
+   * (status 1009). Default and floor: maxMessageSize. Messages between the
+   * two reach the parser, which answers 413.
+   */
+  maxPayload?: number;
+  /** Each connection is pinged this often; one whose pong has not come by the next ping is closed. 0: no pings. */
+  pingIntervalMs: number;
+}
+
+// 30 s: a dead browser tab or a dropped NAT mapping is noticed within a
+// minute, at one small frame each way per connection and interval.
+export const DEFAULT_WS_PING_INTERVAL_MS = 30_000;
+
+export const DEFAULT_WS_SETTINGS: Readonly<WsSettings> = Object.freeze({ pingIntervalMs: DEFAULT_WS_PING_INTERVAL_MS });
+
 /** Per-protocol counters. */
 export type ProtocolCounters = Record<Protocol, number>;
 
@@ -137,7 +157,9 @@ export interface TransportStats {
    * connection closed by idle, first-message or connect timeout; stun: a STUN
    * datagram not answered (not a well-formed Binding request); send-error: a
    * message that could not be sent; tls-handshake: a TLS handshake that
-   * failed (inbound or outbound), or a client certificate refused.
+   * failed (inbound or outbound), or a client certificate refused;
+   * ws-handshake: a WebSocket upgrade refused (wrong path, no `sip`
+   * subprotocol, not an upgrade, malformed).
    */
   dropped: Record<DropReason, number>;
   /** CRLF keep-alives received: UDP CRLF datagrams, stream double-CRLF pings. */
@@ -164,7 +186,7 @@ export function createTransportStats(): TransportStats {
     messagesOut: protocolCounters(),
     bytesIn: protocolCounters(),
     bytesOut: protocolCounters(),
-    dropped: { oversize: 0, framing: 0, 'connection-limit': 0, timeout: 0, stun: 0, 'send-error': 0, 'tls-handshake': 0 },
+    dropped: { oversize: 0, framing: 0, 'connection-limit': 0, timeout: 0, stun: 0, 'send-error': 0, 'tls-handshake': 0, 'ws-handshake': 0 },
     keepalivesIn: protocolCounters(),
     stunAnswered: 0,
     connectionsAccepted: 0,

@@ -40,6 +40,9 @@ const DEFAULT_LIMITS = {
   callsPerDoor: 4,
 };
 
+const DEFAULT_PUSH = { callTimeout: 30, response: 180, registerWakeup: null, ca: null, fcm: null, apns: null, generic: null };
+const DEFAULT_POLICY = { doorsMayCall: ['groups', 'aliases', 'phones'], phonesMayCallPhones: true, phonesMayCallDoors: true };
+
 t.test('a full valid file', async (t) => {
   const dir = t.testdir({ users: '# Portier accounts: HA1 digests only\n' });
   const users = join(dir, 'users');
@@ -116,6 +119,7 @@ security:
     log: { level: 'debug' },
     metrics: { listen: { host: '::1', port: 9091 } },
     tls: null,
+    websocket: { path: null, maxPayload: 0, pingInterval: 30 },
     auth: {
       users,
       realm: 'Intercom.Example',
@@ -130,6 +134,11 @@ security:
       dropScanners: false,
     },
     storage: DEFAULT_STORAGE,
+    push: DEFAULT_PUSH,
+    groups: {},
+    aliases: {},
+    policy: DEFAULT_POLICY,
+    routes: [],
     demo: false,
     source: F,
   });
@@ -194,8 +203,9 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     // listen
     [`domains: [a.test]\nlisten: [udp:127.0.0.1, sctp:127.0.0.1:5060]\n`, `${F}: listen[1]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`],
     [`domains: [a.test]\nlisten: [tls:127.0.0.1]\n`, `${F}: tls: required by listen[0] (tls:127.0.0.1:5061) (e.g. tls: {cert: /etc/portier/tls/cert.pem, key: /etc/portier/tls/key.pem})`],
-    [`domains: [a.test]\nlisten: [ws:127.0.0.1:8080]\n`, `${F}: listen[0]: ws transport is not supported yet (use udp, tcp or tls for now)`],
-    [`domains: [a.test]\nlisten: ["wss:[::1]"]\n`, `${F}: listen[0]: wss transport is not supported yet (use udp, tcp or tls for now)`],
+    [`domains: [a.test]\nlisten: ["wss:[::1]"]\n`, `${F}: tls: required by listen[0] (wss:[::1]:443) (e.g. tls: {cert: /etc/portier/tls/cert.pem, key: /etc/portier/tls/key.pem})`],
+    [`domains: [a.test]\nlisten: [ws:127.0.0.1:8080]\nwebsocket: {path: sip}\n`, `${F}: websocket.path: must be a URL path starting with "/", without spaces, "?" or "#" (got "sip")`],
+    [`domains: [a.test]\nlisten: [ws:127.0.0.1:8080]\nwebsocket: {ping-interval: -1}\n`, `${F}: websocket.ping-interval: must be a number of seconds between 0 and 3600`],
     [`domains: [a.test]\nlisten: ["udp:::1:5060"]\n`, `${F}: listen[0]: IPv6 addresses must be in brackets, e.g. udp:[::1]:5060 (got "udp:::1:5060")`],
     [`domains: [a.test]\nlisten: ["udp:[::1"]\n`, `${F}: listen[0]: missing "]" after the IPv6 address in "udp:[::1"`],
     [`domains: [a.test]\nlisten: ["udp:[1.2.3.4]:5060"]\n`, `${F}: listen[0]: "1.2.3.4" in "udp:[1.2.3.4]:5060" is not a valid IPv6 address`],
@@ -252,7 +262,7 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
     [`${MIN}tlss: {}\n`, `${F}: tlss: unknown key (did you mean "tls"?)`],
-    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security or storage)`],
+    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy or routes)`],
     [`${MIN}tls: {}\n`, `${F}: tls.cert: required (e.g. cert: /etc/portier/tls/cert.pem)`],
     [`${MIN}tls: {cert: "", key: k}\n`, `${F}: tls.cert: must not be empty`],
     [`${MIN}tls: {cert: 3, key: k}\n`, `${F}: tls.cert: must be a file path (got 3)`],
@@ -260,8 +270,8 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}tls: {cert: c, key: k, verify-clients: true}\n`, `${F}: tls.verify-clients: must be false, optional or required (got true)`],
     [`${MIN}tls: {cert: c, key: k, min-version: TLSv1.1}\n`, `${F}: tls.min-version: must be one of TLSv1.2 or TLSv1.3 (got "TLSv1.1")`],
     [`${MIN}tls: {cert: c, key: k, ca: ca, verify-client: required}\n`, `${F}: tls.verify-client: unknown key (did you mean "verify-clients"?)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security and storage, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security and storage, not "just text"`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy and routes, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy and routes, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -284,7 +294,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout or calls-per-door)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, auth, security or storage)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy or routes)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -329,7 +339,7 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['auth', 'domains', 'limits', 'listen', 'log', 'metrics', 'proxy', 'registrar', 'security', 'storage', 'timers']);
+  t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'policy', 'proxy', 'registrar', 'routes', 'security', 'storage', 'timers']);
   t.same(c.storage, DEFAULT_STORAGE, 'the example shows the storage defaults');
   t.same(Object.keys(raw.metrics), ['listen']);
   t.same(c.metrics, { listen: { host: '127.0.0.1', port: 9090 } }, 'the example serves metrics on localhost');
@@ -374,9 +384,15 @@ t.test('demo config', async (t) => {
     log: { level: 'info' },
     metrics: { listen: { host: '127.0.0.1', port: 9090 } },
     tls: null,
+    websocket: { path: null, maxPayload: 0, pingInterval: 30 },
     auth: null,
     security: DEFAULT_SECURITY,
     storage: { ...DEFAULT_STORAGE, type: 'memory' },
+    push: DEFAULT_PUSH,
+    groups: {},
+    aliases: {},
+    policy: DEFAULT_POLICY,
+    routes: [],
     demo: true,
     source: DEMO_SOURCE,
   });
@@ -402,6 +418,7 @@ t.test('formatConfig round-trips through parseConfig', async (t) => {
     { ...demoConfig(), demo: false },
     parseConfig(`${MIN}storage: {type: redis, url: "redis://10.0.0.5:6380/2", prefix: "city:"}\n`, F),
     parseConfig(`${MIN}storage: {type: sqlite, path: /var/lib/portier/p.db, flush-interval: 100}\n`, F),
+    parseConfig(`domains: [a.test]\nlisten: [ws:127.0.0.1:8080]\nwebsocket: {path: /sip, max-payload: 131072, ping-interval: 0}\n`, F),
   ];
   for (const c of samples) {
     const text = formatConfig(c);

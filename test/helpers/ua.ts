@@ -92,6 +92,8 @@ export interface RegisterOptions {
   gruu?: boolean;
   /** Raw extra Contact header parameters, e.g. `reg-id=1;q=0.5`. */
   contactParams?: string;
+  /** Raw extra Contact URI parameters (inside <>), e.g. RFC 8599 `pn-provider=fcm;pn-prid=TOKEN`. */
+  uriParams?: string;
 }
 
 export interface CallOptions {
@@ -181,6 +183,7 @@ export class UA {
   private readonly regTag = rnd(5);
   private regSeq = 0;
   private regContactParams = '';
+  private regUriParams = '';
   private regInstance: string | null = null;
   private useGruu = false;
   /** The credentials header line of the last request this UA authenticated, for replay tests. */
@@ -386,6 +389,7 @@ export class UA {
   async register(o: RegisterOptions = {}): Promise<SipMessage> {
     this.regInstance = o.instance === false ? null : (o.instance ?? this.instance);
     this.regContactParams = o.contactParams ? ';' + o.contactParams : '';
+    this.regUriParams = o.uriParams ? ';' + o.uriParams : '';
     this.useGruu = o.gruu ?? false;
     const res = await this.sendRegister(o.expires ?? 600);
     this.pubGruu = this.tempGruu = null;
@@ -438,7 +442,7 @@ export class UA {
       to: name,
       callId: this.regCallId,
       cseq: 20 + ++this.regSeq,
-      contact: `"${this.opts.user}" <${this.contactUri}>${inst}${this.regContactParams}`,
+      contact: `"${this.opts.user}" <${this.contactUri}${this.regUriParams}>${inst}${this.regContactParams}`,
       headers: [`Supported: replaces, outbound${this.useGruu ? ', gruu' : ''}`, 'Accept: application/sdp', `Expires: ${expires}`, ...extra],
     });
     return this.startClient(bytes, msg, this.proxy).done;

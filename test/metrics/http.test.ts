@@ -65,3 +65,46 @@ t.test('counters: bounded methods and code classes', async (t) => {
   c.parseError('tcp', '999');
   t.equal(c.parseErrors.reduce((a, b) => a + b, 0), 1, 'an unknown reason still counts (as other)');
 });
+
+t.test('/readyz: the checks as JSON, 503 naming what is not ready; follows liveness without checks', async (t) => {
+  let ready = { ok: false, checks: { listeners: { ok: true, detail: 'udp:127.0.0.1:5060' }, storage: { ok: false, detail: 'the redis store cannot be written' } } };
+  const server = new MetricsHttpServer({ host: '127.0.0.1', port: 0 }, new Registry(), async () => ({ ok: true, body: {}, ready }));
+  await server.start();
+  t.teardown(() => server.close());
+  const port = server.address()?.port ?? 0;
+  let r = await get(port, '/readyz');
+  t.equal(r.status, 503);
+  t.same(JSON.parse(r.body), { status: 'not ready', not_ready: ['storage'], checks: ready.checks });
+  ready = { ok: true, checks: { listeners: ready.checks.listeners, storage: { ok: true, detail: 'redis store up' } } };
+  r = await get(port, '/readyz');
+  t.equal(r.status, 200);
+  t.same(JSON.parse(r.body), { status: 'ready', checks: ready.checks });
+  t.equal((await get(port, '/status')).status, 404, 'no status page given: 404');
+
+  const bare = new MetricsHttpServer({ host: '127.0.0.1', port: 0 }, new Registry(), async () => ({ ok: false, body: {} }));
+  await bare.start();
+  t.teardown(() => bare.close());
+  r = await get(bare.address()?.port ?? 0, '/readyz');
+  t.equal(r.status, 503, 'no readiness checks: follows liveness');
+  t.same(JSON.parse(r.body), { status: 'not ready', not_ready: ['serving'], checks: { serving: { ok: false, detail: 'stopping' } } });
+});
+
+t.test('/status: the page given, 500 when it fails', async (t) => {
+  let fail = false;
+  const server = new MetricsHttpServer({ host: '127.0.0.1', port: 0 }, new Registry(), async () => ({ ok: true, body: {} }), {
+    status: async () => {
+      if (fail) throw new Error('page broke');
+      return '<!DOCTYPE html><p>hello</p>';
+    },
+  });
+  await server.start();
+  t.teardown(() => server.close());
+  const port = server.address()?.port ?? 0;
+  const r = await get(port, '/status?x=1');
+  t.equal(r.status, 200);
+  t.equal(r.body, '<!DOCTYPE html><p>hello</p>');
+  fail = true;
+  const e = await get(port, '/status');
+  t.equal(e.status, 500);
+  t.match(e.body, /page broke/);
+});

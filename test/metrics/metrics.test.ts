@@ -147,6 +147,8 @@ t.test('scrape: default metrics, every portier metric, text format content type'
     'portier_sip_parse_errors_total',
     'portier_transactions_active',
     'portier_registrations_active',
+    'portier_registered_devices',
+    'portier_door_stations',
     'portier_calls_active',
     'portier_calls_total',
     'portier_connections_active',

@@ -489,8 +489,8 @@ t.test('framing: Content-Length, bare LF, leading CRLFs', async (t) => {
   t.equal(tcp.code, 400, 'no Content-Length on TCP is a 400');
   t.ok(tcp.message, 'with the partial message');
   t.equal(parseErr(noLength, { transport: 'tls' }).code, 400, 'nor on TLS');
-  t.equal(parseErr(noLength, { transport: 'ws' }).code, 400, 'nor on WebSocket');
-  for (const transport of ['udp', undefined]) {
+  // RFC 7118 §5.2: one SIP message per WebSocket message, so ws/wss frame like UDP.
+  for (const transport of ['udp', 'ws', 'wss', undefined]) {
     const m = parseOk(t, noLength, { transport });
     t.equal(m.body.toString('latin1'), 'v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n', `${transport ?? 'default'}: the body is the rest of the datagram`);
     t.ok(m.toBuffer().equals(noLength), `${transport ?? 'default'}: serializes unchanged`);

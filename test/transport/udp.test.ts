@@ -276,10 +276,10 @@ t.test('start rejects naming the spec on EADDRINUSE, and binds nothing', TEST_TI
     onMessage() {},
   });
   await t.rejects(tls.start(), { message: /tls 127\.0\.0\.1:0: no TLS certificate and key given/ });
-  const ws = new TransportLayer([{ protocol: 'ws', host: '127.0.0.1', port: 0 }], DEFAULT_TRANSPORT_LIMITS, {
+  const wss = new TransportLayer([{ protocol: 'wss', host: '127.0.0.1', port: 0 }], DEFAULT_TRANSPORT_LIMITS, {
     onMessage() {},
   });
-  await t.rejects(ws.start(), { message: /ws 127\.0\.0\.1:0: protocol ws is not implemented yet/ });
+  await t.rejects(wss.start(), { message: /wss 127\.0\.0\.1:0: no TLS certificate and key given/ });
   const named = new TransportLayer([{ protocol: 'udp', host: 'localhost', port: 0 }], DEFAULT_TRANSPORT_LIMITS, {
     onMessage() {},
   });
