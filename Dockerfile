@@ -7,10 +7,14 @@
 # listens on 127.0.0.1 only (inside the container): mount your own config with
 # udp:0.0.0.0:5060 and tcp:0.0.0.0:5060 to be reachable from outside.
 
+# Node.js 26, the Active LTS line since October 2026, on Debian 13 (trixie).
+# Both stages use the same image, so that the native addon built in the
+# first runs in the second. package.json engines (>=20) and better-sqlite3 12
+# (Node 20 to 26) allow it; test/ops/packaging.test.ts checks the stages.
 # ---- build: compile TypeScript with the dev dependencies. better-sqlite3 is
 # a native addon: its install downloads a prebuilt binary or, without one,
 # compiles it (python3, make, g++).
-FROM node:24-bookworm-slim AS build
+FROM node:26-trixie-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -20,7 +24,7 @@ COPY . .
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime: production dependencies (pruned, native addon built) and the compiled code only
-FROM node:24-bookworm-slim
+FROM node:26-trixie-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -34,12 +38,14 @@ COPY conf/portier.yaml conf/users /etc/portier/
 RUN mkdir -p /var/lib/portier && chown node:node /var/lib/portier
 WORKDIR /var/lib/portier
 VOLUME /var/lib/portier
+# The image's unprivileged user (uid 1000), never root.
 USER node
-# 5060 SIP over UDP and TCP, 5061 SIP over TLS (later), 9090 metrics and /healthz (later).
+# 5060 SIP over UDP and TCP, 5061 SIP over TLS, 9090 metrics, /healthz and /readyz.
 EXPOSE 5060/udp 5060/tcp 5061/tcp 9090/tcp
 # A SIP OPTIONS over UDP to 127.0.0.1:5060 must get "SIP/2.0 200" within 2 s.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["node", "/app/dist/src/cli/healthcheck.js", "127.0.0.1", "5060"]
+# SIGTERM stops gracefully; `docker kill -s HUP` reloads the configuration (README, Operations).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
 CMD ["--config", "/etc/portier/portier.yaml"]

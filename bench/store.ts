@@ -85,7 +85,7 @@ async function drive(registrar: Registrar, msgs: SipMessage[]): Promise<void> {
 }
 
 function storageConfig(type: StorageConfig['type'], dir: string, redisPort: number, run: number): StorageConfig {
-  return { type, path: join(dir, `run${run}.db`), flushInterval: 50, url: `redis://127.0.0.1:${redisPort}`, prefix: `bench${run}:` };
+  return { type, path: join(dir, `run${run}.db`), flushInterval: 50, url: `redis://127.0.0.1:${redisPort}`, prefix: `bench${run}:`, nodeAddress: null };
 }
 
 /** REGISTERs per second: N new bindings, then N refreshes. */
@@ -197,7 +197,7 @@ async function startRedis(): Promise<{ port: number; proc: ChildProcess } | null
 }
 
 async function rssWithBindings(): Promise<number> {
-  const { store } = await openStore({ type: 'memory', path: '', flushInterval: 50, url: '', prefix: '' });
+  const { store } = await openStore({ type: 'memory', path: '', flushInterval: 50, url: '', prefix: '', nodeAddress: null });
   const registrar = new Registrar({ domains: [DOMAIN], sweepIntervalMs: 0 }, { store });
   const gc = (globalThis as { gc?: () => void }).gc;
   gc?.();

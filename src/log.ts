@@ -77,6 +77,56 @@ export function redactSipText(text: string): string {
   return text.replace(SIP_CREDENTIAL_LINE, `$1 ${REDACTED}`);
 }
 
+// `sip:user:password@host` (RFC 3261 §19.1.1 allows it, deprecated): the password goes.
+const URI_PASSWORD = /^((?:sips?):[^:@;?>]*):[^@;?>]*@/i;
+// RFC 8599 and Linphone push parameters carry the device's push token.
+const PUSH_PARAM = /;(?:pn-[^;?=>]*|app-id)(?:=[^;?>]*)?/gi;
+
+/** A Contact URI fit for a log line: no password, no push token, no URI headers. */
+export function safeContact(uri: string): string {
+  const q = uri.indexOf('?');
+  return (q === -1 ? uri : uri.slice(0, q)).replace(URI_PASSWORD, '$1@').replace(PUSH_PARAM, '');
+}
+
+/** What a registration line shows of a binding (src/registrar's Binding, structurally: log.ts imports no layer). */
+export interface LoggedBinding {
+  readonly aor: string;
+  readonly contact: string;
+  readonly expiresAt: number;
+  readonly source: { readonly protocol: string; readonly address: string; readonly port: number };
+  readonly userAgent: string | null;
+  readonly pushParams: Readonly<Record<string, string>>;
+}
+
+export type RegistrationChange = 'added' | 'refreshed' | 'removed' | 'expired';
+
+/**
+ * One info line per registration change: `"msg":"registration"` with the
+ * change, the AOR, the contact (safeContact), the seconds left, the
+ * transport and source, the User-Agent, whether the device gave push
+ * parameters, and for a removal its cause (unregistered, replaced, evicted,
+ * removed).
+ */
+export function logRegistration(log: Logger, change: RegistrationChange, b: LoggedBinding, cause?: string, now = Date.now()): void {
+  if (!log.isLevelEnabled('info')) return;
+  const ended = change === 'removed' || change === 'expired';
+  const src = b.source;
+  log.info(
+    {
+      change,
+      aor: b.aor,
+      contact: safeContact(b.contact),
+      expires: ended ? 0 : Math.max(0, Math.round((b.expiresAt - now) / 1000)),
+      transport: src.protocol,
+      source: `${src.address.includes(':') ? `[${src.address}]` : src.address}:${src.port}`,
+      userAgent: b.userAgent ?? undefined,
+      push: Object.keys(b.pushParams).length > 0 ? true : undefined,
+      cause: change === 'removed' ? cause : undefined,
+    },
+    'registration',
+  );
+}
+
 /**
  * A logger at `level`. Writes synchronously to stdout (so nothing is lost when
  * the process exits on a fatal error) unless `destination` is given (tests).
@@ -90,6 +140,13 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
       formatters: {
         level: (label) => ({ level: label }),
         log: (object) => redact(object) as Record<string, unknown>,
+      },
+      serializers: {
+        // The call line (src/proxy CallRecord): the device that answered is a Contact, push token included.
+        call: (call: unknown) => {
+          const c = call as { answeredBy?: unknown } | null;
+          return c !== null && typeof c === 'object' && typeof c.answeredBy === 'string' ? { ...c, answeredBy: safeContact(c.answeredBy) } : call;
+        },
       },
     },
     destination ?? pino.destination({ dest: 1, sync: true }),

@@ -8,8 +8,10 @@
 
 import { hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { createSecureContext } from 'node:tls';
 import type { Config } from './config/index.js';
-import type { Logger } from './log.js';
+import { logRegistration, safeContact, type Logger } from './log.js';
 import {
   buildResponse,
   buildResponseBytes,
@@ -31,21 +33,22 @@ import {
   type WsSettings,
 } from './transport/index.js';
 import { TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
-import { Registrar, aorOf, buildRegisterResponse, type Binding } from './registrar/index.js';
-import { Proxy, type Location, type LocationResult, type ProxyObserver, type Target, type Waker, type WakeHandle } from './proxy/proxy.js';
+import { Registrar, aorOf, buildRegisterResponse, flowTimerFor, type Binding } from './registrar/index.js';
+import { Proxy, flowDestination, type Location, type LocationResult, type ProxyObserver, type Target, type Waker, type WakeHandle } from './proxy/proxy.js';
+import { HANDOFF_PARAM, pathUri, type RouteSigner } from './proxy/route.js';
 import { SelfAddresses } from './proxy/self.js';
 import { DeviceCensus, MetricsHttpServer, SipCounters, createRegistry, renderStatus, type Health, type RefusalReason } from './metrics/index.js';
 import { openStore, type OpenedStore } from './storage/index.js';
-import { AddressSet, Authenticator, DigestAuthenticator, SourceGuard, accountFor, isScanner, loadUsersFile, type Accounts } from './auth/index.js';
+import { AddressSet, Authenticator, DigestAuthenticator, SourceGuard, accountFor, isScanner, loadUsersFile, type Accounts, type Ban } from './auth/index.js';
 import { DoorRouter, RoutingNames } from './routing/index.js';
-import { PushService, RegisterWakeup, parsePushTarget, type RingStopReason } from './push/index.js';
+import { PushService, RegisterWakeup, parsePushTarget, targetKey, type PushTarget, type RingStopReason } from './push/index.js';
 import { version } from './version.js';
 
 /** Methods Portier answers itself or routes. */
 export const ALLOWED_METHODS = 'INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER';
 
 /** Option tags Portier supports. */
-export const SUPPORTED_OPTIONS = 'path, gruu';
+export const SUPPORTED_OPTIONS = 'path, gruu, outbound';
 
 /** Counters of what the server did with what it received; read by tests and metrics. */
 export interface ServerStats {
@@ -67,8 +70,13 @@ export interface RunningServer {
   readonly transport: TransportLayer;
   /** Where /metrics and /healthz are served (port resolved when 0 was asked); null when metrics.listen is off. */
   metricsAddress(): { address: string; port: number } | null;
-  /** SIGHUP: read the users file again (a file that cannot be read keeps the accounts loaded before). */
-  reload(): void;
+  /**
+   * SIGHUP: read the users file again; given `next` (the configuration file
+   * loaded again, keys that need a restart set back to their running values:
+   * src/cli/reload.ts), also apply what changes live. Throws, changing
+   * nothing, when a file cannot be read or a certificate does not load.
+   */
+  reload(next?: Config): void;
 }
 
 /** Receive buffer asked for on UDP sockets: 8 MiB. */
@@ -135,12 +143,16 @@ class Server implements RunningServer {
   readonly counters = new SipCounters();
   /** The proxy's timing observer; the metrics registry points it at its histograms. */
   private readonly timings: ProxyObserver = { callSetup() {}, processing() {}, pushToRegister() {} };
-  private readonly limits: ParseLimits;
+  private limits: ParseLimits;
   /** Per-source rate limits and bans; applies with or without authentication. */
   readonly guard: SourceGuard;
   /** Null when authentication is off. */
   readonly authenticator: Authenticator | null = null;
   private accounts: Accounts | null = null;
+  /** The authenticator's options, whose trusted sources a reload replaces. */
+  private authOptions: { trusted: AddressSet } | null = null;
+  /** Ring groups, aliases, policy and routes; a reload replaces it (the proxy asks through a stable wrapper). */
+  private router: DoorRouter | null = null;
   /** Null when no push provider is configured. */
   readonly push: PushService | null = null;
   /** push.register-wakeup: silent pushes before bindings expire; null when off. */
@@ -152,7 +164,7 @@ class Server implements RunningServer {
   private readonly version = version();
 
   constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly log: Logger,
     private readonly storage: OpenedStore,
   ) {
@@ -165,6 +177,10 @@ class Server implements RunningServer {
         onSendError: (dest, err) => {
           this.log.debug({ dest: `${dest.protocol}:${dest.address}:${dest.port}`, err: err.message }, 'send failed');
           this.transactions.transportError(dest, err);
+        },
+        // A device's stream connection closed: its bindings go (those with push parameters stay, to be woken).
+        onConnectionClosed: (id) => {
+          this.registrar.connectionClosed(id).catch((err: unknown) => this.log.warn({ err: (err as Error).message, connectionId: id }, 'cannot remove the bindings of a closed connection'));
         },
       },
       {
@@ -185,9 +201,14 @@ class Server implements RunningServer {
       // within it (src/transport/types.ts, DEFAULT_IDLE_TIMEOUT_MS).
       maxBindingsPerAor: config.registrar.maxBindings,
       maxStreamExpires: Math.max(config.registrar.minExpires, Math.min(config.registrar.maxExpires, Math.floor(config.limits.idleTimeout))),
+      // RFC 5626 keep-alives must come before the idle timeout closes the connection.
+      flowTimer: flowTimerFor(config.limits.idleTimeout),
       },
       { store: storage.store },
     );
+    // One info line per registration change (README, Operations: logs).
+    this.registrar.on('registered', (b, previous) => logRegistration(this.log, previous === null ? 'added' : 'refreshed', b));
+    this.registrar.on('unregistered', (b, cause) => logRegistration(this.log, cause === 'expired' ? 'expired' : 'removed', b, cause));
     const user: TransactionUser = {
       onRequest: (tx, req) => this.proxy.onRequest(tx, req),
       onCancel: (ctx, inv, req) => this.proxy.onCancel(ctx, inv, req),
@@ -211,7 +232,7 @@ class Server implements RunningServer {
         onUnregistered: (ev) => {
           if (ev.binding === undefined) return;
           this.log.warn({ aor: ev.binding.aor, provider: ev.provider, reason: ev.reason }, 'push token no longer valid: push parameters dropped from the binding');
-          this.registrar.dropPushParams(ev.binding.aor, ev.binding.key).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'cannot drop push parameters'));
+          this.registrar.dropPushParams(ev.binding.aor, ev.binding.key, (params) => samePushTarget(params, ev.target)).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'cannot drop push parameters'));
         },
       });
       if (p.registerWakeup !== null) {
@@ -227,19 +248,21 @@ class Server implements RunningServer {
     const auth = config.auth;
     if (auth !== null) {
       this.accounts = this.readAccounts(auth.users, true);
-      this.authenticator = new Authenticator({
+      const authOptions = {
         digest: new DigestAuthenticator({ realm: auth.realm, algorithms: auth.algorithms, nonceLifetimeMs: auth.nonceLifetime * 1000, secret: subkey(storage.secret, 'digest nonces') }),
         accounts: () => this.accounts as Accounts,
         trusted: new AddressSet(auth.trusted),
         guard: this.guard,
-        onBan: (ban, user) => {
+        onBan: (ban: Ban, user: string | null) => {
           this.log.warn(
             { source: ban.address, seconds: Math.round((ban.until - Date.now()) / 1000), level: ban.level, user },
             'source banned after repeated authentication failures',
           );
           this.storage.bans?.save(ban).catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'cannot store a ban'));
         },
-      });
+      };
+      this.authenticator = new Authenticator(authOptions);
+      this.authOptions = authOptions;
     }
   }
 
@@ -276,15 +299,40 @@ class Server implements RunningServer {
     }
   }
 
-  reload(): void {
-    const auth = this.config.auth;
-    if (auth === null) return;
-    try {
-      this.accounts = this.readAccounts(auth.users, false);
-      this.warnUnknownMembers();
-    } catch (err) {
-      this.log.error({ file: auth.users, err: (err as Error).message }, 'cannot reload the users file; the accounts loaded before stay');
+  /** The door-station router of a configuration; account kinds come from the accounts loaded now. */
+  private makeRouter(config: Config): DoorRouter {
+    const auth = config.auth !== null;
+    return new DoorRouter(config, { kindOf: (uri) => (auth && this.accounts !== null ? accountFor(this.accounts, uri)?.kind : undefined) });
+  }
+
+  reload(next: Config = this.config): void {
+    // Everything that can fail comes first, so that a failure changes nothing.
+    const tls = next.tls === null ? undefined : tlsSettings(next);
+    if (tls !== undefined) createSecureContext({ cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: tls.minVersion });
+    const router = this.router === null ? null : this.makeRouter(next);
+    const trusted = next.auth === null ? null : new AddressSet(next.auth.trusted);
+    const guardSettings = { rate: next.security.rate, authFailures: next.security.authFailures, exempt: next.security.exempt, dropScanners: next.security.dropScanners };
+    let accounts = this.accounts;
+    if (next.auth !== null && this.config.auth !== null) {
+      try {
+        accounts = this.readAccounts(next.auth.users, false);
+      } catch (err) {
+        throw new Error(`auth.users: cannot read ${next.auth.users}: ${(err as Error).message}`, { cause: err });
+      }
     }
+    // Apply. Certificates first: the only step that could still refuse.
+    if (tls !== undefined && this.transport.reloadTls(tls)) {
+      this.log.info({ cert: next.tls?.cert, key: next.tls?.key, ca: next.tls?.ca ?? undefined }, 'tls: new certificate loaded (new handshakes use it; open connections keep theirs)');
+    }
+    this.accounts = accounts;
+    if (trusted !== null && this.authOptions !== null) this.authOptions.trusted = trusted;
+    this.guard.reconfigure(guardSettings);
+    this.limits = parseLimits(next);
+    if (router !== null) this.router = router;
+    if (this.proxy !== undefined) this.proxy.options.ringTimeoutMs = next.proxy.ringTimeout * 1000;
+    if (this.log.level !== next.log.level) this.log.level = next.log.level;
+    this.config = next;
+    this.warnUnknownMembers();
   }
 
   async start(): Promise<void> {
@@ -296,7 +344,9 @@ class Server implements RunningServer {
       this.log.warn({ err: (err as Error).message }, 'cannot read the stored bans; starting without them');
     }
     await this.transport.start();
-    const self = new SelfAddresses(this.config.domains, this.transport.listening());
+    // Several nodes on one shared store: each must tell the others where it is (calls to devices whose flow it holds).
+    const nodeAddress = this.config.storage.type === 'redis' ? advertisedAddress(this.transport.listening(), this.config.storage.nodeAddress) : null;
+    const self = new SelfAddresses(this.config.domains, this.transport.listening(), nodeAddress === null ? [] : [nodeAddress]);
     const layer = this.transactions;
     const sender = {
       sendRequest: layer.sendRequest.bind(layer),
@@ -306,8 +356,11 @@ class Server implements RunningServer {
     };
     const accounts = this.config.auth === null ? null : () => this.accounts as Accounts;
     const alive = (id: number) => this.transport.hasConnection(id);
-    this.proxy = new Proxy(self, new RegistrarLocation(this.registrar, accounts, alive), sender, this.transport.listening(), {
-      waker: this.push === null ? undefined : pushWaker(this.push, this.config.push.callTimeout * 1000, this.config.push.response),
+    this.router = this.makeRouter(this.config);
+    const location = new RegistrarLocation(this.registrar, accounts, alive);
+    this.proxy = new Proxy(self, location, sender, this.transport.listening(), {
+      // Read at each call: a reload may change push.call-timeout and push.response.
+      waker: this.push === null ? undefined : pushWaker(this.push, () => this.config.push.callTimeout * 1000, () => this.config.push.response),
       gate: this.authenticator ?? undefined,
       routeKey: subkey(this.storage.secret, 'record-route tokens'),
       callsPerDoor: this.config.limits.callsPerDoor,
@@ -315,14 +368,29 @@ class Server implements RunningServer {
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,
       onError: (err, req) => this.log.error({ err, method: req.method, callId: req.callId() }, 'routing failed'),
-      router: new DoorRouter(this.config, {
-        kindOf: (uri) => (accounts === null ? undefined : accountFor(accounts(), uri)?.kind),
-      }),
+      // A stable wrapper: a reload swaps the router behind it.
+      router: { route: (req, target, caller) => (this.router as DoorRouter).route(req, target, caller) },
       onCall: (call) => this.log.info({ call }, 'call'),
     });
     this.proxy.observer = this.timings;
-    // Late forking: a device that registers while a call rings its AOR joins it (a woken app gets its call).
-    this.registrar.on('registered', (b) => this.proxy.onRegistered(bindingTarget(b, alive)));
+    const cluster = nodeAddress === null ? null : clusterNode(this.transport.listening(), nodeAddress, this.proxy.signer, self);
+    location.cluster = cluster;
+    const p = this.config.push;
+    const pns = [...(p.fcm !== null || p.generic !== null ? ['fcm'] : []), ...(p.apns !== null || p.generic !== null ? ['apns'] : [])];
+    location.pns = this.push === null || pns.length === 0 ? null : pns.join(',');
+    if (cluster !== null) this.log.info({ node: cluster.uri }, 'cluster node: other nodes reach devices registered here through this address');
+    // Late forking: a device that registers while a call rings its AOR joins it (a woken app gets its call),
+    // here or, with a shared store, on another node.
+    this.registrar.on('registered', (b) => this.proxy.onRegistered(bindingTarget(b, alive, cluster)));
+    this.storage.changes?.listen((aor) => {
+      if (!this.proxy.isWatched(aor)) return;
+      this.registrar.lookup(aor).then(
+        (bindings) => {
+          for (const b of bindings) this.proxy.onRegistered(bindingTarget(b, alive, cluster));
+        },
+        () => {},
+      );
+    });
     this.warnUnknownMembers();
     if (this.config.metrics.listen !== null) {
       const ops = this.metricsRegistry();
@@ -482,7 +550,24 @@ class Server implements RunningServer {
       stampTopVia(r, source);
       if (this.refuse(r, source)) return;
     } else this.stats.responses++;
+    // Per-message detail at debug only (levelVal: pino's number, the cheapest check); never the raw text.
+    if (this.log.levelVal <= 20) this.logMessage(r, source);
     this.transactions.receive(r, source);
+  }
+
+  private logMessage(m: SipMessage, source: Source): void {
+    const cseq = m.cseq();
+    this.log.debug(
+      {
+        source: `${source.protocol}:${source.address.includes(':') ? `[${source.address}]` : source.address}:${source.port}`,
+        ...(m.isRequest ? { method: m.method, uri: safeContact(m.uri) } : { status: m.status }),
+        cseq: `${cseq.seq} ${cseq.method}`,
+        callId: m.callId(),
+        from: safeContact(m.from().uri.raw),
+        to: safeContact(m.to().uri.raw),
+      },
+      m.isRequest ? 'sip request in' : 'sip response in',
+    );
   }
 
   /**
@@ -542,6 +627,11 @@ class Server implements RunningServer {
 
 /** The registrar as the proxy's location service. */
 class RegistrarLocation implements Location {
+  /** Set once the proxy exists, when this node is one of several. */
+  cluster: ClusterNode | null = null;
+  /** The push services Portier can use (`fcm,apns`), for Feature-Caps; null without push. */
+  pns: string | null = null;
+
   constructor(
     private readonly registrar: Registrar,
     /** With authentication, only accounts exist; null: every AOR of a served domain does. */
@@ -553,8 +643,15 @@ class RegistrarLocation implements Location {
   async register(req: SipMessage, source: Source): Promise<SipMessage> {
     // A trusted source registers without credentials, but only for an account.
     if (this.accounts !== null && accountFor(this.accounts(), req.to().uri) === undefined) return buildResponse(req, 404);
+    // RFC 3327: this node puts itself on the binding's Path, naming its flow to the device,
+    // so that a call reaching another node comes through this one.
+    const c = this.cluster;
+    if (c !== null) req.prependHeader('path', '<' + c.uri + ';' + HANDOFF_PARAM + '=' + c.signer.handoffToken(flowDestination(source)) + '>');
     const result = await this.registrar.register(req, source);
-    return buildRegisterResponse(req, result);
+    const res = buildRegisterResponse(req, result);
+    // RFC 8599 §5: the proxy says which push services it can use for the device.
+    if (this.pns !== null && res.status === 200 && (req.get('contact') ?? '').includes('pn-provider')) res.appendHeader('feature-caps', `*;+sip.pns="${this.pns}"`);
+    return res;
   }
 
   async targets(uri: Uri): Promise<LocationResult> {
@@ -563,29 +660,83 @@ class RegistrarLocation implements Location {
       const b = await this.registrar.resolveGruu(uri);
       if (b === null) return { kind: 'unknown' };
       if (b === 'expired') return { kind: 'unregistered' };
-      return { kind: 'found', targets: [bindingTarget(b, this.alive)] };
+      return { kind: 'found', targets: [bindingTarget(b, this.alive, this.cluster)] };
     }
     if (this.accounts !== null && accountFor(this.accounts(), uri) === undefined) return { kind: 'unknown' };
     const aor = aorOf(uri);
     const bindings = await this.registrar.lookup(uri);
     if (bindings.length === 0) return { kind: 'unregistered', aor };
-    return { kind: 'found', targets: bindings.map((b) => bindingTarget(b, this.alive)), aor };
+    return { kind: 'found', targets: bindings.map((b) => bindingTarget(b, this.alive, this.cluster)), aor };
   }
 }
 
-function bindingTarget(b: Binding, alive: (connectionId: number) => boolean): Target {
-  const flow = b.source;
+/** This node among several sharing one store (storage type redis). */
+interface ClusterNode {
+  /** Where the other nodes reach this one: `sip:ADDR:PORT;transport=tcp;lr`. */
+  uri: string;
+  signer: RouteSigner;
+  self: SelfAddresses;
+}
+
+function bindingTarget(b: Binding, alive: (connectionId: number) => boolean, cluster: ClusterNode | null): Target {
+  let flow: Source | null = b.source;
+  const path = [...b.path];
   const push = Object.keys(b.pushParams).length > 0 ? b.pushParams : null;
   // A stream flow that closed is an app asleep (or gone): only a push reaches it now.
-  const open = flow.protocol === 'udp' || flow.connectionId === undefined || alive(flow.connectionId);
-  return { uri: b.contact, q: b.q, flow, path: [...b.path], aor: b.aor, key: b.key, push, alive: open };
+  let open = flow.protocol === 'udp' || flow.connectionId === undefined || alive(flow.connectionId);
+  const top = cluster === null || path.length === 0 ? null : pathUri(path[0]);
+  if (cluster !== null && top !== null && top.params.has(HANDOFF_PARAM)) {
+    if (cluster.self.isSelfUri(top)) {
+      // Registered here. Made by this very process: its flow; by the one before a restart: gone with it.
+      path.shift();
+      if (cluster.signer.handoffOf(top.params.get(HANDOFF_PARAM)).flow === null) open = false;
+    } else {
+      // Another node holds the flow (a connection, or a NAT binding only it can reach): through that node.
+      flow = null;
+      open = true;
+    }
+  }
+  return { uri: b.contact, q: b.q, flow, path, aor: b.aor, key: b.key, push, alive: open };
+}
+
+/** The address other nodes reach this one on: configured, else the listener's own, else this machine's first of that family. */
+function advertisedAddress(listening: readonly Endpoint[], configured: string | null): string {
+  if (configured !== null) return configured;
+  const ep = nodeEndpoint(listening);
+  if (ep.address !== '0.0.0.0' && ep.address !== '::') return ep.address;
+  const v6 = ep.address === '::';
+  for (const list of Object.values(networkInterfaces())) {
+    for (const ni of list ?? []) if (!ni.internal && (ni.family === 'IPv6') === v6) return ni.address;
+  }
+  return v6 ? '::1' : '127.0.0.1';
+}
+
+/** The listener other nodes send to: TCP when there is one (reliable, any size), else UDP, else the first. */
+function nodeEndpoint(listening: readonly Endpoint[]): Endpoint {
+  return listening.find((e) => e.protocol === 'tcp') ?? listening.find((e) => e.protocol === 'udp') ?? listening[0];
+}
+
+function clusterNode(listening: readonly Endpoint[], address: string, signer: RouteSigner, self: SelfAddresses): ClusterNode {
+  const ep = nodeEndpoint(listening);
+  const host = address.includes(':') ? '[' + address + ']' : address;
+  return { uri: `sip:${host}:${ep.port};transport=${ep.protocol};lr`, signer, self };
+}
+
+/** Whether a binding's push parameters still name the device token a provider refused. */
+function samePushTarget(params: Readonly<Record<string, string>>, refused: PushTarget): boolean {
+  const now = parsePushTarget(params);
+  return now !== null && targetKey(now) === targetKey(refused);
 }
 
 /** The proxy's Waker on the push service: one ring (first push, repeats, last push) per woken device and call. */
-function pushWaker(push: PushService, timeoutMs: number, provisional: number): Waker {
+function pushWaker(push: PushService, timeoutMs: () => number, provisional: () => number): Waker {
   return {
-    timeoutMs,
-    provisional,
+    get timeoutMs() {
+      return timeoutMs();
+    },
+    get provisional() {
+      return provisional();
+    },
     wake(target: Target, req: SipMessage): WakeHandle | null {
       const pt = target.push ? parsePushTarget(target.push) : null;
       if (pt === null || !push.canPush(pt)) return null;

@@ -77,7 +77,9 @@ export class Authenticator {
    */
   check(req: SipMessage, source: Source, kind: GateKind): Gate {
     const identityUri = kind === 'register' ? req.to().uri : req.from().uri;
-    if (this.options.trusted.has(source.address)) {
+    // Trust by address is for devices and servers on a trusted LAN, never for
+    // WebSocket: any web page a browser on that LAN opens could speak it.
+    if (source.protocol !== 'ws' && source.protocol !== 'wss' && this.options.trusted.has(source.address)) {
       const account = accountFor(this.options.accounts(), identityUri);
       return { pass: true, identity: account === undefined ? null : { aor: account.aor, kind: account.kind }, how: 'trusted' };
     }

@@ -79,7 +79,8 @@ export const DEFAULT_MAX_BANS = 100_000;
 class Source {
   tokens: number;
   last: number;
-  readonly exempt: boolean;
+  /** Changed only by SourceGuard.reconfigure. */
+  exempt: boolean;
   /** Epoch ms the ban ends; 0 = not banned. */
   bannedUntil = 0;
 
@@ -115,19 +116,32 @@ function check(ok: boolean, what: string): void {
   if (!ok) throw new RangeError(`SourceGuard: ${what}`);
 }
 
+function checkLimits(settings: Pick<GuardSettings, 'rate' | 'authFailures'>): void {
+  const { rate, authFailures: f } = settings;
+  check(Number.isFinite(rate.perSource) && rate.perSource >= 0, `rate.perSource must be 0 or more (got ${rate.perSource})`);
+  check(rate.perSource === 0 || (Number.isFinite(rate.burst) && rate.burst >= 1), `rate.burst must be at least 1 (got ${rate.burst})`);
+  check(Number.isInteger(f.max) && f.max >= 0, `authFailures.max must be a whole number, 0 or more (got ${f.max})`);
+  if (f.max > 0) {
+    check(Number.isFinite(f.window) && f.window > 0, `authFailures.window must be positive (got ${f.window})`);
+    check(Number.isFinite(f.ban) && f.ban > 0, `authFailures.ban must be positive (got ${f.ban})`);
+    check(Number.isFinite(f.maxBan) && f.maxBan >= f.ban, `authFailures.maxBan must not be below ban (got ${f.maxBan} < ${f.ban})`);
+  }
+}
+
 export class SourceGuard {
   readonly stats: GuardStats = { limited: 0, bannedDrops: 0, bansStarted: 0, bansEvicted: 0 };
 
   private readonly clock: () => number;
-  private readonly exemptSet: AddressSet;
-  private readonly rateOn: boolean;
-  private readonly burst: number;
-  private readonly tokensPerMs: number;
-  private readonly failuresOn: boolean;
-  private readonly maxFailures: number;
-  private readonly windowMs: number;
-  private readonly banMs: number;
-  private readonly maxBanMs: number;
+  private exemptSet: AddressSet;
+  // Set by apply(), from the constructor and from reconfigure().
+  private rateOn = false;
+  private burst = 0;
+  private tokensPerMs = 0;
+  private failuresOn = false;
+  private maxFailures = 0;
+  private windowMs = 0;
+  private banMs = 0;
+  private maxBanMs = 0;
   private readonly sources: LRUCache<string, Source>;
   /**
    * Failure windows, apart from the per-packet source cache: only failed
@@ -139,30 +153,15 @@ export class SourceGuard {
   private readonly banStore: LRUCache<string, BanRecord>;
 
   constructor(settings: GuardSettings, clock: () => number = Date.now) {
-    const { rate, authFailures: f } = settings;
     const maxSources = settings.maxSources ?? DEFAULT_MAX_SOURCES;
     const maxBans = settings.maxBans ?? DEFAULT_MAX_BANS;
-    check(Number.isFinite(rate.perSource) && rate.perSource >= 0, `rate.perSource must be 0 or more (got ${rate.perSource})`);
-    check(rate.perSource === 0 || (Number.isFinite(rate.burst) && rate.burst >= 1), `rate.burst must be at least 1 (got ${rate.burst})`);
-    check(Number.isInteger(f.max) && f.max >= 0, `authFailures.max must be a whole number, 0 or more (got ${f.max})`);
-    if (f.max > 0) {
-      check(Number.isFinite(f.window) && f.window > 0, `authFailures.window must be positive (got ${f.window})`);
-      check(Number.isFinite(f.ban) && f.ban > 0, `authFailures.ban must be positive (got ${f.ban})`);
-      check(Number.isFinite(f.maxBan) && f.maxBan >= f.ban, `authFailures.maxBan must not be below ban (got ${f.maxBan} < ${f.ban})`);
-    }
+    checkLimits(settings);
     check(Number.isInteger(maxSources) && maxSources >= 1, `maxSources must be a positive whole number (got ${maxSources})`);
     check(Number.isInteger(maxBans) && maxBans >= 1, `maxBans must be a positive whole number (got ${maxBans})`);
 
     this.clock = clock;
     this.exemptSet = new AddressSet(settings.exempt);
-    this.rateOn = rate.perSource > 0;
-    this.burst = rate.burst;
-    this.tokensPerMs = rate.perSource / 1000;
-    this.failuresOn = f.max > 0;
-    this.maxFailures = f.max;
-    this.windowMs = f.window * 1000;
-    this.banMs = f.ban * 1000;
-    this.maxBanMs = f.maxBan * 1000;
+    this.apply(settings);
     this.sources = new LRUCache<string, Source>({ max: maxSources });
     this.windows = new LRUCache<string, { start: number; failures: number }>({ max: maxSources });
     this.banStore = new LRUCache<string, BanRecord>({
@@ -171,6 +170,34 @@ export class SourceGuard {
         if (reason === 'evict' && record.until > this.clock()) this.stats.bansEvicted++;
       },
     });
+  }
+
+  /** The rate and failure settings, in the units the checks use. */
+  private apply(settings: Pick<GuardSettings, 'rate' | 'authFailures'>): void {
+    const { rate, authFailures: f } = settings;
+    this.rateOn = rate.perSource > 0;
+    this.burst = rate.burst;
+    this.tokensPerMs = rate.perSource / 1000;
+    this.failuresOn = f.max > 0;
+    this.maxFailures = f.max;
+    this.windowMs = f.window * 1000;
+    this.banMs = f.ban * 1000;
+    this.maxBanMs = f.maxBan * 1000;
+  }
+
+  /**
+   * SIGHUP: new rate, failure and exempt settings (maxSources and maxBans
+   * stay). Buckets, failure counts and bans are kept: a reload must not
+   * lift a ban nor reset a guesser's count. Throws, changing nothing, on
+   * settings the constructor would refuse.
+   */
+  reconfigure(settings: Omit<GuardSettings, 'maxSources' | 'maxBans'>): void {
+    checkLimits(settings);
+    const exempt = new AddressSet(settings.exempt);
+    this.apply(settings);
+    this.exemptSet = exempt;
+    // Each tracked source caches whether it is exempt (one lookup per request).
+    for (const [address, s] of this.sources.entries()) s.exempt = exempt.has(address);
   }
 
   /**

@@ -16,14 +16,18 @@ import { parseArgs } from 'node:util';
 import type pino from 'pino';
 import { ConfigError, demoConfig, formatConfig, loadConfig, type Config } from '../config/index.js';
 import { createLogger, type Logger } from '../log.js';
+import { reloadConfig } from './reload.js';
 import { runUser, type CliStdin } from './user.js';
 
 export { version };
 
 export interface RunningServer {
   stop(): Promise<void>;
-  /** SIGHUP: read the users file again. */
-  reload?(): void;
+  /**
+   * SIGHUP: read the users file again and, given `next` (src/cli/reload.ts),
+   * apply what changes live. Throws, changing nothing, when it cannot.
+   */
+  reload?(next?: Config): void;
 }
 
 /** The contract of `startServer` in src/server.ts. */
@@ -90,7 +94,9 @@ Options:
   -v, --version       print the version and exit
 
 Signals: SIGTERM or SIGINT stop gracefully (a second one exits at once);
-SIGHUP reads the users file again (other changes need a restart).
+SIGHUP reads FILE and the users file again and applies live what can change
+live (users, auth.trusted, security, log.level, TLS certificates, ring groups,
+aliases, policy, routes, ...); other changes are logged as needing a restart.
 
 Exit status: 0 ok, 1 configuration or start-up error, 2 usage error.
 `;
@@ -263,8 +269,14 @@ async function serve(configPath: string | undefined, io: CliIo): Promise<number>
     listen('SIGTERM', () => onStop('SIGTERM'));
     listen('SIGINT', () => onStop('SIGINT'));
     listen('SIGHUP', () => {
-      log.info({ signal: 'SIGHUP' }, 'reloading the users file (other configuration changes need a restart)');
-      server.reload?.();
+      if (stopping) return;
+      if (config.demo) {
+        log.info({ signal: 'SIGHUP' }, 'reloading: the embedded demo configuration has no file to read again');
+        return;
+      }
+      log.info({ signal: 'SIGHUP', config: config.source }, 'reloading the configuration');
+      // Synchronous and never throws: a second SIGHUP waits for this one.
+      config = reloadConfig(server, config, log).config;
     });
   });
   unlisten();

@@ -11,6 +11,7 @@
  * below and add its interface to ./types.ts (the compiler checks they agree).
  */
 import { accessSync, existsSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
 import { ConfigError, unreadableReason } from './errors.js';
@@ -291,6 +292,17 @@ const security: Field<SecurityConfig> = section({
   'drop-scanners': boolean({ default: true }),
 });
 
+const nodeAddress: Field<string | null> = {
+  parse(value) {
+    if (value === null || value === 'auto') return null;
+    const h = typeof value === 'string' ? value.trim().replace(/^\[(.*)\]$/, '$1') : '';
+    if (isIP(h) === 0) throw new Invalid(`must be an IP address of this node, or auto (got ${JSON.stringify(value)})`);
+    return h.toLowerCase();
+  },
+  format: (v) => v ?? 'auto',
+  default: () => null,
+};
+
 const storage: Field<StorageConfig> = section({
   type: oneOf<StorageType>(STORAGE_TYPES, { default: 'sqlite' }),
   path: { ...path('data/portier.db'), default: () => 'data/portier.db' },
@@ -320,6 +332,9 @@ const storage: Field<StorageConfig> = section({
     expected: 'a key prefix such as portier:',
     default: () => 'portier:',
   }),
+  // With several nodes (type redis): the address the other nodes reach this one on, for calls to devices
+  // whose connection is here. Absent: the listener's own address, or this machine's first one.
+  'node-address': nodeAddress,
 });
 
 // ---------------------------------------------------------------- push

@@ -161,6 +161,8 @@ export interface StorageConfig {
   url: string;
   /** Prefix of every Redis key and channel. */
   prefix: string;
+  /** With several nodes: the IP address the other nodes reach this one on; null: the listener's, or the machine's first. */
+  nodeAddress: string | null;
 }
 
 // ---------------------------------------------------------------- door-station routing

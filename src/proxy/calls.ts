@@ -13,31 +13,45 @@ export interface CallCounts {
   expired: number;
 }
 
-export class CallTracker {
-  private readonly cache: LRUCache<string, number>;
+/** An established call: when it was answered, and what the caller of established() attached (the call's log record). */
+export interface EstablishedCall<R> {
+  at: number;
+  record: R | null;
+}
+
+export class CallTracker<R = unknown> {
+  private readonly cache: LRUCache<string, EstablishedCall<R>>;
   private readonly counts = { established: 0, ended: 0, expired: 0 };
 
-  constructor(opts: { max?: number; ttlMs?: number } = {}) {
-    this.cache = new LRUCache<string, number>({
+  /** `onForgotten`: a call dropped without a BYE (TTL or size bound), so that its log line is still written. */
+  constructor(opts: { max?: number; ttlMs?: number; onForgotten?: (call: EstablishedCall<R>) => void } = {}) {
+    this.cache = new LRUCache<string, EstablishedCall<R>>({
       max: opts.max ?? 100_000,
       ttl: opts.ttlMs ?? 12 * 3600_000,
       // Expired entries are dropped lazily; count them as they go.
-      dispose: (_value, _key, reason) => {
-        if (reason === 'evict' || reason === 'expire') this.counts.expired++;
+      dispose: (value, _key, reason) => {
+        if (reason === 'evict' || reason === 'expire') {
+          this.counts.expired++;
+          opts.onForgotten?.(value);
+        }
       },
     });
   }
 
   /** A 2xx to an INVITE went upstream: the call is up (re-INVITEs of a known call do not count again). */
-  established(callId: string, now = Date.now()): void {
+  established(callId: string, now = Date.now(), record: R | null = null): void {
     if (this.cache.has(callId)) return;
-    this.cache.set(callId, now);
+    this.cache.set(callId, { at: now, record });
     this.counts.established++;
   }
 
-  /** A BYE was forwarded: the call is over. */
-  ended(callId: string): void {
-    if (this.cache.delete(callId)) this.counts.ended++;
+  /** A BYE was answered: the call is over. Returns what established() kept, once. */
+  ended(callId: string): EstablishedCall<R> | undefined {
+    const call = this.cache.get(callId);
+    if (call === undefined) return undefined;
+    this.cache.delete(callId);
+    this.counts.ended++;
+    return call;
   }
 
   stats(): CallCounts {

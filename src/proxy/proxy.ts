@@ -9,8 +9,11 @@
 
 import { isIP } from 'node:net';
 import { lookup as dnsLookup } from 'node:dns/promises';
+import { LRUCache } from 'lru-cache';
 import {
   buildResponse,
+  parseAndValidate,
+  SipParseError,
   parseUri,
   responseAddress,
   responsePort,
@@ -23,7 +26,7 @@ import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, Ti
 import { buildCancel, isReliable } from '../transaction/index.js';
 import { forwardedStatus, isBetterResponse } from './best-response.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
-import { addRecordRoute, preprocessRoutes, RouteSigner } from './route.js';
+import { addRecordRoute, HANDOFF_PARAM, pathUri, preprocessRoutes, RouteSigner } from './route.js';
 import type { SelfAddresses } from './self.js';
 import { CallTracker } from './calls.js';
 import { CallLimit } from './call-limit.js';
@@ -86,6 +89,8 @@ export interface Caller {
   kind: 'door' | 'phone' | null;
   /** Authenticated, or from a trusted source. */
   authorised: boolean;
+  /** The request goes elsewhere (a preloaded Route, another domain): only the policy for routes applies. */
+  relay?: boolean;
 }
 
 /** One address a plan rings: an AOR of a served domain (its devices) or a URI elsewhere. */
@@ -141,6 +146,11 @@ export interface CallRecord {
   /** Final status sent to the caller (the 2xx when answered). */
   status: number;
   result: CallResult | 'refused';
+  /** INVITE received to the 2xx forwarded, ms; null when not answered. */
+  setupMs: number | null;
+  /** Answer to hang-up (the BYE's answer), ms; null when not answered, or forgotten without a BYE (`ended: 'expired'`). */
+  durationMs: number | null;
+  ended: 'bye' | 'expired' | null;
 }
 
 /** What the proxy sends with. */
@@ -189,6 +199,8 @@ export interface ProxyOptions {
   onCall?: (record: CallRecord) => void;
   /** Push notifications for devices asleep; absent: a sleeping device is just unreachable. */
   waker?: Waker;
+  /** This process in a cluster (handoff tokens name it); random when absent. */
+  node?: string;
 }
 
 export interface ProxyStats {
@@ -221,16 +233,37 @@ const TIMER_RING = 1;
 const TIMER_REAP = 2;
 /** TIMER_WAKE + branch index: a woken device did not register in time. */
 const TIMER_WAKE = 1000;
+/** TIMER_QUIET + branch index: a device that can be woken has not answered its INVITE at all. */
+const TIMER_QUIET = 1_000_000;
+/**
+ * How long an INVITE to a device with push parameters may go without any
+ * answer before the device is pushed as well (Flexisip's push timeout): an
+ * app asleep behind a connection that is half-open, or on UDP, never says
+ * it is gone, and Timer B (32 s) would outlast the ring time.
+ */
+const QUIET_MS = 5000;
 const REAP_MS = 32_000;
 
 export class Proxy {
-  /** Established calls, for metrics: bounded, so a lost BYE never leaks. */
-  readonly callTracker = new CallTracker();
+  /** Established calls, for metrics and the call log: bounded, so a lost BYE never leaks. */
+  readonly callTracker = new CallTracker<CallRecord>({
+    onForgotten: (c) => {
+      if (c.record === null) return;
+      c.record.ended = 'expired';
+      this.options.onCall?.(c.record);
+    },
+  });
   readonly stats: ProxyStats = { forwarded: 0, answeredLocally: {}, loops: 0, internalErrors: 0, callResults: { answered: 0, busy: 0, no_answer: 0, cancelled: 0, failed: 0 } };
   /** Set by whoever exports metrics. */
   observer: ProxyObserver | null = null;
 
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
+  /**
+   * Host names resolved lately: getaddrinfo runs on libuv's small thread
+   * pool, so every in-dialog request towards a PBX named by host must not
+   * wait for one (bounded, and short-lived so that a DNS change is seen).
+   */
+  private readonly resolved = new LRUCache<string, string>({ max: 1000, ttl: 30_000 });
   /** Calls ringing an AOR, by AOR: a device of it that registers meanwhile joins them (late forking). */
   private readonly watchers = new Map<string, Set<ProxyCall>>();
   /** Calls answered after a push woke the device that answered, for metrics. */
@@ -249,7 +282,7 @@ export class Proxy {
     readonly options: ProxyOptions,
   ) {
     this.doorCalls = options.callsPerDoor ? new CallLimit(options.callsPerDoor) : null;
-    this.signer = new RouteSigner(options.routeKey);
+    this.signer = new RouteSigner(options.routeKey, options.node);
   }
 
   // ---- from the transaction layer ----
@@ -302,6 +335,11 @@ export class Proxy {
     const calls = this.watchers.get(target.aor);
     if (calls === undefined) return;
     for (const c of [...calls]) c.lateTarget(target);
+  }
+
+  /** Whether a call rings this AOR now (and would take a device that registers). */
+  isWatched(aor: string): boolean {
+    return this.watchers.has(aor);
   }
 
   watch(aor: string, call: ProxyCall): void {
@@ -361,6 +399,10 @@ export class Proxy {
     // record-routed was authorised when the dialog was set up; everything
     // else proves who sends it (or comes from a trusted source).
     const pre = preprocessRoutes(req, this.self, this.signer);
+    // A cluster node hands over a call for a device whose flow is here (over the nodes' own link, not the device's).
+    if (pre.handoff !== null && req.to().tag === null) return this.handoff(stx, req, hash, pre.handoff, received);
+    // RFC 5630: a sips request comes over TLS (or WSS) on every hop, the first one too; its dialog's Record-Route is sips.
+    if (ruri.scheme === 'sips' && req.method !== 'REGISTER' && stx.source.protocol !== 'tls' && stx.source.protocol !== 'wss') return this.respond(stx, 403, { reason: 'TLS Required' });
     const viaOurRoute = pre.dialog && req.to().tag !== null;
     let authorised = viaOurRoute;
     let callerKind: 'door' | 'phone' | null = null;
@@ -393,6 +435,15 @@ export class Proxy {
       req.removeFirstValue('route');
       routes = req.routes();
     }
+    const target = req.requestUri!;
+    // A door station's calls elsewhere (a preloaded Route, another domain) are held to its policy too: a stolen door password must not call out.
+    if (!viaOurRoute && authorised && callerKind !== 'phone' && this.options.router !== undefined && ((routes !== null && routes.length > 0) || !(target.isSip && this.self.isDomain(target.host)))) {
+      const d = this.options.router.route(req, target, { kind: callerKind, authorised, relay: true });
+      if (d.kind === 'refuse') {
+        this.record(req, d.why, d.code, 'refused');
+        return this.respond(stx, d.code, { reason: d.reason });
+      }
+    }
     if (routes !== null && routes.length > 0) {
       // Loose routing to the next hop: for dialogs Portier record-routed, and for authenticated senders.
       if (!authorised) return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
@@ -400,7 +451,6 @@ export class Proxy {
       if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
       return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received);
     }
-    const target = req.requestUri!;
     if (target.isSip && this.self.isDomain(target.host)) {
       let lookup = target;
       let why = 'account';
@@ -449,6 +499,20 @@ export class Proxy {
     return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
   }
 
+  /**
+   * Another node of the cluster sends a request for a device whose flow is
+   * on this one (through the Path entry this node put in its binding): it
+   * authenticated the caller and routed the call; this node only carries it
+   * down the flow. A flow that is gone (closed, or from before a restart)
+   * gets 480 at once, so the other node can wake the device by push.
+   */
+  private handoff(stx: ServerTransaction, req: SipMessage, hash: string, flow: Destination | 'gone', received: number): void {
+    if (req.method === 'INVITE') this.respond(stx, 100);
+    const dest = flow === 'gone' ? null : flow.protocol === 'udp' ? flow : this.openFlow(flow);
+    if (dest === null) return this.respond(stx, 480, { reason: 'Flow Gone' });
+    this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received, 'handoff from another node');
+  }
+
   private startCall(stx: ServerTransaction, req: SipMessage, hash: string, targets: Target[], fixed: Destination | null, received: number, why = 'route', aor?: string): void {
     // Sequential between q groups, parallel within one (§16.6, RFC 3261 §10.2.1.2).
     const groups = new Map<number, Target[]>();
@@ -486,7 +550,16 @@ export class Proxy {
   /** Tells the log how a call that never forked ended. */
   private record(req: SipMessage, route: string, status: number, result: CallResult | 'refused'): void {
     if (req.method !== 'INVITE' || this.options.onCall === undefined) return;
-    this.options.onCall({ callId: req.callId(), from: req.from().uri.raw, to: req.uri, route, stages: [], members: [], answeredBy: null, overflow: false, status, result });
+    this.options.onCall({ callId: req.callId(), from: req.from().uri.raw, to: req.uri, route, stages: [], members: [], answeredBy: null, overflow: false, status, result, setupMs: null, durationMs: null, ended: null });
+  }
+
+  /** A BYE got its final answer (whatever it was: 481 and 408 end a dialog too): the call is over; its log line now has its duration. */
+  callEnded(callId: string): void {
+    const call = this.callTracker.ended(callId);
+    if (call === undefined || call.record === null) return;
+    call.record.durationMs = Date.now() - call.at;
+    call.record.ended = 'bye';
+    this.options.onCall?.(call.record);
   }
 
   /** Where a URI points: IP literals as they are, host names through the system resolver (RFC 3263 comes later). */
@@ -498,14 +571,22 @@ export class Proxy {
       const p = param.toLowerCase();
       if (p === 'udp' || p === 'tcp' || p === 'tls' || p === 'ws' || p === 'wss') protocol = p;
     }
+    // A sips URI is reached over TLS (RFC 5630): transport=tcp means TLS over TCP, transport=ws WSS (RFC 7118); udp stays, to be refused.
+    if (uri.scheme === 'sips' && protocol !== 'udp') protocol = protocol === 'ws' || protocol === 'wss' ? 'wss' : 'tls';
     const maddr = uri.params.get('maddr');
     let host = typeof maddr === 'string' ? maddr : uri.hostname;
     if (host.startsWith('[')) host = host.slice(1, -1);
     if (isIP(host) === 0) {
-      try {
-        host = (await dnsLookup(host)).address;
-      } catch {
-        return null;
+      const name = host.toLowerCase();
+      const known = this.resolved.get(name);
+      if (known !== undefined) host = known;
+      else {
+        try {
+          host = (await dnsLookup(name)).address;
+        } catch {
+          return null;
+        }
+        this.resolved.set(name, host);
       }
     }
     return { protocol, address: host, port: uri.port ?? (protocol === 'tls' ? 5061 : 5060) };
@@ -513,7 +594,10 @@ export class Proxy {
 
   /** A flow token's connection while it is open; a closed one falls back to the Request-URI (the Contact). */
   private openFlow(flow: Destination | null): Destination | null {
-    if (flow === null || flow.connectionId === undefined) return null;
+    if (flow === null) return null;
+    // A UDP flow is the address the client's packets came from (its NAT binding): nothing to close.
+    if (flow.protocol === 'udp') return flow;
+    if (flow.connectionId === undefined) return null;
     return this.tx.connected === undefined || this.tx.connected(flow.connectionId) ? flow : null;
   }
 
@@ -545,7 +629,7 @@ export class Proxy {
       const found = await this.location.targets(next);
       if (found.kind !== 'found' || found.targets.length === 0) return;
       const t = found.targets[0];
-      req.setRequestUri(t.uri);
+      req.setRequestUri(t.push ? withoutPushParams(t.uri) : t.uri);
       const u = parseUri(t.uri);
       dest = t.flow !== null ? flowDestination(t.flow) : u === null ? null : await this.uriDestination(u);
     } else dest = this.openFlow(flow) ?? (await this.uriDestination(next));
@@ -608,9 +692,29 @@ export function withoutPushParams(uri: string): string {
 
 /** A Contact carrying push parameters (a Linphone app calling or answering) loses them: a push token is not the other side's business. */
 export function scrubContactPush(msg: SipMessage): void {
-  const c = msg.get('contact');
-  if (c === undefined || (!c.includes('pn-') && !c.includes('app-id'))) return;
-  msg.setHeader('contact', c.replace(/<([^>]*)>/g, (_all, uri: string) => '<' + withoutPushParams(uri) + '>'));
+  const values = msg.getAll('contact');
+  let dirty = false;
+  for (const v of values) if (v.includes('pn-') || v.includes('app-id')) dirty = true;
+  if (!dirty) return;
+  // Every Contact line (a 3xx has several), inside <> or, written bare, as the header's own parameters.
+  const clean = values.map((v) => v.replace(/<([^>]*)>/g, (_all, uri: string) => '<' + withoutPushParams(uri) + '>').replace(PUSH_PARAM_TEXT, ''));
+  msg.setHeader('contact', clean.join(', '));
+}
+
+/** `;pn-...=...` or `;app-id=...` left outside angle brackets. */
+const PUSH_PARAM_TEXT = /;\s*(?:pn-[A-Za-z0-9-]+|app-id)(?:=(?:"[^"]*"|[^;,>\s]*))?/gi;
+
+/**
+ * RFC 3261 §16.6 step 4: in a sips dialog Portier's Record-Route entries (the
+ * `count` lines it just put on top) are sips URIs, TLS implied (RFC 5630:
+ * no transport=tls), WSS written `sips:...;transport=ws` (RFC 7118).
+ */
+export function sipsRecordRoutes(req: SipMessage, count: number): void {
+  const ours = req.getAll('record-route').slice(0, count);
+  for (let i = 0; i < ours.length; i++) req.removeFirstValue('record-route');
+  for (let i = ours.length - 1; i >= 0; i--) {
+    req.prependHeader('record-route', ours[i].replace(/^<sip:/, '<sips:').replace(';transport=tls', '').replace(';transport=wss', ';transport=ws'));
+  }
 }
 
 export function flowDestination(flow: Source): Destination {
@@ -629,6 +733,20 @@ interface Stage {
   overflow: boolean;
   /** AORs it rings: their devices that register while it rings join it. */
   aors: string[];
+}
+
+/** The destination of a branch before its address is known. */
+const UNRESOLVED: Destination = Object.freeze({ protocol: 'udp', address: '0.0.0.0', port: 0 });
+
+/** Branch.final of a branch that ended without a response of its own (replaced, or a push that was never delivered). */
+const ENDED = 1;
+
+/** Finals that say the device was not reached (rather than that it answered): such a device may be tried again when it registers. */
+const UNREACHED: ReadonlySet<number> = new Set([408, 480, 503]);
+
+function sameFlow(a: Source | null, b: Source | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.protocol === b.protocol && a.address === b.address && a.port === b.port && a.connectionId === b.connectionId;
 }
 
 /** RFC 3326 reason of the CANCELs sent when another branch answered: apps then show no missed call. */
@@ -655,10 +773,15 @@ class Branch {
   afterPush = false;
   /** When the push was asked for (performance.now()). */
   wokenAt = 0;
+  /** The INVITE owed to a woken iOS device after its call ended: its answers are Portier's to deal with. */
+  ghost = false;
+  /** Runs until the device's first answer (see QUIET_MS). */
+  quietTimer: TimerHandle | null = null;
   constructor(
     readonly target: Target,
     readonly request: SipMessage,
-    readonly dest: Destination,
+    /** Where it goes; UNRESOLVED while the address is being looked up. */
+    public dest: Destination,
     readonly stage: number,
   ) {}
 }
@@ -679,15 +802,19 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private timed = false;
   private timedOut = false;
   private readonly isInvite: boolean;
+  private readonly isCall: boolean;
   /** Index of the stage ringing now; the stages after it wait. */
   private stage = -1;
-  /** A stage's members are being looked up: no verdict on the call until its branches exist. */
-  private resolving = false;
+  /** The stage whose members are being looked up (-1: none): no verdict on the call until its branches exist. */
+  private resolvingStage = -1;
   private readonly planned: boolean;
   private readonly log: CallRecord | null;
   /** AORs this call listens to for new registrations. */
   private readonly watched = new Set<string>();
   private pushProvisional = false;
+  /** The branch whose request is being handed to the transactions right now. */
+  private sending: Branch | null = null;
+  private rr: { dialog: string; inbound: string } | null = null;
 
   constructor(
     private readonly proxy: Proxy,
@@ -700,9 +827,13 @@ class ProxyCall implements BranchOwner, TimerTarget {
     route: string,
   ) {
     this.isInvite = req.method === 'INVITE';
+    // A re-INVITE is not a call: only an INVITE outside a dialog counts in the call metrics and log.
+    this.isCall = this.isInvite && req.to().tag === null;
     this.planned = stages.some((s) => s.members !== null);
-    const logged = this.isInvite && req.to().tag === null && proxy.options.onCall !== undefined;
-    this.log = logged ? { callId: req.callId(), from: req.from().uri.raw, to: req.uri, route, stages: [], members: [], answeredBy: null, overflow: false, status: 0, result: 'failed' } : null;
+    const logged = this.isCall && proxy.options.onCall !== undefined;
+    this.log = logged
+      ? { callId: req.callId(), from: req.from().uri.raw, to: req.uri, route, stages: [], members: [], answeredBy: null, overflow: false, status: 0, result: 'failed', setupMs: null, durationMs: null, ended: null }
+      : null;
   }
 
   start(): void {
@@ -728,7 +859,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
       for (const target of s.targets) void this.fork(target, this.stage);
       return true;
     }
-    this.resolving = true;
+    this.resolvingStage = this.stage;
     void this.resolveStage(s, this.stage);
     return true;
   }
@@ -748,7 +879,8 @@ class ProxyCall implements BranchOwner, TimerTarget {
     } catch {
       // The store is out of reach: this stage rings nobody; the next may be elsewhere (a PBX).
     }
-    this.resolving = false;
+    // A stage that rang out before its lookup ended leaves the current one's flag alone.
+    if (this.resolvingStage === index) this.resolvingStage = -1;
     if (this.finished || this.cancelled || index !== this.stage) return this.maybeDone();
     if (targets.length === 0) {
       // Nobody of this stage has a live device: straight on to the next.
@@ -762,21 +894,44 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private async fork(target: Target, stage: number, owed = false): Promise<void> {
     if (!owed && target.alive === false && this.sleep(target, stage)) return;
     const copy = this.req.clone();
+    // In the list at once: a branch whose address is still being resolved is one to wait for.
+    const branch = new Branch(target, copy, UNRESOLVED, stage);
+    this.branches.push(branch);
     let dest: Destination | null = this.fixed;
     if (dest === null) {
       // The push token is for Portier, not for the device (RFC 8599 §4.1.1).
       copy.setRequestUri(target.push ? withoutPushParams(target.uri) : target.uri);
       if (target.flow !== null) dest = flowDestination(target.flow);
       else {
-        const u = copy.requestUri;
+        // With a Path (RFC 3327: an edge proxy, or the cluster node that holds the flow) the request goes there first.
+        const u = target.path.length > 0 ? pathUri(target.path[0]) : copy.requestUri;
         dest = u === null ? null : await this.proxy.uriDestination(u);
       }
     }
+    // Ended while its address was being resolved (the reaper): nothing more to do.
+    if (branch.final !== 0) return this.maybeDone();
+    if (dest !== null) branch.dest = dest;
     for (let i = target.path.length - 1; i >= 0; i--) copy.prependHeader('route', target.path[i]);
     scrubContactPush(copy);
     const local = dest === null ? null : this.proxy.localFor(dest);
-    const branch = new Branch(target, copy, dest ?? { protocol: 'udp', address: '0.0.0.0', port: 0 }, stage);
-    this.branches.push(branch);
+    if (branch.cancelWanted) {
+      // Cancelled (or its stage answered elsewhere) before it was sent: it never will be.
+      branch.final = 487;
+      branch.abandoned = true;
+      this.considerFinal(branch, buildResponse(this.req, 487));
+      return;
+    }
+    // RFC 5630: a sips request travels over TLS or WSS on every hop. A device with no such flow cannot be reached now (480); a plain next hop named by a Route or the dialog is refused (403).
+    // The hop to the cluster node that holds the device's flow is the nodes' own link (documented: a private network).
+    const clusterHop = target.flow === null && target.path.length > 0 && target.path[0].includes(';' + HANDOFF_PARAM + '=');
+    if (dest !== null && !clusterHop && this.req.requestUri?.scheme === 'sips' && dest.protocol !== 'tls' && dest.protocol !== 'wss') {
+      const code = this.fixed === null ? 480 : 403;
+      branch.final = code;
+      branch.abandoned = stage !== this.stage;
+      // Once the stage's other branches have started: this one refused must not end the call alone.
+      queueMicrotask(() => this.considerFinal(branch, buildResponse(this.req, code, code === 403 ? { reason: 'TLS Required' } : undefined)));
+      return;
+    }
     if (dest === null || local === null || (!owed && (this.finished || stage !== this.stage))) {
       branch.final = 503;
       // Its stage rang out while its address was being resolved: not the call's answer.
@@ -784,14 +939,26 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.considerFinal(branch, buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
       return;
     }
-    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) addRecordRoute(copy, this.stx.source.local, local, this.proxy.signer.token(copy.callId(), copy.from().tag ?? ''), { inbound: this.proxy.signer.flowToken(this.stx.source), outbound: this.proxy.signer.flowToken(dest) });
+    const routed = copy.count('record-route');
+    if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) {
+      // The dialog token and the caller's flow token are the same for every branch: made once per call.
+      const rr = (this.rr ??= this.recordRouteTokens());
+      addRecordRoute(copy, this.stx.source.local, local, rr.dialog, { inbound: rr.inbound, outbound: this.proxy.signer.flowToken(dest, rr.dialog) });
+    }
+    if (this.req.requestUri?.scheme === 'sips') sipsRecordRoutes(copy, copy.count('record-route') - routed);
     this.proxy.prepareForward(copy, local, branchFor(this.hash));
     this.proxy.stats.forwarded++;
     if (!this.timed) {
       this.timed = true;
       this.proxy.observer?.processing((performance.now() - this.received) / 1000);
     }
+    // A transport error may be reported before sendRequest returns: `sending` says whose.
+    this.sending = branch;
     branch.ctx = this.proxy.tx.sendRequest(copy, dest, this);
+    this.sending = null;
+    if (this.isInvite && target.push && this.proxy.options.waker !== undefined && branch.final === 0) {
+      branch.quietTimer = this.proxy.tx.wheel.schedule(this, TIMER_QUIET + this.branches.indexOf(branch), QUIET_MS);
+    }
   }
 
   /**
@@ -801,10 +968,11 @@ class ProxyCall implements BranchOwner, TimerTarget {
    */
   private sleep(target: Target, stage: number): boolean {
     const waker = this.proxy.options.waker;
-    if (waker === undefined || !target.push || this.finished || stage !== this.stage) return false;
+    // A call or a message is worth waking a phone for; an OPTIONS qualify or a SUBSCRIBE is not.
+    if (waker === undefined || !target.push || this.finished || stage !== this.stage || (this.req.method !== 'INVITE' && this.req.method !== 'MESSAGE')) return false;
     const handle = waker.wake(target, this.req);
     if (handle === null) return false;
-    const b = new Branch(target, this.req, { protocol: 'udp', address: '0.0.0.0', port: 0 }, stage);
+    const b = new Branch(target, this.req, UNRESOLVED, stage);
     b.wake = handle;
     b.wokenAt = performance.now();
     this.branches.push(b);
@@ -863,19 +1031,25 @@ class ProxyCall implements BranchOwner, TimerTarget {
     const stage = this.stages[this.stage];
     if (stage === undefined || target.aor === undefined || !stage.aors.includes(target.aor)) return;
     const member = this.branches.find((b) => b.target.aor === target.aor && b.target.member !== undefined)?.target.member;
+    const same = this.branches.filter((b) => b.target.key === target.key);
+    // A refresh of a device already ringing on the same address: nothing new.
+    if (same.some((b) => b.final === 0 && b.wake === null && b.ctx !== null && !b.cancelWanted && b.target.uri === target.uri && sameFlow(b.target.flow, target.flow))) return;
+    // A device that answered this call (busy, declined...) is not rung again; one that could not be reached may be.
+    if (same.some((b) => b.final >= 300 && !b.abandoned && !UNREACHED.has(b.final))) return;
     let woken = false;
-    for (const b of this.branches) {
-      if (b.target.key !== target.key || b.final !== 0) continue;
+    for (const b of same) {
+      if (b.final !== 0) continue;
       if (b.wake !== null) {
         woken = true;
         this.proxy.observer?.pushToRegister((performance.now() - b.wokenAt) / 1000);
         this.endWake(b, 'delivered');
-        b.final = 1; // replaced by the branch below
+        b.final = ENDED; // replaced by the branch below
         b.abandoned = true;
         continue;
       }
-      // A refresh of a device already ringing: nothing new.
-      if (b.ctx !== null && !b.cancelWanted && b.target.uri === target.uri) return;
+      // Still trying its old address (quiet: its app slept): the new registration replaces it.
+      b.abandoned = true;
+      this.cancelBranch(b, null, 'delivered');
     }
     const t: Target = { ...target, alive: true, member: target.member ?? member };
     const before = this.branches.length;
@@ -890,8 +1064,47 @@ class ProxyCall implements BranchOwner, TimerTarget {
     const b = this.branches[before];
     if (b === undefined) return;
     b.abandoned = true;
+    b.ghost = true;
     this.cancelBranch(b, reason ?? 'SIP;cause=487;text="Call cancelled"', 'cancelled');
   }
+
+  /**
+   * What the device owed an INVITE answers concerns nobody upstream: the
+   * caller's side is over. A 2xx (CallKit may answer at once) is ACKed and
+   * hung up by Portier itself, so the device ends up with no call.
+   */
+  private ghostResponse(b: Branch, res: SipMessage): void {
+    if (res.status < 200) {
+      if (b.cancelWanted) this.sendCancel(b);
+      return;
+    }
+    b.final = res.status;
+    if (res.status < 300) this.hangUpGhost(b, res);
+    this.maybeDone();
+  }
+
+  private hangUpGhost(b: Branch, res: SipMessage): void {
+    const contact = res.contacts()?.[0]?.uriText;
+    const local = this.proxy.localFor(b.dest);
+    if (contact === undefined || local === null) return;
+    const seq = b.request.cseq().seq;
+    const host = local.address.includes(':') ? '[' + local.address + ']' : local.address;
+    const request = (method: string, cseq: number, branch: string, extra: string) =>
+      parseAndValidate(
+        Buffer.from(
+          `${method} ${contact} SIP/2.0\r\nVia: SIP/2.0/${local.protocol.toUpperCase()} ${host}:${local.port};branch=${branch};rport\r\nMax-Forwards: 70\r\n` +
+            `From: ${b.request.get('from') ?? ''}\r\nTo: ${res.get('to') ?? ''}\r\nCall-ID: ${b.request.callId()}\r\nCSeq: ${cseq} ${method}\r\n${extra}Content-Length: 0\r\n\r\n`,
+          'latin1',
+        ),
+        { transport: 'tcp' },
+      );
+    const ack = request('ACK', seq, branchFor(this.hash + 'ack'), '');
+    const bye = request('BYE', seq + 1, branchFor(this.hash + 'bye'), 'Reason: ' + COMPLETED_ELSEWHERE + '\r\n');
+    if (ack instanceof SipParseError || bye instanceof SipParseError) return;
+    this.proxy.tx.send(ack.toBuffer(), b.dest);
+    this.proxy.tx.sendRequest(bye, b.dest, NO_OWNER);
+  }
+
 
   /** A branch to a device with push parameters failed (408, 503, connection gone): wake it and wait for it instead. */
   private retryByPush(b: Branch): boolean {
@@ -917,6 +1130,11 @@ class ProxyCall implements BranchOwner, TimerTarget {
     this.watched.clear();
   }
 
+  private recordRouteTokens(): { dialog: string; inbound: string } {
+    const dialog = this.proxy.signer.token(this.req.callId(), this.req.from().tag ?? '');
+    return { dialog, inbound: this.proxy.signer.flowToken(this.stx.source, dialog) };
+  }
+
   private branchOf(ctx: ClientTransaction): Branch | undefined {
     for (const b of this.branches) if (b.ctx === ctx) return b;
     return undefined;
@@ -927,6 +1145,11 @@ class ProxyCall implements BranchOwner, TimerTarget {
   onResponse(ctx: ClientTransaction, res: SipMessage): void {
     const b = this.branchOf(ctx);
     if (b === undefined) return;
+    if (b.ghost) return this.ghostResponse(b, res);
+    if (b.quietTimer !== null) {
+      b.quietTimer.cancel();
+      b.quietTimer = null;
+    }
     // Our Via goes; the rest travels back upstream (§16.7 step 3).
     res.removeFirstValue('via');
     scrubContactPush(res);
@@ -945,14 +1168,22 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.stx.respond(res);
       if (!this.answered) {
         this.answered = true;
-        if (this.isInvite) {
+        if (this.isCall) {
           this.proxy.stats.callResults.answered++;
           if (b.afterPush) this.proxy.answeredAfterPush++;
-          this.proxy.observer?.callSetup((performance.now() - this.received) / 1000);
-          this.proxy.callTracker.established(this.req.callId());
-          this.done(status, 'answered', b.target.member ?? b.target.uri);
+          const setup = performance.now() - this.received;
+          this.proxy.observer?.callSetup(setup / 1000);
+          // The call's log line waits for its BYE, to say how long it lasted.
+          const log = this.log;
+          if (log !== null && log.status === 0) {
+            log.status = status;
+            log.result = 'answered';
+            log.answeredBy = b.target.member ?? b.target.uri;
+            log.setupMs = Math.round(setup);
+          }
+          this.proxy.callTracker.established(this.req.callId(), Date.now(), log);
         } else if (this.req.method === 'BYE') {
-          this.proxy.callTracker.ended(this.req.callId());
+          this.proxy.callEnded(this.req.callId());
         }
         this.stopRing();
         this.cancelOthers(b, COMPLETED_ELSEWHERE);
@@ -966,9 +1197,11 @@ class ProxyCall implements BranchOwner, TimerTarget {
         // In a ring group one person declining stops their own devices,
         // not their colleagues': the group rings on, then overflows.
         for (const o of this.branches) if (o !== b && o.final === 0 && o.target.member === b.target.member) this.cancelBranch(o, `SIP;cause=${status};text="${(res.reason || 'Declined').replace(/["\\]/g, '')}"`, 'declined-elsewhere');
-      } else this.cancelOthers(b, null, 'declined-elsewhere');
+      } else this.cancelOthers(b, `SIP;cause=${status};text="${(res.reason || 'Declined').replace(/["\\]/g, '')}"`, 'declined-elsewhere');
     }
-    if ((status === 408 || status === 503) && this.retryByPush(b)) return this.maybeDone();
+    // 480 from the cluster node that held the device's flow: that flow is gone, as a 408 would say.
+    const flowGone = status === 408 || status === 503 || (status === 480 && b.target.flow === null && b.target.path.length > 0);
+    if (flowGone && this.retryByPush(b)) return this.maybeDone();
     this.considerFinal(b, res);
   }
 
@@ -981,7 +1214,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
   onTransportError(ctx: ClientTransaction, _err: Error): void {
-    const b = this.branchOf(ctx) ?? this.branches.find((x) => x.ctx === null && x.final === 0);
+    const b = this.branchOf(ctx) ?? this.sending ?? undefined;
     if (b === undefined || b.final !== 0) return;
     b.final = 503;
     if (this.retryByPush(b)) return this.maybeDone();
@@ -990,6 +1223,14 @@ class ProxyCall implements BranchOwner, TimerTarget {
 
   /** The ring timer (Timer C, or a stage's ring time), and the reaper. */
   onTimer(kind: number): void {
+    if (kind >= TIMER_QUIET) {
+      // Not a word from a device that can be woken: push it too, and keep this branch (it may still answer).
+      const b = this.branches[kind - TIMER_QUIET];
+      if (b === undefined) return;
+      b.quietTimer = null;
+      if (b.final === 0 && !b.provisional && !b.cancelWanted && !this.branches.some((o) => o.target.key === b.target.key && (o.wake !== null || o.owed))) this.sleep(b.target, b.stage);
+      return;
+    }
     if (kind >= TIMER_WAKE) {
       const b = this.branches[kind - TIMER_WAKE];
       if (b === undefined) return;
@@ -1036,9 +1277,14 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.nextStage();
       return;
     }
-    this.timedOut = true;
     this.finished = true;
     for (const b of this.branches) if (b.final === 0) this.cancelBranch(b, null, 'missed');
+    if (this.cancelled) {
+      // A branch that rang never answered the CANCEL: the caller cancelled, it hears 487, not a timeout.
+      this.sendFinal(this.best ?? buildResponse(this.req, 487));
+      return;
+    }
+    this.timedOut = true;
     this.sendFinal(buildResponse(this.req, 408, { reason: 'Request Timeout' }));
   }
 
@@ -1082,14 +1328,15 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private cancelBranch(b: Branch, reason: string | null, end: WakeEnd): void {
     if (b.wake !== null) {
       this.endWake(b, end);
-      b.final = 1; // over, without a response
+      b.final = ENDED; // over, without a response
       b.abandoned = true;
       return;
     }
-    if (b.cancelWanted || b.ctx === null || !this.isInvite) return;
+    if (b.cancelWanted || !this.isInvite) return;
+    // Not sent yet (its address being resolved): fork() sees this and does not send it.
     b.cancelWanted = true;
     b.cancelReason = reason;
-    if (b.provisional) this.sendCancel(b);
+    if (b.ctx !== null && b.provisional) this.sendCancel(b);
   }
 
   private sendCancel(b: Branch): void {
@@ -1114,7 +1361,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.sendFinal(this.best);
       return;
     }
-    if (this.resolving || this.waiting()) return;
+    if (this.resolvingStage !== -1 || this.waiting()) return;
     // Every branch of this stage failed: on to the next, unless cancelled.
     if (!this.cancelled && this.nextStage()) return;
     this.finishWith(this.best);
@@ -1130,25 +1377,24 @@ class ProxyCall implements BranchOwner, TimerTarget {
   private sendFinal(res: SipMessage): void {
     const status = forwardedStatus(res.status);
     // A BYE ends the call whatever its answer: 481 (the other side forgot it), 408, 500.
-    if (this.req.method === 'BYE') this.proxy.callTracker.ended(this.req.callId());
-    if (this.isInvite && !this.answered) {
+    if (this.req.method === 'BYE') this.proxy.callEnded(this.req.callId());
+    if (this.isCall && !this.answered) {
       const result = this.resultOf(res.status);
       this.proxy.stats.callResults[result]++;
       if (this.req.to().tag === null) this.proxy.doorCalls?.end(callKey(this.req, this.req.from().tag));
-      this.done(status, result, null);
+      this.done(status, result);
     }
     if (status !== res.status) this.stx.respond(buildResponse(this.req, status));
     else this.stx.respond(res);
     this.maybeDone();
   }
 
-  /** The call's log line, once. */
-  private done(status: number, result: CallResult, answeredBy: string | null): void {
+  /** The log line of a call that was not answered, once (an answered call's waits for its BYE). */
+  private done(status: number, result: CallResult): void {
     const log = this.log;
     if (log === null || log.status !== 0) return;
     log.status = status;
     log.result = result;
-    log.answeredBy = answeredBy;
     this.proxy.options.onCall?.(log);
   }
 
@@ -1162,7 +1408,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
   private maybeDone(): void {
-    if (this.resolving) return;
+    if (this.resolvingStage !== -1) return;
     this.maybeUnwatch();
     if (this.branches.every((b) => b.final !== 0)) {
       if (this.reaper !== null) this.reaper.cancel();

@@ -20,7 +20,7 @@
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { SipMessage, Uri } from '../sip/index.js';
-import { hostForUri } from '../sip/index.js';
+import { hostForUri, parseUri } from '../sip/index.js';
 import type { Destination, Endpoint } from '../transport/index.js';
 import type { SelfAddresses } from './self.js';
 
@@ -30,34 +30,86 @@ export const TOKEN_PARAM = 'pt';
 /** URI parameter of Portier's Record-Route entries naming a stream client's connection (flow token). */
 export const FLOW_PARAM = 'pf';
 
+/**
+ * With one Record-Route entry for both sides (same transport and socket),
+ * `pf` names the caller's flow and this one the callee's; the direction of
+ * an in-dialog request (whose tag made the dialog token) picks one.
+ */
+export const CALLEE_FLOW_PARAM = 'pf2';
+
+/**
+ * URI parameter of the Path entry a node of a cluster adds to the bindings
+ * it registers (RFC 3327): it names the node's own flow to the device, so
+ * that another node sends the device's calls through this one.
+ */
+export const HANDOFF_PARAM = 'pfn';
+
 /** Signs and checks dialog tokens. One key per process unless one is given. */
 export class RouteSigner {
   private readonly key: Buffer;
   // Its own key: a flow token must never equal a dialog token made from a chosen Call-ID and tag.
   private readonly flowKey: Buffer;
 
-  constructor(key?: Buffer) {
+  private readonly handoffKey: Buffer;
+
+  /** `node`: this process (a flow lives and dies with it): handoff tokens of another process are not ours to follow. */
+  constructor(key?: Buffer, readonly node: string = randomBytes(9).toString('base64url')) {
     this.key = key ?? randomBytes(32);
     this.flowKey = createHmac('sha256', this.key).update('portier flow tokens').digest();
+    this.handoffKey = createHmac('sha256', this.key).update('portier node handoff').digest();
   }
 
-  /** The flow token of a stream connection; '' for UDP and destinations without a connection. */
-  flowToken(flow: Destination): string {
-    if (flow.protocol === 'udp' || !flow.connectionId) return '';
-    const payload = Buffer.from(`${flow.protocol}|${flow.address}|${flow.port}|${flow.connectionId}`).toString('base64url');
-    return payload + '.' + createHmac('sha256', this.flowKey).update(payload).digest('base64url').slice(0, 16);
+  /** The handoff token of a flow of this node (stream connection or UDP 5-tuple). */
+  handoffToken(flow: Destination): string {
+    const payload = Buffer.from(`${this.node}|${flow.protocol}|${flow.address}|${flow.port}|${flow.connectionId ?? 0}`).toString('base64url');
+    return payload + '.' + createHmac('sha256', this.handoffKey).update(payload).digest('base64url').slice(0, 22);
   }
 
-  /** Where a flow token this server made points; null for anything else. */
-  flowOf(token: string | null | undefined): Destination | null {
-    if (typeof token !== 'string') return null;
+  /**
+   * The flow a handoff token names, when this very process made it; null
+   * otherwise (forged, or made before a restart: that flow is gone).
+   * `stale` tells the two apart for the caller that must say "gone".
+   */
+  handoffOf(token: string | null | undefined): { flow: Destination | null; ours: boolean } {
+    if (typeof token !== 'string') return { flow: null, ours: false };
+    const dot = token.indexOf('.');
+    if (dot <= 0) return { flow: null, ours: false };
+    const payload = token.slice(0, dot);
+    const got = Buffer.from(token.slice(dot + 1));
+    const want = Buffer.from(createHmac('sha256', this.handoffKey).update(payload).digest('base64url').slice(0, 22));
+    if (got.length !== want.length || !timingSafeEqual(got, want)) return { flow: null, ours: false };
+    const [node, protocol, address, port, id] = Buffer.from(payload, 'base64url').toString('utf8').split('|');
+    if (node !== this.node) return { flow: null, ours: true };
+    if (protocol !== 'udp' && protocol !== 'tcp' && protocol !== 'tls' && protocol !== 'ws' && protocol !== 'wss') return { flow: null, ours: false };
+    const flow: Destination = { protocol, address, port: Number(port) };
+    if (protocol !== 'udp') flow.connectionId = Number(id);
+    return { flow, ours: true };
+  }
+
+  /**
+   * The flow token of a client's flow (its stream connection, or the source
+   * address and port of its UDP packets: a NAT binding), for the
+   * Record-Route entry that carries `dialogToken`; '' for a stream
+   * destination without a connection. Bound to that dialog: lifted into
+   * another dialog's Route, it is refused.
+   */
+  flowToken(flow: Destination, dialogToken: string): string {
+    if (flow.protocol !== 'udp' && !flow.connectionId) return '';
+    const payload = Buffer.from(`${flow.protocol}|${flow.address}|${flow.port}|${flow.connectionId ?? 0}`).toString('base64url');
+    return payload + '.' + createHmac('sha256', this.flowKey).update(dialogToken).update('|').update(payload).digest('base64url').slice(0, 16);
+  }
+
+  /** Where a flow token this server made for the dialog of `dialogToken` points; null for anything else. */
+  flowOf(token: string | null | undefined, dialogToken: string | null | undefined): Destination | null {
+    if (typeof token !== 'string' || typeof dialogToken !== 'string') return null;
     const dot = token.indexOf('.');
     if (dot <= 0) return null;
     const payload = token.slice(0, dot);
     const got = Buffer.from(token.slice(dot + 1));
-    const want = Buffer.from(createHmac('sha256', this.flowKey).update(payload).digest('base64url').slice(0, 16));
+    const want = Buffer.from(createHmac('sha256', this.flowKey).update(dialogToken).update('|').update(payload).digest('base64url').slice(0, 16));
     if (got.length !== want.length || !timingSafeEqual(got, want)) return null;
     const [protocol, address, port, id] = Buffer.from(payload, 'base64url').toString('utf8').split('|');
+    if (protocol === 'udp') return { protocol, address, port: Number(port) };
     if (protocol !== 'tcp' && protocol !== 'tls' && protocol !== 'ws' && protocol !== 'wss') return null;
     return { protocol, address, port: Number(port), connectionId: Number(id) };
   }
@@ -68,14 +120,19 @@ export class RouteSigner {
 
   /** Whether `token` was made for this request's Call-ID and its From or To tag. */
   verify(req: SipMessage, token: string | null | undefined): boolean {
-    if (typeof token !== 'string' || token.length !== 16) return false;
+    return this.sender(req, token) !== null;
+  }
+
+  /** Who sends this request in the dialog of `token`: its creator (the caller: its From tag made the token), the other side, or null when the token is not this dialog's. */
+  sender(req: SipMessage, token: string | null | undefined): 'creator' | 'other' | null {
+    if (typeof token !== 'string' || token.length !== 16) return null;
     const got = Buffer.from(token);
     const callId = req.callId();
-    for (const tag of [req.fromOrNull()?.tag, req.toOrNull()?.tag]) {
-      if (tag === null || tag === undefined || tag === '') continue;
-      if (timingSafeEqual(got, Buffer.from(this.token(callId, tag)))) return true;
-    }
-    return false;
+    const from = req.fromOrNull()?.tag;
+    if (from && timingSafeEqual(got, Buffer.from(this.token(callId, from)))) return 'creator';
+    const to = req.toOrNull()?.tag;
+    if (to && timingSafeEqual(got, Buffer.from(this.token(callId, to)))) return 'other';
+    return null;
   }
 }
 
@@ -87,6 +144,13 @@ export interface RouteResult {
    * token of the last entry of ours removed (the one facing the next hop).
    */
   flow: Destination | null;
+  /**
+   * A request another node of the cluster sent this one for a device whose
+   * flow is here (the Path entry this node registered): that flow, while
+   * this process holds it. `handoff: 'gone'` when the entry is this node's
+   * but from before a restart.
+   */
+  handoff: Destination | 'gone' | null;
 }
 
 /**
@@ -98,12 +162,19 @@ export interface RouteResult {
 export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: RouteSigner): RouteResult {
   let dialog = false;
   let flow: string | null | undefined;
+  /** The dialog token of the entry that carried `flow`. */
+  let flowDialog: string | null | undefined;
+  /** The callee's flow, when one entry served both sides. */
+  let flow2: string | null | undefined;
+  let handoff: Destination | 'gone' | null = null;
   const ruri = req.requestUri;
   if (ruri !== null && ruri.isSip && ruri.user === null && ruri.hasParam('lr') && self.isSelfUri(ruri)) {
     const routes = req.routes();
     if (routes !== null && routes.length > 0) {
       if (signer.verify(req, tokenOf(ruri))) dialog = true;
       flow = ruri.params.get(FLOW_PARAM);
+      flow2 = ruri.params.get(CALLEE_FLOW_PARAM);
+      flowDialog = tokenOf(ruri);
       const last = routes[routes.length - 1];
       req.setRequestUri(last.uriText);
       // Rewrite the Route set without its last entry.
@@ -123,9 +194,25 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: R
     // One valid token is enough: no HMAC for the second entry of a double Record-Route.
     if (!dialog && signer.verify(req, tokenOf(top))) dialog = true;
     flow = top.params.get(FLOW_PARAM);
+    flow2 = top.params.get(CALLEE_FLOW_PARAM);
+    flowDialog = tokenOf(top);
+    const h = top.params.get(HANDOFF_PARAM);
+    if (h !== undefined) {
+      const r = signer.handoffOf(h);
+      handoff = r.flow ?? (r.ours ? 'gone' : null);
+    }
     req.removeFirstValue('route');
   }
-  return { dialog, flow: dialog ? signer.flowOf(flow) : null };
+  // One entry for both sides: the caller's requests go to the callee's flow, and the other way round.
+  if (flow2 !== undefined && signer.sender(req, flowDialog) === 'creator') flow = flow2;
+  return { dialog, flow: dialog ? signer.flowOf(flow, flowDialog) : null, handoff };
+}
+
+/** The URI of a Path (or Route) value: `<sip:host;lr>`. */
+export function pathUri(value: string): Uri | null {
+  const lt = value.indexOf('<');
+  const gt = value.indexOf('>', lt + 1);
+  return lt >= 0 && gt > lt ? parseUri(value.slice(lt + 1, gt)) : parseUri(value.trim());
 }
 
 function tokenOf(uri: Uri): string | null | undefined {
@@ -145,8 +232,13 @@ export function recordRouteValue(local: Endpoint, token: string, flow = ''): str
  * each side of the dialog reaches Portier over its own transport.
  */
 export function addRecordRoute(req: SipMessage, inbound: Endpoint, outbound: Endpoint, token: string, flows?: { inbound: string; outbound: string }): void {
-  const inVal = recordRouteValue(inbound, token, flows?.inbound);
-  const outVal = recordRouteValue(outbound, token, flows?.outbound);
-  req.prependHeader('record-route', inVal);
-  if (outVal !== inVal) req.prependHeader('record-route', outVal);
+  if (recordRouteValue(inbound, token) === recordRouteValue(outbound, token)) {
+    // Same transport and socket both ways: one entry, carrying both flows.
+    const value = recordRouteValue(inbound, token, flows?.inbound);
+    const callee = flows?.outbound ?? '';
+    req.prependHeader('record-route', callee === '' ? value : value.slice(0, -1) + ';' + CALLEE_FLOW_PARAM + '=' + callee + '>');
+    return;
+  }
+  req.prependHeader('record-route', recordRouteValue(inbound, token, flows?.inbound));
+  req.prependHeader('record-route', recordRouteValue(outbound, token, flows?.outbound));
 }

@@ -15,8 +15,10 @@ export class SelfAddresses {
   private readonly ports = new Set<number>();
   private readonly defaultPorts = new Set<number>();
 
-  constructor(domains: readonly string[], listening: readonly Endpoint[]) {
+  /** `extraHosts`: addresses that reach this server though no listener is bound to them (a cluster node's advertised address behind NAT). */
+  constructor(domains: readonly string[], listening: readonly Endpoint[], extraHosts: readonly string[] = []) {
     this.domains = new Set(domains.map((d) => d.toLowerCase()));
+    for (const h of extraHosts) this.hosts.add(h.toLowerCase());
     for (const ep of listening) {
       this.ports.add(ep.port);
       this.defaultPorts.add(DEFAULT_PORT[ep.protocol] ?? 5060);

@@ -4,6 +4,7 @@
 export {
   Registrar,
   buildRegisterResponse,
+  flowTimerFor,
   sortBindings,
   DEFAULT_REGISTRAR_CONFIG,
   REGISTRAR_OPTION_TAGS,

@@ -1,5 +1,5 @@
 // The registrar (RFC 3261 §10.3, with GRUU RFC 5627, Path RFC 3327, the
-// instance and reg-id of RFC 5626 and the push parameters of RFC 8599).
+// outbound flows of RFC 5626 and the push parameters of RFC 8599).
 //
 // Transport-agnostic: register() takes a parsed, validated REGISTER and the
 // Source it came from, and returns what to answer. Sending the answer,
@@ -17,7 +17,19 @@ import type { Binding, BindingCounts, GruuResolution, LocationStore } from './lo
 import { planRegister, type GrantedContact, type Plan, type RemovalCause } from './plan.js';
 
 /** Option tags the registrar implements, for Supported and for checking Require (§8.2.2.3). */
-export const REGISTRAR_OPTION_TAGS: readonly string[] = ['gruu', 'path'];
+export const REGISTRAR_OPTION_TAGS: readonly string[] = ['gruu', 'path', 'outbound'];
+
+/**
+ * The Flow-Timer (RFC 5626 §6) for a stream idle timeout in seconds: the UA
+ * sends a keep-alive every 80 to 100% of it (§4.4.1), so 80% of the idle
+ * timeout leaves a fifth of it for the network before the connection is
+ * closed as idle. At most 120 s, the RFC's own default for streams: NATs and
+ * mobile firewalls drop idle TCP mappings after a few minutes, and a longer
+ * Flow-Timer would make UAs ping less often than they do by default.
+ */
+export function flowTimerFor(idleTimeoutSeconds: number): number {
+  return Math.max(1, Math.min(120, Math.floor(idleTimeoutSeconds * 0.8)));
+}
 
 export interface RegistrarConfig {
   /** Domains served (host names or IP literals); REGISTERs for others are refused. */
@@ -37,6 +49,11 @@ export interface RegistrarConfig {
   maxStreamExpires: number | null;
   /** Most bindings per AOR; beyond it the least recently refreshed are dropped. */
   maxBindingsPerAor: number;
+  /**
+   * Flow-Timer, seconds, in the 200 to an outbound registration (RFC 5626)
+   * made straight over a stream connection; null: none. See flowTimerFor().
+   */
+  flowTimer: number | null;
   /** Most temp-gruus remembered per binding (one is issued per refresh). */
   maxTempGruus: number;
   /** How often expired bindings are swept, ms; 0 disables the timer (call sweep() yourself). */
@@ -49,6 +66,7 @@ export const DEFAULT_REGISTRAR_CONFIG: Readonly<Omit<RegistrarConfig, 'domains'>
   defaultExpires: 600,
   maxStreamExpires: null,
   maxBindingsPerAor: 16,
+  flowTimer: null,
   maxTempGruus: 16,
   sweepIntervalMs: 30_000,
 });
@@ -69,7 +87,9 @@ export interface RegistrarOptions {
  *   request; Portier serves its own domains only, so it refuses. A caller
  *   that wants to forward checks servesDomain() before calling register();
  * - unsupported-scheme: 416, the Request-URI is not sip or sips;
- * - bad-extension: 420, Require names an extension not supported;
+ * - bad-extension: 420, Require names an extension not supported; or 439,
+ *   Require: outbound with a reg-id through an edge proxy without outbound
+ *   (no `ob` in its Path, RFC 5626 §6);
  * - not-found: 404, the To URI is no AOR of a served domain (§10.3 step 5);
  * - bad-request: 400;
  * - forbidden: 403, a Contact is a GRUU of a served domain (RFC 5627 forbids binding those);
@@ -93,7 +113,7 @@ export type RegisterOutcome =
 export interface RegisterResult {
   status: number;
   reason: string;
-  /** Header lines for the response, in order (Contact, Path, Supported, Date; or Min-Expires, Unsupported, Warning). */
+  /** Header lines for the response, in order (Contact, Path, Require and Flow-Timer, Supported, Date; or Min-Expires, Unsupported, Warning). */
   headers: Array<[string, string]>;
   outcome: RegisterOutcome;
   /** Why it failed, in words (also in a Warning header); null on success. */
@@ -104,8 +124,12 @@ export interface RegisterResult {
   bindings: Binding[];
 }
 
-/** Why a binding ended: removal by the UA, replacement, eviction (see RemovalCause), expiry, removal through removeBinding(). */
-export type UnbindCause = RemovalCause | 'expired' | 'removed';
+/**
+ * Why a binding ended: removal by the UA, replacement, eviction (see
+ * RemovalCause), expiry, removal through removeBinding(), or the close of
+ * the stream connection it was registered on (connectionClosed()).
+ */
+export type UnbindCause = RemovalCause | 'expired' | 'removed' | 'connection-closed';
 
 /**
  * Emitted synchronously once the store has been written, before register()
@@ -137,6 +161,23 @@ export interface RegistrarStats {
 
 const STREAM_PROTOCOLS: ReadonlySet<string> = new Set(['tcp', 'tls', 'ws', 'wss']);
 
+/** The bindings registered over one stream connection of this process, and that connection's Source. */
+interface FlowBindings {
+  source: Source;
+  /** bindingRef() → AOR. */
+  refs: Map<string, string>;
+}
+
+function bindingRef(aor: string, key: string): string {
+  return aor + '\n' + key;
+}
+
+/** Whether `b` is still bound to the connection `s` (a refresh may have moved it to another, here or on another node). */
+function onFlow(b: Binding, s: Source): boolean {
+  const f = b.source;
+  return f.connectionId === s.connectionId && f.protocol === s.protocol && f.address === s.address && f.port === s.port && f.local.address === s.local.address && f.local.port === s.local.port;
+}
+
 export class Registrar extends EventEmitter<RegistrarEvents> {
   readonly config: Readonly<RegistrarConfig>;
   readonly store: LocationStore;
@@ -155,6 +196,15 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
   private readonly ownsStore: boolean;
   private timer: NodeJS.Timeout | null = null;
   private sweeping = false;
+  private closed = false;
+  /**
+   * Bindings tied to their flow: registered straight over a stream connection
+   * of this process (one Via, no Path), by connection id. Bounded by the
+   * bindings themselves: an entry goes when its binding ends or moves.
+   */
+  private readonly flows = new Map<number, FlowBindings>();
+  /** bindingRef() → the connection id it is indexed under in `flows`. */
+  private readonly flowOf = new Map<string, number>();
 
   constructor(config: Partial<RegistrarConfig> & Pick<RegistrarConfig, 'domains'>, options: RegistrarOptions = {}) {
     super();
@@ -228,11 +278,12 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     return b;
   }
 
-  /** Forgets a binding's push parameters (the provider said its token is gone); the binding stays. True when it had some. */
-  async dropPushParams(aor: string, key: string): Promise<boolean> {
+  /** Forgets a binding's push parameters (the provider said its token is gone) when `stillThese` says they are those; the binding stays. True when dropped. */
+  async dropPushParams(aor: string, key: string, stillThese: (params: Readonly<Record<string, string>>) => boolean = () => true): Promise<boolean> {
     const out = await this.store.update(aor, this.now(), (current) => {
       const b = current.find((x) => x.key === key);
-      if (b === undefined || Object.keys(b.pushParams).length === 0) return { changes: null, result: false };
+      // The device may have registered a new token since the push went out: that one stays.
+      if (b === undefined || Object.keys(b.pushParams).length === 0 || !stillThese(b.pushParams)) return { changes: null, result: false };
       return { changes: { put: [{ ...b, pushParams: {} }] }, result: true };
     });
     return out.result;
@@ -250,8 +301,44 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     return this.store.count(this.now());
   }
 
+  /**
+   * The transport closed a stream connection: the bindings registered over
+   * it (straight from the device, not through another proxy) are removed,
+   * unless they carry push parameters: those stay, and a push wakes the app
+   * (the proxy sees their flow is gone). UDP has no such event: its bindings
+   * end at their expiry. Returns the bindings removed.
+   */
+  async connectionClosed(connectionId: number): Promise<Binding[]> {
+    const flow = this.flows.get(connectionId);
+    // Closed: the server is stopping, so every connection closes; the devices did not leave.
+    if (flow === undefined || this.closed) return [];
+    this.flows.delete(connectionId);
+    const byAor = new Map<string, Set<string>>();
+    for (const [ref, aor] of flow.refs) {
+      this.flowOf.delete(ref);
+      let keys = byAor.get(aor);
+      if (keys === undefined) byAor.set(aor, (keys = new Set()));
+      keys.add(ref.slice(aor.length + 1));
+    }
+    const removed: Binding[] = [];
+    const now = this.now();
+    for (const [aor, keys] of byAor) {
+      const out = await this.store.update(aor, now, (current) => {
+        const gone = current.filter((b) => keys.has(b.key) && onFlow(b, flow.source) && Object.keys(b.pushParams).length === 0);
+        return { changes: gone.length === 0 ? null : { remove: gone.map((b) => b.key) }, result: null };
+      });
+      for (const b of out.expired) this.unbound(b, 'expired');
+      for (const b of out.removed) {
+        this.unbound(b, 'connection-closed');
+        removed.push(b);
+      }
+    }
+    return removed;
+  }
+
   /** Stops the sweep timer; closes the store when the registrar made it. */
   async close(): Promise<void> {
+    this.closed = true;
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
     if (this.ownsStore) await this.store.close();
@@ -312,7 +399,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
         if (intent.uri.params.has('gr') && this.domains.has(canonicalHost(intent.uri))) {
           return fail(403, 'forbidden', 'a GRUU cannot be registered as a Contact', [], aor);
         }
-        const expires = this.grant(intent.requested, source);
+        const expires = this.grant(intent.requested, source, Object.keys(intent.pushParams).length > 0);
         if (expires < 0) tooBrief = true;
         else granted.push({ intent, expires });
       }
@@ -325,8 +412,22 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     if (pathAddrs === null) return fail(400, 'bad-request', 'malformed Path header', [], aor);
     const path = pathAddrs.map((a) => a.raw);
     const supported = new Set(req.tokens('supported'));
+    // RFC 5626 §6. Portier is the device's first hop when the REGISTER has
+    // one Via and no Path: the connection it came on is the device's flow.
+    const edge = path.length === 0 && req.viaOrNull()?.length === 1;
+    const wantsOutbound = supported.has('outbound') || req.tokens('require').includes('outbound');
+    const flowContacts = granted.some((g) => g.intent.regId !== null);
+    // Through an edge proxy, outbound needs that proxy's `ob` in the Path it added (the bottom one).
+    const firstHopOutbound = edge || (pathAddrs.length > 0 && pathAddrs[pathAddrs.length - 1].uri.params.has('ob'));
+    if (flowContacts && !firstHopOutbound && req.tokens('require').includes('outbound')) {
+      return fail(439, 'bad-extension', 'the first hop does not support outbound', [], aor);
+    }
+    const outbound: OutboundReply | null =
+      wantsOutbound && flowContacts && firstHopOutbound
+        ? { flowTimer: edge && STREAM_PROTOCOLS.has(source.protocol) ? this.config.flowTimer : null }
+        : null;
     const ok = (outcome: RegisterOutcome, bindings: Binding[]): RegisterResult =>
-      this.success(outcome, aor, scheme, sortBindings(bindings), now, supported, path);
+      this.success(outcome, aor, scheme, sortBindings(bindings), now, supported, path, outbound);
 
     // No Contact: a query (§10.2.3); nothing changes.
     if (!star && granted.length === 0) return ok('fetched', await this.store.get(aor, now));
@@ -359,22 +460,51 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
       return fail(500, 'stale', 'CSeq ' + cseq + ' not higher than ' + plan.binding.cseq + ' for this Call-ID', [], aor);
     }
     for (const { binding, cause } of plan.removals) this.unbound(binding, cause);
+    const flowBound = edge && STREAM_PROTOCOLS.has(source.protocol) && source.connectionId > 0;
     for (const { binding, previous } of plan.writes) {
       if (previous === null) this.stats.bindingsAdded++;
       else this.stats.bindingsRefreshed++;
+      this.unindexFlow(binding.aor, binding.key);
+      if (flowBound) this.indexFlow(binding);
       this.emit('registered', binding, previous);
     }
     return ok('registered', outcome.bindings);
   }
 
-  /** Seconds granted for a Contact asking for `requested`; 0 removes; -1 is too brief (423). */
-  private grant(requested: number, source: Source): number {
+  /**
+   * Seconds granted for a Contact asking for `requested`; 0 removes; -1 is
+   * too brief (423). The stream cap keeps a UA that sends no keep-alives
+   * refreshing (so talking) within the idle timeout; a binding with push
+   * parameters is exempt: it outlives its connection on purpose, for a push
+   * to wake the app.
+   */
+  private grant(requested: number, source: Source, push: boolean): number {
     if (requested === 0) return 0;
     // §10.3 step 7 allows 423 only for an interval under one hour.
     if (requested < this.config.minExpires && requested < 3600) return -1;
     let e = Math.min(requested, this.config.maxExpires);
-    if (this.config.maxStreamExpires !== null && STREAM_PROTOCOLS.has(source.protocol)) e = Math.min(e, this.config.maxStreamExpires);
+    if (this.config.maxStreamExpires !== null && !push && STREAM_PROTOCOLS.has(source.protocol)) e = Math.min(e, this.config.maxStreamExpires);
     return e;
+  }
+
+  private indexFlow(b: Binding): void {
+    const id = b.source.connectionId;
+    let flow = this.flows.get(id);
+    if (flow === undefined) this.flows.set(id, (flow = { source: b.source, refs: new Map() }));
+    const ref = bindingRef(b.aor, b.key);
+    flow.refs.set(ref, b.aor);
+    this.flowOf.set(ref, id);
+  }
+
+  private unindexFlow(aor: string, key: string): void {
+    const ref = bindingRef(aor, key);
+    const id = this.flowOf.get(ref);
+    if (id === undefined) return;
+    this.flowOf.delete(ref);
+    const flow = this.flows.get(id);
+    if (flow === undefined) return;
+    flow.refs.delete(ref);
+    if (flow.refs.size === 0) this.flows.delete(id);
   }
 
   /** §10.3 step 8: the 200 lists every current binding. */
@@ -386,6 +516,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     now: number,
     supported: ReadonlySet<string>,
     path: readonly string[],
+    outbound: OutboundReply | null,
   ): RegisterResult {
     const headers: Array<[string, string]> = [];
     const withGruu = supported.has('gruu');
@@ -393,6 +524,12 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     // RFC 3327 §5.3: the Path the registrar stored goes back to the UA, which
     // asked for it with Supported: path.
     if (path.length > 0 && supported.has('path')) headers.push(['Path', path.join(', ')]);
+    // RFC 5626 §6: the UA learns that its flow is in use (and, over a
+    // stream straight to Portier, how often to keep it alive).
+    if (outbound !== null) {
+      headers.push(['Require', 'outbound']);
+      if (outbound.flowTimer !== null) headers.push(['Flow-Timer', String(outbound.flowTimer)]);
+    }
     headers.push(['Supported', REGISTRAR_OPTION_TAGS.join(', ')]);
     headers.push(['Date', new Date(now).toUTCString()]);
     return { status: 200, reason: reasonPhrase(200), headers, outcome, detail: null, aor, bindings };
@@ -409,6 +546,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
   }
 
   private unbound(b: Binding, cause: UnbindCause): void {
+    this.unindexFlow(b.aor, b.key);
     if (cause === 'expired') this.stats.bindingsExpired++;
     else this.stats.bindingsRemoved++;
     this.emit('unregistered', b, cause);
@@ -425,6 +563,11 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
       this.sweeping = false;
     }
   }
+}
+
+/** What a 200 says about RFC 5626 outbound: Require: outbound, and the Flow-Timer when there is one. */
+interface OutboundReply {
+  flowTimer: number | null;
 }
 
 /** The response for a RegisterResult, ready for the transaction layer. */
@@ -469,6 +612,7 @@ function checkConfig(c: RegistrarConfig): RegistrarConfig {
   if (c.defaultExpires < c.minExpires || c.defaultExpires > c.maxExpires) {
     throw new RangeError('registrar defaultExpires must lie between minExpires and maxExpires');
   }
+  if (c.flowTimer !== null) int('flowTimer', c.flowTimer, 1);
   if (c.maxStreamExpires !== null) {
     int('maxStreamExpires', c.maxStreamExpires, 1);
     if (c.maxStreamExpires < c.minExpires) throw new RangeError('registrar maxStreamExpires must not be below minExpires');

@@ -54,11 +54,14 @@ export class DoorRouter implements Router {
   }
 
   route(req: SipMessage, target: Uri, caller: Caller): RouteDecision {
-    const ref = this.names.resolveUri(target);
-    if (ref === null) return { kind: 'location', uri: null, why: 'another domain' };
-    const alias = this.names.isAlias(target);
     const callerKind = caller.kind ?? (caller.authorised && req.isRequest ? this.fromKind(req) : undefined);
     const dialled = plainUser(target);
+    const ref = caller.relay ? null : this.names.resolveUri(target);
+    if (ref === null) {
+      // Another domain, or a Route to another server: for a door station, that is calling out.
+      return this.refuse(callerKind, 'routes', dialled || target.raw) ?? { kind: 'location', uri: null, why: 'another domain' };
+    }
+    const alias = this.names.isAlias(target);
 
     if (ref.kind === 'group') {
       const refused = this.refuse(callerKind, alias ? 'aliases' : 'groups', dialled);

@@ -14,6 +14,8 @@ export interface OpenedStore {
   secret: Buffer;
   /** Bans kept across restarts (and shared by the nodes of one Redis), when the store is persistent. */
   bans: { load(now: number): Promise<StoredBan[]>; save(ban: StoredBan): Promise<void> } | null;
+  /** Shared by several nodes: tells of AORs another node changed (so that calls ringing them here hear of new devices); null for a store of one process. */
+  changes: { listen(onChange: (aor: string) => void): void } | null;
 }
 
 export interface StorageLogger {
@@ -24,15 +26,25 @@ export interface StorageLogger {
 export async function openStore(config: StorageConfig, log?: StorageLogger): Promise<OpenedStore> {
   switch (config.type) {
     case 'memory':
-      return { store: new MemoryLocationStore(), up: () => true, bans: null, secret: randomBytes(32) };
+      return { store: new MemoryLocationStore(), up: () => true, bans: null, secret: randomBytes(32), changes: null };
     case 'sqlite': {
       const s = await SqliteLocationStore.open({ path: config.path, flushIntervalMs: config.flushInterval });
-      return { store: s, up: () => s.lastError === null, secret: s.secret(), bans: { load: async (now) => s.loadBans(now), save: async (b) => s.saveBan(b) } };
+      return { store: s, up: () => s.lastError === null, secret: s.secret(), bans: { load: async (now) => s.loadBans(now), save: async (b) => s.saveBan(b) }, changes: null };
     }
     case 'redis': {
       const { RedisLocationStore } = await import('./redis-store.js');
       const s = await RedisLocationStore.open({ url: config.url, prefix: config.prefix, logger: log });
-      return { store: s, up: () => s.up, secret: await s.secret(), bans: { load: (now) => s.loadBans(now), save: (b) => s.saveBan(b, Date.now()) } };
+      return {
+        store: s,
+        up: () => s.up,
+        secret: await s.secret(),
+        bans: { load: (now) => s.loadBans(now), save: (b) => s.saveBan(b, Date.now()) },
+        changes: {
+          listen(onChange) {
+            s.onChange = onChange;
+          },
+        },
+      };
     }
   }
 }

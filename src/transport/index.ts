@@ -4,6 +4,7 @@
 // and answers keep-alives; it knows nothing else of SIP.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import { ConnectionTable, type StreamConnection } from './connections.js';
 import { connectTcp, TcpListener } from './tcp.js';
 import {
@@ -37,7 +38,7 @@ export class TransportLayer {
   private readonly limits: TransportLimits;
   private readonly sink: TransportSink;
   private readonly log: TransportLog | undefined;
-  private readonly tls: Readonly<TlsSettings>;
+  private tls: Readonly<TlsSettings>;
   private readonly table: ConnectionTable<StreamConnection>;
   private readonly ctx: WsContext;
   private udp: UdpListener[] = [];
@@ -60,7 +61,19 @@ export class TransportLayer {
     this.stats = createTransportStats();
     this.table = new ConnectionTable<StreamConnection>(this.limits, this.stats);
     const wsSettings = Object.freeze({ ...(ws ?? DEFAULT_WS_SETTINGS) });
-    this.ctx = { table: this.table, limits: this.limits, stats: this.stats, sink, log, tls: this.tls, ws: wsSettings };
+    const layer = this;
+    // A getter: reloadTls() replaces the settings, and new outbound connections must see them.
+    this.ctx = {
+      table: this.table,
+      limits: this.limits,
+      stats: this.stats,
+      sink,
+      log,
+      get tls() {
+        return layer.tls;
+      },
+      ws: wsSettings,
+    };
   }
 
   /**
@@ -167,6 +180,28 @@ export class TransportLayer {
       default:
         this.sendFailed(dest, `protocol ${dest.protocol} is not supported`, 'EPROTONOSUPPORT');
     }
+  }
+
+  /**
+   * SIGHUP: a new certificate, key, CA and minimum version for the TLS and
+   * WSS listeners and for outbound TLS. New handshakes get them; connections
+   * already open keep theirs. Who must show a client certificate
+   * (verifyClients) is fixed at start and stays. Throws, changing nothing,
+   * when the settings do not make a TLS context (unreadable PEM, a key that
+   * is not the certificate's). Returns whether certificate, key or CA differ
+   * from the ones in use.
+   */
+  reloadTls(settings: TlsSettings): boolean {
+    const next: Readonly<TlsSettings> = Object.freeze({ ...settings, verifyClients: this.tls.verifyClients });
+    const context: tls.SecureContextOptions = { cert: next.cert, key: next.key, ca: next.ca, minVersion: next.minVersion };
+    // Validate once before touching any listener: a bad file must leave every listener as it was.
+    tls.createSecureContext(context);
+    for (const l of this.tcp) l.setSecureContext(context);
+    for (const l of this.ws) l.setSecureContext(context);
+    const same = (a: string | Buffer | undefined, b: string | Buffer | undefined) => (a === undefined || b === undefined ? a === b : Buffer.from(a).equals(Buffer.from(b)));
+    const changed = !same(this.tls.cert, next.cert) || !same(this.tls.key, next.key) || !same(this.tls.ca, next.ca);
+    this.tls = next;
+    return changed;
   }
 
   /** The bound local endpoints, ports resolved where 0 was asked. */

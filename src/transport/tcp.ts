@@ -369,6 +369,11 @@ export class TcpListener {
     this.localEndpoint = await bindServer(this.server, this.protocol, this.host, this.spec.port, this.family, this.onError);
   }
 
+  /** TLS listeners: new handshakes use `context`; open connections keep theirs (TransportLayer.reloadTls). */
+  setSecureContext(context: tls.SecureContextOptions): void {
+    if (this.server instanceof tls.Server) this.server.setSecureContext(context);
+  }
+
   /** Stops accepting; existing connections are the table's. */
   close(): Promise<void> {
     return new Promise((resolve) => {

@@ -314,6 +314,11 @@ export class WsListener {
     }
   }
 
+  /** WSS listeners: new handshakes use `context`; open connections keep theirs (TransportLayer.reloadTls). */
+  setSecureContext(context: tls.SecureContextOptions): void {
+    if (this.server instanceof https.Server) this.server.setSecureContext(context);
+  }
+
   /** Stops accepting; the connections are the table's (the layer destroys them first). */
   close(): Promise<void> {
     if (this.heartbeatTimer !== null) {

@@ -53,6 +53,7 @@ const GOOD = 'domains: [school.example.test]\nlisten: [udp:127.0.0.1:0, tcp:127.
 /** A startServer that records its calls; `stop` behaves as told. */
 function fakeServer(stop: () => Promise<void> = async () => {}) {
   const calls: Array<{ config: Config; log: Logger }> = [];
+  const reloaded: Array<Config | undefined> = [];
   let stops = 0;
   let reloads = 0;
   const start: StartServer = async (config, log) => {
@@ -62,13 +63,14 @@ function fakeServer(stop: () => Promise<void> = async () => {}) {
         stops++;
         return stop();
       },
-      reload: () => {
+      reload: (next?: Config) => {
         reloads++;
+        reloaded.push(next);
       },
     };
     return server;
   };
-  return { start, calls, stops: () => stops, reloads: () => reloads };
+  return { start, calls, reloaded, stops: () => stops, reloads: () => reloads };
 }
 
 t.test('--help and --version', async (t) => {
@@ -169,7 +171,7 @@ t.test('serving: SIGTERM awaits stop() and exits 0; SIGHUP reloads', async (t) =
 
   h.proc.emit('SIGHUP');
   t.equal(server.reloads(), 1, 'SIGHUP asks the server to reload');
-  t.ok(h.logs.some((l) => l.level === 'info' && l.signal === 'SIGHUP' && /reloading the users file/.test(String(l.msg))));
+  t.ok(h.logs.some((l) => l.level === 'info' && l.signal === 'SIGHUP' && /reloading the configuration/.test(String(l.msg))));
 
   h.proc.emit('SIGTERM');
   t.equal(await done, 0);
@@ -180,6 +182,67 @@ t.test('serving: SIGTERM awaits stop() and exits 0; SIGHUP reloads', async (t) =
   for (const event of ['SIGTERM', 'SIGINT', 'SIGHUP', 'uncaughtException', 'unhandledRejection']) {
     t.equal(h.proc.listenerCount(event), 0, `${event} handler removed`);
   }
+});
+
+t.test('SIGHUP reads the file again: live keys applied, one warning per key that needs a restart, a bad file changes nothing', async (t) => {
+  const server = fakeServer();
+  const path = file('reload.yaml', GOOD);
+  const h = harness({ startServer: server.start });
+  const done = runCli(['--config', path], h.io);
+  await until(() => h.proc.listenerCount('SIGHUP') === 1);
+
+  writeFileSync(path, 'domains: [other.example.test]\nlisten: [udp:127.0.0.1:0]\nlog: {level: warn}\nproxy: {ring-timeout: 12}\nlimits: {connections: 50}\n');
+  h.proc.emit('SIGHUP');
+  t.equal(server.reloads(), 1);
+  const applied = server.reloaded[0]!;
+  t.equal(applied.log.level, 'warn', 'log.level applies live');
+  t.equal(applied.proxy.ringTimeout, 12, 'proxy.ring-timeout applies live');
+  t.same(applied.domains, ['school.example.test'], 'domains keep their running value');
+  t.same(applied.listen, server.calls[0].config.listen, 'listen keeps its running value');
+  t.equal(applied.limits.connections, 10000, 'limits.connections keeps its running value');
+  t.ok(Object.isFrozen(applied.limits), 'the applied config is frozen like a loaded one');
+  const warned = h.logs.filter((l) => l.level === 'warn' && typeof l.key === 'string').map((l) => l.key);
+  t.same(warned.sort(), ['domains', 'limits.connections', 'listen'], 'one warning per key that needs a restart');
+  const done1 = h.logs.find((l) => l.msg === 'configuration reloaded');
+  t.same(done1?.changed, ['log.level', 'proxy.ring-timeout']);
+
+  // A file that no longer loads: logged, nothing handed to the server.
+  writeFileSync(path, 'domains: [school.example.test]\nlisten: [sctp:127.0.0.1:0]\n');
+  h.proc.emit('SIGHUP');
+  t.equal(server.reloads(), 1, 'the server is not asked to reload');
+  const err = h.logs.find((l) => l.level === 'error' && /cannot reload the configuration/.test(String(l.msg)));
+  t.match(String(err?.msg), /listen\[0\]: unknown transport "sctp".*everything stays as it was/);
+
+  // Back to a good file: compared with what runs (warn, ring-timeout 12), not with the start.
+  writeFileSync(path, 'domains: [school.example.test]\nlisten: [udp:127.0.0.1:0]\nlog: {level: warn}\nproxy: {ring-timeout: 12}\n');
+  const before = h.logs.length;
+  h.proc.emit('SIGHUP');
+  t.equal(server.reloads(), 2);
+  t.same(h.logs.slice(before).find((l) => l.msg === 'configuration reloaded')?.changed, []);
+
+  h.proc.emit('SIGTERM');
+  t.equal(await done, 0);
+});
+
+t.test('a server whose reload throws: logged, the running configuration stays', async (t) => {
+  let attempts = 0;
+  const start: StartServer = async () => ({
+    stop: async () => {},
+    reload: () => {
+      attempts++;
+      throw new Error('tls.cert: cannot read /nowhere/cert.pem');
+    },
+  });
+  const path = file('reload-fail.yaml', GOOD);
+  const h = harness({ startServer: start });
+  const done = runCli(['--config', path], h.io);
+  await until(() => h.proc.listenerCount('SIGHUP') === 1);
+  h.proc.emit('SIGHUP');
+  t.equal(attempts, 1);
+  t.ok(h.logs.some((l) => l.level === 'error' && l.err === 'tls.cert: cannot read /nowhere/cert.pem' && /everything stays as it was/.test(String(l.msg))));
+  t.notOk(h.logs.some((l) => l.msg === 'configuration reloaded'));
+  h.proc.emit('SIGTERM');
+  t.equal(await done, 0);
 });
 
 t.test('without --config: the demo config and exactly one warning line', async (t) => {

@@ -27,6 +27,7 @@ const DEFAULT_STORAGE = {
   flushInterval: 50,
   url: 'redis://127.0.0.1:6379',
   prefix: 'portier:',
+  nodeAddress: null,
 };
 
 const DEFAULT_LIMITS = {

@@ -1,5 +1,5 @@
 // A small SIP user agent for end-to-end tests over real loopback sockets
-// (UDP and TCP), written from RFC 3261 independently of Portier's own
+// (UDP, TCP and TLS), written from RFC 3261 independently of Portier's own
 // transaction layer: only src/sip's parser and framer are borrowed.
 //
 // UAC: REGISTER (optionally asking for a GRUU, RFC 5627), INVITE with the
@@ -16,11 +16,23 @@
 
 import dgram from 'node:dgram';
 import net from 'node:net';
+import tls from 'node:tls';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { parseAndValidate, parseNameAddr, SipMessage, SipParseError, StreamFramer, unquote, type NameAddr } from '../../src/sip/index.js';
 
-export type UATransport = 'udp' | 'tcp';
+export type UATransport = 'udp' | 'tcp' | 'tls';
+
+/** TLS client settings of a UA on transport 'tls'. */
+export interface UATlsOptions {
+  /** CA trusted for Portier's certificate. */
+  ca?: string;
+  /** Client certificate and key (verify-clients: optional or required). */
+  cert?: string;
+  key?: string;
+  /** SNI and the name checked in Portier's certificate (default localhost). */
+  servername?: string;
+}
 
 export interface UAOptions {
   transport: UATransport;
@@ -41,6 +53,15 @@ export interface UAOptions {
   authUser?: string;
   /** Algorithms this UA can answer, in its order of preference (default SHA-256, MD5). */
   algorithms?: string[];
+  /** Transport 'tls': trust and client certificate. */
+  tls?: UATlsOptions;
+  /**
+   * The Contact URI this UA claims instead of its real address, e.g. a
+   * private `sip:phone@192.168.1.20:5060` as a phone behind NAT sends.
+   */
+  contact?: string;
+  /** Contact as `sips:user@host:port` (transport 'tls'): what RFC 3261 §8.1.1.8 asks in a sips dialog. */
+  sipsContact?: boolean;
 }
 
 /** A challenge as the UA read it. */
@@ -216,9 +237,29 @@ export class UA {
   get proxy(): Hop {
     return { address: this.opts.proxyHost ?? '127.0.0.1', port: this.opts.proxyPort };
   }
-  /** The device's own address: what goes in Contact of REGISTER. */
+  /** The device's own address (or the one it claims, opts.contact): what goes in Contact of REGISTER. */
   get contactUri(): string {
+    if (this.opts.contact !== undefined) return this.opts.contact;
+    if (this.opts.sipsContact) return `sips:${this.opts.user}@${this.localHost}:${this.localPort}`;
     return `sip:${this.opts.user}@${this.localHost}:${this.localPort};transport=${this.opts.transport}`;
+  }
+  /** CRLF pongs received on the connection (RFC 5626 §4.4.1). */
+  pongs = 0;
+
+  /** Sends a double-CRLF keep-alive ping down the connection and resolves at its CRLF pong (rejects after `ms`). */
+  ping(ms = 2000): Promise<void> {
+    if (this.tcp === null) return Promise.reject(new Error(`${this.user}: ping needs a connection`));
+    const before = this.pongs;
+    this.tcp.write('\r\n\r\n');
+    return new Promise((resolve, reject) => {
+      const end = Date.now() + ms;
+      const poll = (): void => {
+        if (this.pongs > before) resolve();
+        else if (Date.now() > end || this.closed) reject(new Error(`${this.user}: no pong within ${ms} ms`));
+        else this.later(poll, 5);
+      };
+      poll();
+    });
   }
   /** The Contact of INVITEs and dialog-creating responses: the pub-gruu once granted and asked for. */
   get dialogContact(): string {
@@ -236,7 +277,10 @@ export class UA {
       this.localPort = s.address().port;
       return;
     }
-    const s = net.connect({ host, port: this.opts.proxyPort, localAddress: this.localHost });
+    const o = this.opts.tls ?? {};
+    // tls.connect hands localAddress on to the TCP connect.
+    const secure: tls.ConnectionOptions & Pick<net.TcpNetConnectOpts, 'localAddress'> = { host, port: this.opts.proxyPort, localAddress: this.localHost, ca: o.ca, cert: o.cert, key: o.key, servername: o.servername ?? 'localhost' };
+    const s = this.opts.transport === 'tls' ? tls.connect(secure) : net.connect({ host, port: this.opts.proxyPort, localAddress: this.localHost });
     this.tcp = s;
     const framer = new StreamFramer(
       {
@@ -249,14 +293,17 @@ export class UA {
       { maxMessageSize: 65535 },
     );
     s.on('data', (d: Buffer) => {
-      if (d.length === 2 && d[0] === 0x0d && d[1] === 0x0a) return; // pong
+      if (d.length === 2 && d[0] === 0x0d && d[1] === 0x0a) {
+        this.pongs++;
+        return;
+      }
       framer.push(d);
     });
     s.on('error', (e) => {
       if (!this.closed) this.errors.push(e);
     });
     await new Promise<void>((resolve, reject) => {
-      s.once('connect', () => resolve());
+      s.once(this.opts.transport === 'tls' ? 'secureConnect' : 'connect', () => resolve());
       s.once('error', reject);
     });
     this.localPort = s.localPort!;
@@ -344,10 +391,12 @@ export class UA {
   hopFor(na: NameAddr): Hop {
     const u = na.uri;
     if (!u.isSip) throw new Error(`${this.user}: cannot route to ${na.raw}`);
-    const transport = (u.param('transport') ?? 'udp').toLowerCase();
+    // A sips URI is TLS whatever its transport says (RFC 5630: transport=tcp is TLS over TCP).
+    let transport = (u.param('transport') ?? (u.scheme === 'sips' ? 'tls' : 'udp')).toLowerCase();
+    if (u.scheme === 'sips' && transport === 'tcp') transport = 'tls';
     if (transport !== this.opts.transport) throw new Error(`${this.user} (${this.opts.transport}): next hop ${na.raw} asks for ${transport}`);
     const address = net.isIP(u.hostname) ? u.hostname : this.proxy.address;
-    const port = u.port ?? 5060;
+    const port = u.port ?? (transport === 'tls' ? 5061 : 5060);
     if (this.tcp && (address !== this.proxy.address || port !== this.proxy.port)) {
       throw new Error(`${this.user} (tcp): next hop ${na.raw} is not the proxy connection ${this.proxy.address}:${this.proxy.port}`);
     }

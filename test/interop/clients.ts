@@ -90,7 +90,8 @@ export interface Account {
 
 export interface ClientPortier {
   server: RunningServer;
-  ports: { udp: number; tcp: number; tls: number };
+  /** ws: 0 without the `ws` option. */
+  ports: { udp: number; tcp: number; tls: number; ws: number };
   /** The test CA that signed Portier's certificate (for the clients' trust). */
   certs: TestCerts;
   metrics(): Promise<string>;
@@ -158,20 +159,23 @@ function serverCertForClients(certs: TestCerts): { cert: string; key: string } {
 
 /**
  * Portier on 127.0.0.1 with udp, tcp and tls listeners (ports chosen by the
- * kernel), digest accounts in realm example.test, storage in memory, metrics
+ * kernel; with `ws`, a ws listener on path /sip too), digest accounts in
+ * realm example.test (the SIP domain too, unless `domain` names another,
+ * e.g. 127.0.0.1 for a client that resolves it), storage in memory, metrics
  * on. Stopped on teardown.
  */
-export async function clientPortier(t: Test, dir: string, accounts: Account[], o: { algorithms?: string; extra?: string[] } = {}): Promise<ClientPortier> {
+export async function clientPortier(t: Test, dir: string, accounts: Account[], o: { algorithms?: string; extra?: string[]; ws?: boolean; domain?: string } = {}): Promise<ClientPortier> {
   mkdirSync(dir, { recursive: true });
   const certs = makeTestCerts();
   t.teardown(() => certs.remove());
   const cert = serverCertForClients(certs);
-  writeFileSync(join(dir, 'users'), accounts.map((a) => usersLine(a.user, a.password, { realm: REALM, kind: a.kind ?? 'phone' })).join('\n') + '\n');
+  writeFileSync(join(dir, 'users'), accounts.map((a) => usersLine(a.user, a.password, { realm: REALM, kind: a.kind ?? 'phone', domain: o.domain ?? REALM })).join('\n') + '\n');
   const config = parseConfig(
     [
-      `domains: [${REALM}]`,
+      `domains: [${o.domain ?? REALM}]`,
       'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0, tls:127.0.0.1:0]',
+      `listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0, tls:127.0.0.1:0${o.ws === true ? ', ws:127.0.0.1:0' : ''}]`,
+      ...(o.ws === true ? ['websocket: {path: /sip}'] : []),
       `tls: {cert: ${JSON.stringify(cert.cert)}, key: ${JSON.stringify(cert.key)}}`,
       'auth:',
       '  users: users',
@@ -188,11 +192,11 @@ export async function clientPortier(t: Test, dir: string, accounts: Account[], o
   t.teardown(() => server.stop());
   const trace: TracedMessage[] = [];
   traceMessages(server, trace);
-  const port = (p: string) => server.listening().find((e) => e.protocol === p)!.port;
+  const port = (p: string) => server.listening().find((e) => e.protocol === p)?.port ?? 0;
   const m = server.metricsAddress()!;
   return {
     server,
-    ports: { udp: port('udp'), tcp: port('tcp'), tls: port('tls') },
+    ports: { udp: port('udp'), tcp: port('tcp'), tls: port('tls'), ws: port('ws') },
     certs,
     metrics: () => scrape(m.port),
     trace,

@@ -1,6 +1,7 @@
-// deploy/: the Grafana dashboard and the Prometheus alert rules parse, are
-// well formed, and name only metrics, labels and label values that a running
-// Portier exposes (scraped here from an in-process one with auth on).
+// conf/grafana-dashboard.json and conf/prometheus-alerts.yml: the Grafana
+// dashboard and the Prometheus alert rules parse, are well formed, and name
+// only metrics, labels and label values that a running Portier exposes
+// (scraped here from an in-process one with auth and a push provider on).
 // promtool checks and unit-tests the rules when it is installed.
 import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
@@ -14,9 +15,9 @@ import { startServer } from '../../src/server.js';
 import { runTool, scrape, toolMissing, usersLine } from '../helpers/tools.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const ALERTS = join(root, 'deploy', 'prometheus', 'portier-alerts.yml');
-const ALERT_TESTS = join(root, 'deploy', 'prometheus', 'portier-alerts.test.yml');
-const DASHBOARD = join(root, 'deploy', 'grafana', 'portier.json');
+const ALERTS = join(root, 'conf', 'prometheus-alerts.yml');
+const ALERT_TESTS = join(root, 'conf', 'prometheus-alerts.test.yml');
+const DASHBOARD = join(root, 'conf', 'grafana-dashboard.json');
 
 interface Rule {
   alert: string;
@@ -46,6 +47,8 @@ async function exposed(t: Test): Promise<Map<string, Map<string, Set<string>>>> 
       'auth: {users: users, realm: example.test}',
       'log: {level: fatal}',
       'metrics: {listen: 127.0.0.1:0}',
+      // A provider, so that the push metrics are registered; nothing is ever pushed here.
+      'push: {generic: {url: "http://127.0.0.1:9/$token"}}',
     ].join('\n'),
     join(dir, 'portier.yaml'),
   );
@@ -84,6 +87,9 @@ async function exposed(t: Test): Promise<Map<string, Map<string, Set<string>>>> 
   known('portier_auth_failures_total', 'reason', ['wrong_password', 'unknown_user', 'identity_mismatch']);
   known('portier_sip_responses_total', 'code_class', CODE_CLASSES);
   known('portier_sip_responses_total', 'method', METHODS);
+  known('portier_push_total', 'provider', ['fcm', 'apns', 'generic']);
+  known('portier_push_total', 'result', ['sent', 'unregistered', 'failed']);
+  known('portier_push_total', 'reason', ['unreachable', 'timeout', 'auth', 'UNREGISTERED']);
   return out;
 }
 
@@ -145,7 +151,9 @@ t.test('the alert rules parse and name what Portier exposes', async (t) => {
       checkExpr(t, r.alert, r.expr, seen);
     }
   }
-  for (const a of ['PortierDown', 'PortierDoorStationOffline', 'PortierStorageDown', 'PortierAuthFailureSpike', 'PortierNoRegistrations']) t.ok(names.has(a), a);
+  for (const a of ['PortierDown', 'PortierDoorStationOffline', 'PortierStorageDown', 'PortierAuthFailureSpike', 'PortierNoRegistrations', 'PortierCallFailureRatio', 'PortierPushFailures']) t.ok(names.has(a), a);
+  const push = doc.groups.flatMap((g) => g.rules).find((r) => r.alert === 'PortierPushFailures');
+  t.match(push?.expr, /portier_push_total\{result!="sent"\}/, 'push failures: pushes that were not sent');
   const offline = doc.groups.flatMap((g) => g.rules).find((r) => r.alert === 'PortierDoorStationOffline');
   t.equal(offline?.for, '10m', 'a door station offline for 10 minutes');
 });
@@ -197,6 +205,8 @@ t.test('the Grafana dashboard parses and names what Portier exposes', async (t) 
     'portier_auth_failures_total',
     'portier_bans_active',
     'portier_storage_up',
+    'portier_push_total',
+    'portier_push_register_seconds_bucket',
   ]) {
     t.ok(all.includes(m), `a panel shows ${m}`);
   }

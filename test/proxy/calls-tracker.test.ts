@@ -18,3 +18,15 @@ t.test('calls are counted from 2xx to BYE, bounded in size and time', async (t) 
   t.equal(c.stats().active, 0, 'a call whose BYE was lost is forgotten after the TTL');
   t.equal(c.stats().expired, 3, 'and counted as expired');
 });
+
+t.test('what a call carries comes back at its BYE, once, or to onForgotten when its BYE never comes', async (t) => {
+  const forgotten: string[] = [];
+  const c = new CallTracker<string>({ max: 10, ttlMs: 30, onForgotten: (call) => forgotten.push(call.record ?? '') });
+  c.established('a', 1000, 'record a');
+  c.established('b', 1000, 'record b');
+  t.same(c.ended('a'), { at: 1000, record: 'record a' });
+  t.equal(c.ended('a'), undefined, 'once');
+  await new Promise((r) => setTimeout(r, 60));
+  c.stats();
+  t.same(forgotten, ['record b'], 'the call whose BYE was lost still reaches its log');
+});

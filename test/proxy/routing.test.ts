@@ -121,3 +121,50 @@ t.test('Record-Route values and double Record-Route (RFC 5658)', async (t) => {
   const again = parseAndValidate(m.toBuffer()) as SipMessage;
   t.equal(again.recordRoutes()!.length, 2, 'Record-Route survives serialization');
 });
+
+/** An in-dialog BYE of dialog c1@test (caller tag f1, callee tag t9), `fromCaller` choosing its direction, with these Route values. */
+function bye(routes: string[], fromCaller: boolean): SipMessage {
+  const caller = '<sip:door@example.test>;tag=f1';
+  const callee = '<sip:alice@example.test>;tag=t9';
+  const text = [
+    'BYE sip:peer@192.0.2.9 SIP/2.0',
+    'Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKbye',
+    'Max-Forwards: 70',
+    `From: ${fromCaller ? caller : callee}`,
+    `To: ${fromCaller ? callee : caller}`,
+    'Call-ID: c1@test',
+    'CSeq: 2 BYE',
+    ...routes.map((r) => `Route: ${r}`),
+    'Content-Length: 0',
+    '',
+    '',
+  ].join('\r\n');
+  const m = parseAndValidate(Buffer.from(text));
+  if (!(m instanceof SipMessage)) throw new Error(m.reason);
+  return m;
+}
+
+t.test('flow tokens: one entry carries both flows and the direction picks one; a token lifted into another dialog is refused', async (t) => {
+  const ep = { protocol: 'udp' as const, address: '127.0.0.1', port: 5060 };
+  const callerFlow = { protocol: 'udp' as const, address: '198.51.100.7', port: 40001 };
+  const calleeFlow = { protocol: 'udp' as const, address: '203.0.113.5', port: 50002 };
+  const inv = req('sip:alice@example.test');
+  addRecordRoute(inv, ep, ep, TOKEN, { inbound: signer.flowToken(callerFlow, TOKEN), outbound: signer.flowToken(calleeFlow, TOKEN) });
+  const rr = inv.getAll('record-route');
+  t.equal(rr.length, 1, 'same socket both ways: one entry');
+  t.match(rr[0], /;pf=[^;>]+;pf2=[^;>]+>$/, 'with both flows');
+
+  const fromCaller = preprocessRoutes(bye(rr, true), self, signer);
+  t.ok(fromCaller.dialog);
+  t.same(fromCaller.flow, calleeFlow, "the caller's BYE goes to the callee's NAT binding");
+  const fromCallee = preprocessRoutes(bye(rr, false), self, signer);
+  t.same(fromCallee.flow, callerFlow, "the callee's to the caller's");
+
+  // A call partner puts the victim's pf next to the dialog token of a dialog of its own.
+  const other = new RouteSigner(undefined);
+  const stolen = /;pf=([^;>]+)/.exec(rr[0])![1];
+  const myToken = signer.token('c1@test', 'f1'); // same dialog: works
+  t.ok(signer.flowOf(stolen, myToken), 'the token is valid in its own dialog');
+  t.equal(signer.flowOf(stolen, signer.token('another-call@test', 'x')), null, 'not with another dialog token');
+  t.equal(other.flowOf(stolen, myToken), null, 'nor under another key');
+});

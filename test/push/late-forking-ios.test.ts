@@ -63,7 +63,7 @@ async function portier(t: Test, origin: string): Promise<{ server: RunningServer
     ].join('\n'),
     join(dir, 'portier.yaml'),
   );
-  const server = await startServer(config, createLogger('fatal'));
+  const server = await startServer(config, createLogger(process.env.LF_DEBUG ? 'debug' : 'fatal'));
   t.teardown(() => server.stop());
   const ep = server.listening();
   return { server, tcp: ep.find((e) => e.protocol === 'tcp')!.port, udp: ep.find((e) => e.protocol === 'udp')!.port };
@@ -137,5 +137,29 @@ t.test('Linhome (alert pushes only): the alert comes again at pn-call-remote-pus
   t.equal(alerts.filter((x) => x.body['end-reason'] !== undefined).length, 1, 'once');
   await new Promise((r) => setTimeout(r, 1500));
   t.equal(a.pushes().length, alerts.length, 'nothing more once the call is over');
+  t.equal((await call.bye()).status, 200);
+});
+
+t.test('iOS VoIP: a woken iPhone that answers the owed INVITE at once is hung up by Portier; the door station sees nothing of it', async (t) => {
+  const a = await apple(t);
+  const p = await portier(t, a.server.origin);
+  const instance = 'urn:uuid:0f0e0d0c-0000-4000-8000-0000000ca11c';
+  const pn = `pn-provider=apns.dev;pn-prid=${VOIP}:voip&${REMOTE}:remote;pn-param=${TEAM}.${BUNDLE}.voip&remote`;
+  await sleeper(t, p, instance, pn);
+  await awakePc(t, p, 200);
+  const door = await UA.create({ transport: 'udp', user: 'door', domain: 'example.test', proxyPort: p.udp, t1: 100, t2: 400 });
+  t.teardown(() => door.close());
+  const call = door.call('sip:alice@example.test');
+  await until(() => a.pushes().length >= 1, 'the VoIP push');
+  t.equal((await call.final()).status, 200, 'the PC answered');
+  const phone = await UA.create({ transport: 'tcp', user: 'alice', domain: 'example.test', proxyPort: p.tcp, instance });
+  t.teardown(() => phone.close());
+  phone.onInvite = () => ({ action: 'answer' }); // CallKit took the call from the push
+  t.equal((await phone.register({ uriParams: pn, expires: 3600 })).status, 200);
+  await phone.waitIncoming(3000);
+  const bye = await phone.waitFor({ method: 'BYE' }, 3000).catch((e: Error) => { t.comment(phone.received.map((m) => m.isRequest ? m.method : String(m.status)).join(' ') + ' errors: ' + phone.errors.map((x) => x.message).join('; ')); throw e; });
+  t.equal(bye.callId(), call.callId, 'Portier hangs the owed call up');
+  t.ok(phone.filter({ method: 'ACK' }).length >= 1, 'after ACKing its 200');
+  t.equal(door.filter((m) => !m.isRequest && m.status === 200 && m.cseq().method === 'INVITE').length, 1, 'the door station got one 200, from the PC');
   t.equal((await call.bye()).status, 200);
 });

@@ -71,7 +71,9 @@ const INSTANCE = 'urn:uuid:5b1f6c3e-0000-4000-8000-00000000a11c';
 /** The app registers over TCP with its push token, then goes to sleep: its connection closes. */
 async function sleepingPhone(t: Test, p: { server: RunningServer; tcp: number }): Promise<void> {
   const app = await UA.create({ transport: 'tcp', user: 'alice', domain: 'example.test', proxyPort: p.tcp, instance: INSTANCE, password: PW });
-  t.equal((await app.register({ uriParams: PUSH, expires: 3600 })).status, 200, 'the app registered with its push token');
+  const res = await app.register({ uriParams: PUSH, expires: 3600 });
+  t.equal(res.status, 200, 'the app registered with its push token');
+  t.equal(res.get('feature-caps'), '*;+sip.pns="fcm"', 'RFC 8599: the 200 says Portier pushes through FCM');
   await app.close();
   // Asleep for a while: Portier has seen the connection close.
   await until(() => p.server.transport.connectionCount('tcp') === 0, 'the connection to close');
@@ -217,4 +219,25 @@ t.test('a MESSAGE to a sleeping app is pushed and held until the app registers',
   const got = await app.waitFor({ method: 'MESSAGE' }, 3000);
   t.equal(got.body.toString(), 'Visitor at the main gate', 'the message reaches the woken app');
   t.ok((await sent).status >= 200, 'and its answer the sender');
+});
+
+t.test('an app that never says its connection is gone (UDP, or half-open TCP) and does not answer is pushed after a quiet while', async (t) => {
+  const g = await fakeFcm(t);
+  const p = await portier(t, g, 10);
+  const mute = await UA.create({ transport: 'udp', user: 'alice', domain: 'example.test', proxyPort: p.udp, instance: INSTANCE, t1: 100, t2: 400 });
+  t.teardown(() => mute.close());
+  mute.onInvite = () => undefined; // asleep: the packets arrive, nobody reads them
+  t.equal((await mute.register({ uriParams: PUSH, expires: 3600 })).status, 200);
+  const d = await door(t, p.udp);
+  const call = d.call('sip:alice@example.test');
+  await mute.waitIncoming(3000);
+  t.equal(g.sends().length, 0, 'no push while the INVITE may still be answered');
+  await until(() => g.sends().length === 1, 'the push after the quiet while', 8000);
+  const app = await wakingPhone(t, p.tcp);
+  t.equal((await app.register({ uriParams: PUSH, expires: 3600 })).status, 200, 'the woken app registers over TCP');
+  const inc = await app.waitIncoming(3000);
+  t.equal(inc.request.callId(), call.callId);
+  t.equal((await call.final()).status, 200, 'answered on the woken app');
+  // The silent branch is given up; it gets no CANCEL (§9.1: not before a provisional), only its transaction's end.
+  t.equal((await call.bye()).status, 200);
 });

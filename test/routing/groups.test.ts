@@ -140,6 +140,9 @@ t.test('a door station dialling 100 rings four devices of three members at once;
   t.same((log.members as Array<{ member: string; devices: number }>).map((m) => [m.member, m.devices]), [['sip:alice@example.test', 2], ['sip:bob@example.test', 1], ['sip:gardien@example.test', 1]]);
   t.equal(log.overflow, false);
   t.equal(log.result, 'answered');
+  t.ok(typeof log.setupMs === 'number' && log.setupMs >= 0, 'setup time');
+  t.ok(typeof log.durationMs === 'number' && log.durationMs >= 0, 'and duration, written when the call ended');
+  t.equal(log.ended, 'bye');
 });
 
 t.test('sequential: members ring one after the other, ring-time each, in order', async (t) => {
@@ -170,10 +173,10 @@ t.test('nobody answers within ring-time: the overflow group rings', async (t) =>
   t.notOk(cancel.has('reason'), 'rang out: no "completed elsewhere" (a missed call is right)');
   await sec.waitIncoming();
   t.equal((await call.final()).status, 200, 'the security desk answers');
+  t.equal((await call.bye()).status, 200);
   const log = await callLog(call.callId);
   t.equal(log.overflow, true, 'overflow taken, says the log');
   t.same(log.stages, ['nobody', 'securite2']);
-  t.equal((await call.bye()).status, 200);
 });
 
 t.test('outside the schedule the call goes straight to the overflow', async (t) => {
@@ -184,9 +187,9 @@ t.test('outside the schedule the call goes straight to the overflow', async (t) 
   t.equal((await call.final()).status, 200, 'answered by the overflow');
   t.equal(frank.filter({ method: 'INVITE' }).length, 0, 'the closed group does not ring');
   t.equal(sec.filter({ method: 'INVITE' }).length, 1);
+  t.equal((await call.bye()).status, 200);
   const log = await callLog(call.callId);
   t.match(log.route, /apres-heures closed/, 'the log says it was closed');
-  t.equal((await call.bye()).status, 200);
 });
 
 t.test('one member declining stops their own devices only; when everyone declines the overflow rings', async (t) => {
@@ -237,4 +240,13 @@ t.test('an external route: a phone dials a number of the PBX; it goes there with
   t.match(inv.request.getAll('route')[0] ?? '', new RegExp(`^<sip:127\\.0\\.0\\.1:${pbx.localPort};transport=udp;lr>$`), 'Route to the PBX');
   t.notOk(inv.request.has('proxy-authorization'), 'credentials for Portier are not forwarded to the PBX');
   t.equal((await call.bye()).status, 200);
+});
+
+t.test('policy: a door station cannot call out through another domain or a preloaded Route', async (t) => {
+  const door = await ua(t, 'door7');
+  const foreign = await door.call('sip:+33999@pbx.elsewhere.test', { preloadedRoute: false }).final();
+  t.equal(foreign.status, 403, 'another domain: 403');
+  const routed = await door.call(`sip:+33999@example.test`, { headers: [`Route: <sip:127.0.0.1:${pbx.localPort};lr>`] }).final();
+  t.equal(routed.status, 403, 'a Route to another server: 403');
+  t.equal(pbx.filter({ method: 'INVITE' }).filter((m) => m.from().uri.user === 'door7').length, 0, 'nothing reached the PBX');
 });
