@@ -42,16 +42,34 @@
 // registration failed, or the run hit its global timeout (--timeout,
 // default 170 s: the whole run ends within ~3 minutes even if Portier
 // hangs). Failed calls are written, message by message, to --trace-file.
+//
+// Also (issue 10): --scenario register (REGISTERs only, open loop at --rate
+// or closed loop with --window, optional SHA-256/MD5 digest answered with
+// node:crypto here, nonce reused with nc+1 or challenged every time),
+// --warmup N (operations left out of the figures), --metrics (the
+// portier_proxy_processing_seconds histogram of the measured phase), --gc
+// (Portier's GC pauses from --trace-gc), --settle S (memory once the
+// transactions are gone), --server-cpu N (taskset), and --target H:P
+// --server-pid PID to load another server on loopback (bench/compare:
+// Kamailio), whose CPU and PSS are summed over its processes. A progress
+// line per second goes to stderr; the last line on stdout is one JSON
+// object with every figure (bench/budget and bench/compare read it).
+//
+// The generator still parses what it receives with src/sip's
+// parseAndValidate (issue 10 asks for a parser of its own, so that a parser
+// bug cannot hide itself); the digest it computes does not use src/.
 
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { parseAndValidate, SipParseError, type SipMessage } from '../src/sip/index.js';
-import { cpuMs, freeUdpPort, memory, startPortier, stopPortier, waitReady, type Portier } from './portier-process.js';
+import { freeUdpPort, memory, processTree, startPortier, stopPortier, treeCpuMs, treeMemory, waitReady, type Portier } from './portier-process.js';
 
 // ---------------------------------------------------------------- options
 
@@ -72,7 +90,46 @@ const USAGE = `Usage: node dist/bench/load.js [options]
                     (default: $TMPDIR/portier-load-failures-PID.txt, only when some fail)
   --max-traces N    failed calls written to it (default 20)
   --metrics         serve metrics (metrics.listen on a free loopback port) and
-                    scrape /metrics every second during the calls`;
+                    scrape /metrics every second during the calls; the
+                    portier_proxy_processing_seconds histogram of the call
+                    phase is printed (time inside Portier per request)
+  --gc              run Portier with --trace-gc and print its GC pauses
+                    during the measured phase (count, total, p50/p99/max)
+  --store S         Portier's location store: sqlite (default) or memory
+  --settle S        after the measured phase, wait S seconds (transactions
+                    expire: 64*T1) and measure the server's memory again:
+                    what the bindings themselves hold (default 0)
+  --server-cpu N    pin Portier (every thread) to CPU N once started
+                    (taskset); run the generator itself under taskset -c M
+  --warmup N        the first N calls (or REGISTERs) warm the server up (JIT):
+                    they must succeed but are left out of the latency
+                    percentiles, the CPU time, the GC pauses and the
+                    processing histogram (default 0)
+
+ Register scenario (--scenario register): no calls; REGISTERs only
+  --scenario S      call (default) or register
+  --registers N     REGISTER requests to complete (default 20000)
+  --aors N          distinct addresses-of-record reg-0..reg-N-1 (default: as
+                    many as --registers; fewer: the same AORs refreshed, one
+                    REGISTER per AOR in flight at most)
+  --sockets N       UDP sockets the AORs are spread over (default 64)
+  --window N        closed loop: N REGISTERs in flight (the highest rate);
+                    without it, open loop at --rate (default 500/s)
+  --digest A        off (default), sha256 or md5: Portier with auth on and a
+                    users file of the AORs (HA1s written here); a 401 is
+                    answered with credentials for its nonce
+  --nonce M         reuse (default): later REGISTERs of an AOR send
+                    credentials for the last nonce with nc+1, as Linphone
+                    does, and only the first one is challenged; fresh: every
+                    REGISTER goes unauthenticated first and is challenged
+
+ Another server (bench/compare: Kamailio) instead of Portier
+  --target H:P      send to this UDP server, on loopback only; Portier is not
+                    started (--digest and --metrics need Portier)
+  --server-pid PID  with --target: whose CPU time and memory (with its child
+                    processes) are measured
+
+Output: a progress line per second (stderr), the report, then one JSON line.`;
 
 function options() {
   return parseArgs({
@@ -91,6 +148,20 @@ function options() {
     'trace-file': { type: 'string' },
     'max-traces': { type: 'string', default: '20' },
     metrics: { type: 'boolean', default: false },
+    gc: { type: 'boolean', default: false },
+    store: { type: 'string', default: 'sqlite' },
+    warmup: { type: 'string', default: '0' },
+    'server-cpu': { type: 'string' },
+    settle: { type: 'string', default: '0' },
+    scenario: { type: 'string', default: 'call' },
+    registers: { type: 'string', default: '20000' },
+    aors: { type: 'string' },
+    sockets: { type: 'string', default: '64' },
+    window: { type: 'string' },
+    digest: { type: 'string', default: 'off' },
+    nonce: { type: 'string', default: 'reuse' },
+    target: { type: 'string' },
+    'server-pid': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   });
@@ -149,6 +220,39 @@ const NODE_ARGS = opt['node-args'].split(' ').filter((a) => a !== '');
 const RECV_BUFFER = 4 * 1024 * 1024;
 const DOMAIN = 'example.test';
 const HOST = '127.0.0.1';
+const GC = opt.gc;
+const WARMUP = int('warmup', opt.warmup, 0, 10_000_000);
+const SETTLE_MS = int('settle', opt.settle, 0, 600) * 1000;
+const SERVER_CPU = opt['server-cpu'] === undefined ? -1 : int('server-cpu', opt['server-cpu'], 0, 1023);
+const STORE = opt.store;
+if (STORE !== 'sqlite' && STORE !== 'memory') usage(`--store must be sqlite or memory, not ${STORE}`);
+const SCENARIO = opt.scenario;
+if (SCENARIO !== 'call' && SCENARIO !== 'register') usage(`--scenario must be call or register, not ${SCENARIO}`);
+const REGISTERS = int('registers', opt.registers, 1, 10_000_000);
+const REG_AORS = opt.aors === undefined ? REGISTERS : int('aors', opt.aors, 1, 10_000_000);
+const SOCKETS = int('sockets', opt.sockets, 1, 20_000);
+const WINDOW = opt.window === undefined ? 0 : int('window', opt.window, 1, 100_000);
+const DIGEST = opt.digest;
+if (DIGEST !== 'off' && DIGEST !== 'sha256' && DIGEST !== 'md5') usage(`--digest must be off, sha256 or md5, not ${DIGEST}`);
+const DIGEST_ALG = DIGEST === 'md5' ? 'MD5' : 'SHA-256';
+const NONCE = opt.nonce;
+if (NONCE !== 'reuse' && NONCE !== 'fresh') usage(`--nonce must be reuse or fresh, not ${NONCE}`);
+let TARGET: { host: string; port: number } | null = null;
+if (opt.target !== undefined) {
+  const m = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})$/.exec(opt.target);
+  // Load goes to this machine only.
+  if (m === null || net.isIPv4(m[1]) === false) usage(`--target must be 127.x.y.z:PORT (loopback only), not ${opt.target}`);
+  TARGET = { host: m[1], port: int('target', m[2], 1, 65535) };
+  if (DIGEST !== 'off') usage('--digest needs Portier (not --target)');
+  if (METRICS) usage('--metrics needs Portier (not --target)');
+  if (GC) usage('--gc needs Portier (not --target)');
+}
+if (WARMUP >= (SCENARIO === 'call' ? CALLS : REGISTERS)) usage('--warmup must be below --calls (--registers)');
+if (WINDOW > REG_AORS) usage('--window must not exceed --aors (one REGISTER per AOR in flight)');
+const SERVER_PID = opt['server-pid'] === undefined ? 0 : int('server-pid', opt['server-pid'], 1, 2 ** 31);
+if (SERVER_PID !== 0 && TARGET === null) usage('--server-pid goes with --target');
+/** The server's host: Portier's on HOST, or --target's. */
+const SERVER_HOST = TARGET?.host ?? HOST;
 
 /** A TCP port free on HOST now (bound to 0, read, released), for metrics.listen. */
 async function freeTcpPort(): Promise<number> {
@@ -298,7 +402,7 @@ let latencies = new Float64Array(0);
 let nLatencies = 0;
 let lastCompletion = 0;
 let settledResolve: (() => void) | null = null;
-let portierPort = 0;
+let serverPort = 0;
 
 let closing = false;
 
@@ -345,7 +449,7 @@ function onMessage(ua: Ua, buf: Buffer): void {
     }
   }
   const method = m.cseq().method;
-  if (method === 'REGISTER') return onRegisterResponse(ua, m);
+  if (method === 'REGISTER') return SCENARIO === 'register' ? onRegScenarioResponse(ua, m) : onRegisterResponse(ua, m);
   const call = calls.get(m.callId());
   if (call === undefined || call.door !== ua) {
     stats.stray++;
@@ -374,7 +478,7 @@ async function createUa(door: boolean, index: number): Promise<Ua> {
   ua.uri = `sip:${user}@${HOST}:${ua.port}`;
   // Every message of this UA goes to or comes from Portier: a connected
   // socket sends without a lookup per datagram.
-  await new Promise<void>((resolve) => sock.connect(portierPort, HOST, resolve));
+  await new Promise<void>((resolve) => sock.connect(serverPort, SERVER_HOST, resolve));
   sock.on('error', () => {
     stats.socketErrors++;
   });
@@ -462,6 +566,235 @@ async function registerAll(uas: Ua[], window: number): Promise<void> {
   await Promise.all(Array.from({ length: Math.min(window, uas.length) }, worker));
 }
 
+// ---------------------------------------------------------------- register scenario
+//
+// REGISTERs only, spread over --aors AORs reg-0..reg-N-1 on --sockets
+// sockets: open loop at --rate, or closed loop with --window in flight. One
+// Call-ID per AOR and CSeq + 1 per request, as a phone refreshing its
+// registration. With --digest, a 401 is answered once with credentials
+// (RFC 8760 SHA-256 or MD5, qop=auth), computed here with node:crypto;
+// with --nonce reuse the next REGISTER of the AOR sends credentials for the
+// same nonce with nc + 1 (no challenge). Latency: first transmission of the
+// request to its 200, the challenge round trip included where there was one.
+
+interface RegAor {
+  i: number;
+  user: string;
+  sock: Ua;
+  uri: string;
+  callId: string;
+  cseq: number;
+  nonce: string | null;
+  nc: number;
+  pending: RegOp | null;
+}
+
+interface RegOp {
+  aor: RegAor;
+  t0: number;
+  tSend: number;
+  buf: Buffer;
+  timer: NodeJS.Timeout | null;
+  interval: number;
+  challenges: number;
+  /** Index of the REGISTER in the run: below --warmup, not in the percentiles. */
+  k: number;
+}
+
+const regAors: RegAor[] = [];
+const regSockets: Ua[] = [];
+const regByCallId = new Map<string, RegAor>();
+const regStats = { attempted: 0, completed: 0, failed: 0, challenged: 0, cold: 0, warm: 0, stale: 0 };
+let regLatCold = new Float64Array(0);
+let regLatWarm = new Float64Array(0);
+let regLastCompletion = 0;
+let regSettled: (() => void) | null = null;
+let regNext: (() => void) | null = null;
+const PASSWORD = (i: number): string => `bench-${i}-secret`;
+
+function digestHash(text: string): string {
+  return createHash(DIGEST_ALG === 'MD5' ? 'md5' : 'sha256').update(text, 'latin1').digest('hex');
+}
+
+/** The users file Portier reads for --digest: HA1s of reg-0..reg-N-1 (RFC 7616 §3.4.2), mode 0600. */
+function writeUsersFile(path: string): void {
+  const lines = ['# bench/load: accounts of the register scenario'];
+  for (let i = 0; i < REG_AORS; i++) {
+    const u = `reg-${i}`;
+    const md5 = createHash('md5').update(`${u}:${DOMAIN}:${PASSWORD(i)}`).digest('hex');
+    const sha = createHash('sha256').update(`${u}:${DOMAIN}:${PASSWORD(i)}`).digest('hex');
+    lines.push(`${u}@${DOMAIN} kind=phone realm=${DOMAIN} md5=${md5} sha256=${sha}`);
+  }
+  writeFileSync(path, lines.join('\n') + '\n', { mode: 0o600 });
+}
+
+/** The parameters of one Digest challenge (WWW-Authenticate value). */
+function challengeParams(value: string): Map<string, string> {
+  const m = new Map<string, string>();
+  const re = /([A-Za-z-]+)\s*=\s*(?:"([^"]*)"|([^\s,]+))/g;
+  for (let x = re.exec(value); x !== null; x = re.exec(value)) m.set(x[1].toLowerCase(), x[2] ?? x[3]);
+  return m;
+}
+
+function authorization(a: RegAor): string {
+  const uri = `sip:${DOMAIN}`;
+  const nc = (++a.nc).toString(16).padStart(8, '0');
+  const cnonce = `${RUN}c${a.i}n${a.nc}`;
+  const ha1 = digestHash(`${a.user}:${DOMAIN}:${PASSWORD(a.i)}`);
+  const ha2 = digestHash(`REGISTER:${uri}`);
+  const response = digestHash(`${ha1}:${a.nonce}:${nc}:${cnonce}:auth:${ha2}`);
+  return (
+    `Authorization: Digest username="${a.user}", realm="${DOMAIN}", nonce="${a.nonce}", uri="${uri}", ` +
+    `response="${response}", algorithm=${DIGEST_ALG}, cnonce="${cnonce}", qop=auth, nc=${nc}\r\n`
+  );
+}
+
+function regRequest(a: RegAor): Buffer {
+  a.cseq++;
+  return b(
+    `REGISTER sip:${DOMAIN} SIP/2.0\r\n` +
+      `Via: SIP/2.0/UDP ${HOST}:${a.sock.port};branch=z9hG4bK${RUN}R${a.i}c${a.cseq};rport\r\n` +
+      'Max-Forwards: 70\r\n' +
+      `From: <sip:${a.user}@${DOMAIN}>;tag=r${RUN}${a.i}\r\n` +
+      `To: <sip:${a.user}@${DOMAIN}>\r\n` +
+      `Call-ID: ${a.callId}\r\n` +
+      `CSeq: ${a.cseq} REGISTER\r\n` +
+      `Contact: <${a.uri}>;expires=3600\r\n` +
+      'Expires: 3600\r\n' +
+      (DIGEST !== 'off' && a.nonce !== null ? authorization(a) : '') +
+      'User-Agent: portier-bench-load\r\n' +
+      'Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n' +
+      'Content-Length: 0\r\n\r\n',
+  );
+}
+
+function regSend(op: RegOp): void {
+  op.buf = regRequest(op.aor);
+  op.tSend = now();
+  op.interval = T1;
+  send(op.aor.sock, op.buf);
+  if (op.timer) clearTimeout(op.timer);
+  op.timer = setTimeout(() => regTimerE(op), T1);
+}
+
+function regTimerE(op: RegOp): void {
+  op.timer = null;
+  if (op.aor.pending !== op) return;
+  if (now() - op.tSend >= STEP_MS) return regFail(op, 'REGISTER: no final response within 64*T1 (Timer F)');
+  stats.rtx.register++;
+  send(op.aor.sock, op.buf);
+  op.interval = Math.min(op.interval * 2, T2);
+  op.timer = setTimeout(() => regTimerE(op), op.interval);
+}
+
+function regStart(k: number): void {
+  const a = regAors[k % REG_AORS];
+  regStats.attempted++;
+  if (a.pending !== null) {
+    regStats.failed++;
+    failures.set('REGISTER due while the previous one of its AOR was still pending', (failures.get('REGISTER due while the previous one of its AOR was still pending') ?? 0) + 1);
+    regDone();
+    return;
+  }
+  if (NONCE === 'fresh') a.nonce = null;
+  const op: RegOp = { aor: a, t0: now(), tSend: 0, buf: Buffer.alloc(0), timer: null, interval: T1, challenges: 0, k };
+  a.pending = op;
+  regSend(op);
+}
+
+function regFail(op: RegOp, reason: string): void {
+  if (op.timer) clearTimeout(op.timer);
+  op.aor.pending = null;
+  regStats.failed++;
+  failures.set(reason, (failures.get(reason) ?? 0) + 1);
+  regDone();
+}
+
+function regDone(): void {
+  if (regNext !== null) regNext();
+  if (regSettled !== null && regStats.attempted === REGISTERS && regStats.completed + regStats.failed === REGISTERS) regSettled();
+}
+
+function onRegScenarioResponse(ua: Ua, m: SipMessage): void {
+  const a = regByCallId.get(m.callId());
+  const op = a?.pending;
+  if (a === undefined || op === null || op === undefined || m.cseq().seq !== a.cseq || ua !== a.sock) {
+    stats.stray++;
+    return;
+  }
+  if (m.status < 200) return;
+  if (m.status === 401 && DIGEST !== 'off') {
+    const offers = m.getAll('www-authenticate').map(challengeParams);
+    const offer = offers.find((p) => (p.get('algorithm') ?? 'MD5').toUpperCase() === DIGEST_ALG);
+    if (offer === undefined || offer.get('nonce') === undefined) return regFail(op, `401 without a ${DIGEST_ALG} challenge`);
+    if (++op.challenges > 2) return regFail(op, 'REGISTER: challenged again after answering twice');
+    if (op.challenges === 1) regStats.challenged++;
+    if (offer.get('stale')?.toLowerCase() === 'true') regStats.stale++;
+    a.nonce = offer.get('nonce')!;
+    a.nc = 0;
+    regSend(op);
+    return;
+  }
+  if (m.status >= 300) {
+    if (a.nonce !== null && m.status === 401) a.nonce = null;
+    return regFail(op, `REGISTER answered ${m.status} ${m.reason}`);
+  }
+  if (!(m.contacts() ?? []).some((c) => c.uriText === a.uri)) return regFail(op, 'REGISTER: 200 without the Contact');
+  if (op.timer) clearTimeout(op.timer);
+  a.pending = null;
+  const t = now();
+  if (op.k < WARMUP) {
+    // warm-up: not measured
+  } else if (op.challenges > 0) regLatCold[regStats.cold++] = t - op.t0;
+  else regLatWarm[regStats.warm++] = t - op.t0;
+  regStats.completed++;
+  regLastCompletion = t;
+  regDone();
+}
+
+async function createRegScenario(): Promise<void> {
+  for (let i = 0; i < SOCKETS; i++) {
+    const ua = await createUa(false, i);
+    ua.user = `reg-socket-${i}`;
+    regSockets.push(ua);
+  }
+  for (let i = 0; i < REG_AORS; i++) {
+    const sock = regSockets[i % SOCKETS];
+    const user = `reg-${i}`;
+    const a: RegAor = { i, user, sock, uri: `sip:${user}@${HOST}:${sock.port}`, callId: `reg-${RUN}-${i}@${HOST}`, cseq: 0, nonce: null, nc: 0, pending: null };
+    regAors.push(a);
+    regByCallId.set(a.callId, a);
+  }
+  regLatCold = new Float64Array(REGISTERS);
+  regLatWarm = new Float64Array(REGISTERS);
+}
+
+/** Runs the REGISTERs: paced at RATE, or WINDOW in flight. Resolves when all completed or failed. */
+function runRegisters(onPacer: (t: NodeJS.Timeout | undefined) => void, onWarm: () => void): Promise<void> {
+  const all = new Promise<void>((resolve) => (regSettled = resolve));
+  const t0 = now();
+  let sent = 0;
+  if (WINDOW > 0) {
+    regNext = () => {
+      if (sent === WARMUP && WARMUP > 0) onWarm();
+      if (sent < REGISTERS) regStart(sent++);
+    };
+    for (let i = 0; i < Math.min(WINDOW, REGISTERS); i++) regStart(sent++);
+  } else {
+    const pace = (): void => {
+      onPacer(undefined);
+      const due = Math.min(REGISTERS, Math.floor(((now() - t0) * RATE) / 1000) + 1);
+      while (sent < due) {
+        if (sent === WARMUP && WARMUP > 0) onWarm();
+        regStart(sent++);
+      }
+      if (sent < REGISTERS) onPacer(setTimeout(pace, 1));
+    };
+    pace();
+  }
+  return all;
+}
+
 // ---------------------------------------------------------------- the door (UAC)
 
 const DOOR_SDP = (port: number, i: number): string =>
@@ -492,7 +825,7 @@ function inviteBytes(call: Call): Buffer {
       `Contact: <${d.uri}>\r\n` +
       'Max-Forwards: 70\r\n' +
       // Portier as outbound proxy, as baresip sends it (pre-loaded Route).
-      `Route: <sip:${HOST}:${portierPort};lr>\r\n` +
+      `Route: <sip:${SERVER_HOST}:${serverPort};lr>\r\n` +
       `To: <sip:phone-${call.aor}@${DOMAIN}>\r\n` +
       `From: <sip:${d.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` +
       `Call-ID: ${call.callId}\r\n` +
@@ -573,7 +906,7 @@ function onInviteResponse(call: Call, m: SipMessage): void {
       `ACK sip:phone-${call.aor}@${DOMAIN} SIP/2.0\r\n` +
         `Via: SIP/2.0/UDP ${HOST}:${call.door.port};branch=z9hG4bK${RUN}i${call.i};rport\r\n` +
         'Max-Forwards: 70\r\n' +
-        `Route: <sip:${HOST}:${portierPort};lr>\r\n` +
+        `Route: <sip:${SERVER_HOST}:${serverPort};lr>\r\n` +
         `From: <sip:${call.door.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` +
         `To: ${m.getKey('to')}\r\n` +
         `Call-ID: ${call.callId}\r\n` +
@@ -639,7 +972,7 @@ function onInviteResponse(call: Call, m: SipMessage): void {
     const t = now();
     call.status = status;
     call.state = State.Answered;
-    latencies[nLatencies++] = t - call.t0;
+    if (call.i >= WARMUP) latencies[nLatencies++] = t - call.t0;
     const hold = pick(HOLD);
     call.deadline = t + hold + STEP_MS;
     call.holdTimer = setTimeout(() => sendBye(call, d, bye), hold);
@@ -978,7 +1311,94 @@ function writeTraces(): void {
   out(`traces            ${failedCalls.length} failed call(s) written message by message to ${TRACE_FILE}`);
 }
 
+// ---------------------------------------------------------------- metrics and GC of the Portier process
+
+/** One Prometheus histogram from a /metrics text: [upper bound, cumulative count] with +Inf last. */
+interface Hist {
+  buckets: Array<[number, number]>;
+  count: number;
+  sum: number;
+}
+
+function parseHist(text: string, name: string): Hist | null {
+  const buckets: Array<[number, number]> = [];
+  let count = NaN;
+  let sum = NaN;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const rest = line.slice(name.length);
+    const bm = /^_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} ([\d.eE+-]+)$/.exec(rest);
+    if (bm !== null) buckets.push([bm[1] === '+Inf' ? Infinity : Number(bm[1]), Number(bm[2])]);
+    else if (rest.startsWith('_count')) count = Number(rest.split(' ').pop());
+    else if (rest.startsWith('_sum')) sum = Number(rest.split(' ').pop());
+  }
+  if (buckets.length === 0) return null;
+  buckets.sort((x, y) => x[0] - y[0]);
+  return { buckets, count, sum };
+}
+
+function histDelta(after: Hist, before: Hist | null): Hist {
+  if (before === null) return after;
+  return {
+    buckets: after.buckets.map(([le, n], i) => [le, n - (before.buckets[i]?.[1] ?? 0)] as [number, number]),
+    count: after.count - before.count,
+    sum: after.sum - before.sum,
+  };
+}
+
+/** As Prometheus' histogram_quantile: linear within the bucket that holds the quantile. */
+function histQuantile(h: Hist, q: number): number {
+  if (!(h.count > 0)) return NaN;
+  const rank = q * h.count;
+  let prevLe = 0;
+  let prevN = 0;
+  for (const [le, n] of h.buckets) {
+    if (n >= rank) {
+      if (le === Infinity) return prevLe;
+      return prevLe + ((le - prevLe) * (rank - prevN)) / Math.max(1, n - prevN);
+    }
+    prevLe = le;
+    prevN = n;
+  }
+  return prevLe;
+}
+
+function histFractionLe(h: Hist, le: number): number {
+  const b = h.buckets.find((x) => Math.abs(x[0] - le) < 1e-12);
+  return b === undefined || !(h.count > 0) ? NaN : b[1] / h.count;
+}
+
+async function scrapeMetrics(port: number): Promise<string | null> {
+  try {
+    const r = await fetch(`http://${HOST}:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
+    return await r.text();
+  } catch {
+    return null;
+  }
+}
+
+/** GC pauses of Portier from --trace-gc, during the measured phase only. */
+const gc = { measuring: false, pauses: [] as number[], steps: [] as number[], totalMs: 0, byKind: new Map<string, { n: number; ms: number }>() };
+const GC_LINE = /ms: (Scavenge|Minor Mark-Compact|Minor Mark-Sweep|Mark-Compact(?: \(reduce\))?|Mark-Sweep(?: \(reduce\))?)[^,]* MB, ([\d.]+) \/ [\d.]+ ms(?:\s+\(\+ ([\d.]+) ms in \d+ steps since start of marking, biggest step ([\d.]+) ms)?/;
+
+function onPortierLine(line: string): void {
+  if (!gc.measuring || !line.startsWith('[')) return;
+  const m = GC_LINE.exec(line);
+  if (m === null) return;
+  const pause = Number(m[2]);
+  gc.pauses.push(pause);
+  const incremental = m[3] === undefined ? 0 : Number(m[3]);
+  if (m[4] !== undefined) gc.steps.push(Number(m[4]));
+  gc.totalMs += pause + incremental;
+  const k = gc.byKind.get(m[1]) ?? { n: 0, ms: 0 };
+  k.n++;
+  k.ms += pause + incremental;
+  gc.byKind.set(m[1], k);
+}
+
 // ---------------------------------------------------------------- main
+
+const fx = (x: number, d = 2): number | null => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
 
 async function main(): Promise<number> {
   const tRun = now();
@@ -998,6 +1418,7 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'portier-load-'));
   let sweeper: NodeJS.Timeout | undefined;
   let scraper: NodeJS.Timeout | undefined;
+  let progress: NodeJS.Timeout | undefined;
   let metricsPort = 0;
   let scrapes = 0;
   let scrapeErrors = 0;
@@ -1009,142 +1430,225 @@ async function main(): Promise<number> {
   let tSettled = 0;
   let regMs = 0;
   let regRtx = 0;
-  let portierCpuMs = NaN;
-  let mem = { rss: NaN, peak: NaN };
+  let serverCpuMs = NaN;
+  let mem = { rss: NaN, peak: NaN, pss: NaN };
+  let memBefore = { rss: NaN, pss: NaN };
   let genCpuMs = NaN;
   let abortReason = '';
-  let drops = { portier: NaN, generator: NaN };
+  let drops = { server: NaN, generator: NaN };
+  let histBefore: Hist | null = null;
+  let genCpuSettle = NaN;
+  let cpuSettle = NaN;
+  let memSettle0 = { rss: NaN, pss: NaN };
+  let memSettled = { rss: NaN, pss: NaN };
+  let histReady: Promise<void> = Promise.resolve();
+  let tMeasure = 0;
+  let processing: Hist | null = null;
+  let serverPids: number[] = [];
   const rssTimeline: string[] = [];
   let rssSampler: NodeJS.Timeout | undefined;
+  const serverName = TARGET === null ? 'portier' : 'server';
+  const opsDone = (): number => (SCENARIO === 'call' ? completed + failed : regStats.completed + regStats.failed);
+  const opsAttempted = (): number => (SCENARIO === 'call' ? attempted : regStats.attempted);
 
-  out(
-    `portier load: ${CALLS} calls at ${RATE}/s over UDP, ${DOORS} door stations, ${PHONES} phones ` +
-      `(${AORS} AORs x ${DEVICES} device${DEVICES > 1 ? 's: every call forked' : ''}), hold ${HOLD[0]}-${HOLD[1]} ms, ` +
-      `answer after ${ANSWER[0]}-${ANSWER[1]} ms, T1 ${T1} ms`,
-  );
-  try {
-    // Portier on a free port (another process may grab it between probe and bind: try again).
-    for (let attempt = 1; ; attempt++) {
-      portierPort = await freeUdpPort();
-      if (METRICS) metricsPort = await freeTcpPort();
-      const configPath = join(dir, 'portier.yaml');
-      writeFileSync(
-        configPath,
-        [
-          `domains: [${DOMAIN}]`,
-          `listen: [udp:${HOST}:${portierPort}]`,
-          'log: {level: warn}',
-          `timers: {t1: ${T1}, t2: ${T2}, t4: 5000}`,
-          'proxy: {ring-timeout: 30}',
-          'registrar: {min-expires: 60, max-expires: 3600, default-expires: 600}',
-          // Every simulated device sends from this one address: a load generator is what security.exempt is for.
-          `security: {exempt: ["${HOST}"]}`,
-          // The default store, in the run's own directory.
-          `storage: {type: sqlite, path: ${JSON.stringify(join(dir, 'portier.db'))}}`,
-          ...(METRICS ? [`metrics: {listen: "${HOST}:${metricsPort}"}`] : []),
-          '',
-        ].join('\n'),
-      );
-      portier = startPortier(configPath, NODE_ARGS);
-      try {
-        await bounded(waitReady(portier, portierPort, 10_000));
-        break;
-      } catch (err) {
-        if (timedOut || attempt >= 3) throw err;
-        await stopPortier(portier);
-      }
-    }
-    const running = portier;
-    died = running.exited.then(() => {
-      throw new Error(`Portier exited during the run (status ${running.exitCode})`);
-    });
-    died.catch(() => {});
-    out(`portier           pid ${portier.pid}, udp:${HOST}:${portierPort}, ready after ${(now() - tRun).toFixed(0)} ms`);
-
-    for (let i = 0; i < DOORS; i++) doors.push(await createUa(true, i));
-    for (let i = 0; i < PHONES; i++) phones.push(await createUa(false, i));
-    const rcvbuf = phones[0].sock.getRecvBufferSize();
-
-    // Registration.
-    const tReg = now();
-    const regRtx0 = stats.rtx.register;
-    await bounded(registerAll([...phones, ...doors], 50));
-    regMs = now() - tReg;
-    regRtx = stats.rtx.register - regRtx0;
+  if (SCENARIO === 'call') {
     out(
-      `registrations     ${PHONES + DOORS} in ${regMs.toFixed(0)} ms = ${(((PHONES + DOORS) * 1000) / regMs).toFixed(0)}/s, ` +
-        `50 in flight, ${regRtx} retransmissions (generator sockets: ${PHONES + DOORS}, SO_RCVBUF ${(rcvbuf / 1048576).toFixed(1)} MiB as the kernel reports it)`,
+      `portier load: ${CALLS} calls at ${RATE}/s over UDP, ${DOORS} door stations, ${PHONES} phones ` +
+        `(${AORS} AORs x ${DEVICES} device${DEVICES > 1 ? 's: every call forked' : ''}), hold ${HOLD[0]}-${HOLD[1]} ms, ` +
+        `answer after ${ANSWER[0]}-${ANSWER[1]} ms, T1 ${T1} ms${TARGET !== null ? `, against ${TARGET.host}:${TARGET.port}` : ''}`,
     );
+  } else {
+    out(
+      `portier load: ${REGISTERS} REGISTERs ${WINDOW > 0 ? `${WINDOW} in flight (closed loop)` : `at ${RATE}/s`} over UDP, ${REG_AORS} AORs on ${SOCKETS} sockets, ` +
+        `digest ${DIGEST}${DIGEST !== 'off' ? ` (nonce ${NONCE})` : ''}, T1 ${T1} ms${TARGET !== null ? `, against ${TARGET.host}:${TARGET.port}` : ''}`,
+    );
+  }
+  try {
+    if (TARGET !== null) {
+      serverPort = TARGET.port;
+      if (SERVER_PID !== 0) serverPids = processTree(SERVER_PID);
+      out(`server            ${TARGET.host}:${TARGET.port}${SERVER_PID !== 0 ? `, pids ${serverPids.join(' ')}` : ' (no --server-pid: CPU and memory not measured)'}`);
+    } else {
+      // Portier on a free port (another process may grab it between probe and bind: try again).
+      for (let attempt = 1; ; attempt++) {
+        serverPort = await freeUdpPort();
+        if (METRICS) metricsPort = await freeTcpPort();
+        const configPath = join(dir, 'portier.yaml');
+        if (DIGEST !== 'off') writeUsersFile(join(dir, 'users'));
+        writeFileSync(
+          configPath,
+          [
+            `domains: [${DOMAIN}]`,
+            `listen: [udp:${HOST}:${serverPort}]`,
+            'log: {level: warn}',
+            `timers: {t1: ${T1}, t2: ${T2}, t4: 5000}`,
+            'proxy: {ring-timeout: 30}',
+            'registrar: {min-expires: 60, max-expires: 3600, default-expires: 600}',
+            // Every simulated device sends from this one address: a load generator is what security.exempt is for.
+            `security: {exempt: ["${HOST}"]}`,
+            ...(DIGEST !== 'off' ? [`auth: {users: users, realm: ${DOMAIN}, algorithms: [SHA-256, MD5], nonce-lifetime: 300}`] : []),
+            STORE === 'memory' ? 'storage: {type: memory}' : `storage: {type: sqlite, path: ${JSON.stringify(join(dir, 'portier.db'))}}`,
+            ...(METRICS ? [`metrics: {listen: "${HOST}:${metricsPort}"}`] : []),
+            '',
+          ].join('\n'),
+        );
+        portier = startPortier(configPath, GC ? ['--trace-gc', ...NODE_ARGS] : NODE_ARGS, GC ? onPortierLine : undefined);
+        try {
+          await bounded(waitReady(portier, serverPort, 10_000));
+          break;
+        } catch (err) {
+          if (timedOut || attempt >= 3) throw err;
+          await stopPortier(portier);
+        }
+      }
+      const running = portier;
+      serverPids = [running.pid];
+      died = running.exited.then(() => {
+        throw new Error(`Portier exited during the run (status ${running.exitCode})`);
+      });
+      died.catch(() => {});
+      if (SERVER_CPU >= 0) execFileSync('taskset', ['-a', '-p', '-c', String(SERVER_CPU), String(portier.pid)], { stdio: 'ignore' });
+      out(
+        `portier           pid ${portier.pid}, udp:${HOST}:${serverPort}, store ${STORE}, ready after ${(now() - tRun).toFixed(0)} ms` +
+          `${SERVER_CPU >= 0 ? `, pinned to CPU ${SERVER_CPU}` : ''}`,
+      );
+    }
 
-    // Calls.
-    latencies = new Float64Array(CALLS);
-    const allSettled = new Promise<void>((resolve) => (settledResolve = resolve));
-    sweeper = setInterval(() => {
-      const t = now();
-      for (const c of active) if (t > c.deadline) fail(c, stall(c));
-    }, 200);
+    if (SCENARIO === 'call') {
+      for (let i = 0; i < DOORS; i++) doors.push(await createUa(true, i));
+      for (let i = 0; i < PHONES; i++) phones.push(await createUa(false, i));
+      const rcvbuf = phones[0].sock.getRecvBufferSize();
+
+      // Registration.
+      const tReg = now();
+      const regRtx0 = stats.rtx.register;
+      await bounded(registerAll([...phones, ...doors], 50));
+      regMs = now() - tReg;
+      regRtx = stats.rtx.register - regRtx0;
+      out(
+        `registrations     ${PHONES + DOORS} in ${regMs.toFixed(0)} ms = ${(((PHONES + DOORS) * 1000) / regMs).toFixed(0)}/s, ` +
+          `50 in flight, ${regRtx} retransmissions (generator sockets: ${PHONES + DOORS}, SO_RCVBUF ${(rcvbuf / 1048576).toFixed(1)} MiB as the kernel reports it)`,
+      );
+    } else {
+      await createRegScenario();
+    }
+
+    // The measured phase.
     if (METRICS) {
       // What Prometheus does, more often than it would (every 15 s is usual): the scrape's cost is in Portier's CPU time.
       scraper = setInterval(() => {
-        fetch(`http://${HOST}:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) })
-          .then((r) => r.text())
-          .then(() => scrapes++, () => scrapeErrors++);
+        void scrapeMetrics(metricsPort).then((t) => (t === null ? scrapeErrors++ : scrapes++));
       }, 1000);
     }
-    cpuBefore = cpuMs(portier.pid);
-    genCpuBefore = process.cpuUsage();
-    tCalls = now();
-    const pid = portier.pid;
-    rssSampler = setInterval(() => {
-      try {
-        rssTimeline.push(`${((now() - tCalls) / 1000).toFixed(0)}s ${memory(pid).rss.toFixed(0)}`);
-      } catch {
-        /* gone */
+    if (SCENARIO === 'call') {
+      latencies = new Float64Array(CALLS);
+      sweeper = setInterval(() => {
+        const t = now();
+        for (const c of active) if (t > c.deadline) fail(c, stall(c));
+      }, 200);
+    }
+    /** Where the measured phase starts: now, or after --warmup operations. */
+    const beginMeasure = (): void => {
+      memBefore = treeMemory(serverPids);
+      cpuBefore = treeCpuMs(serverPids);
+      genCpuBefore = process.cpuUsage();
+      gc.measuring = true;
+      tMeasure = now();
+      if (METRICS) {
+        const pending = scrapeMetrics(metricsPort).then((text) => {
+          histBefore = text === null ? null : parseHist(text, 'portier_proxy_processing_seconds');
+        });
+        histReady = pending;
       }
-    }, 5000);
-    let sent = 0;
-    const pace = (): void => {
-      pacer = undefined;
-      const due = Math.min(CALLS, Math.floor(((now() - tCalls) * RATE) / 1000) + 1);
-      while (sent < due) startCall(sent++);
-      if (sent < CALLS) pacer = setTimeout(pace, 1);
-      else tLastInvite = now();
     };
-    pace();
-    await bounded(allSettled);
+    if (WARMUP === 0) beginMeasure();
+    tCalls = now();
+    rssSampler = setInterval(() => {
+      rssTimeline.push(`${((now() - tCalls) / 1000).toFixed(0)}s ${treeMemory(serverPids).rss.toFixed(0)}`);
+    }, 5000);
+    let lastDone = 0;
+    let lastCpu = treeCpuMs(serverPids);
+    progress = setInterval(() => {
+      const done = opsDone();
+      const cpu = treeCpuMs(serverPids);
+      process.stderr.write(
+        `  +${((now() - tCalls) / 1000).toFixed(0)}s ${SCENARIO === 'call' ? 'calls' : 'registers'} ${opsAttempted()} sent, ${done} done (${done - lastDone}/s), ` +
+          `${SCENARIO === 'call' ? failed : regStats.failed} failed${serverPids.length > 0 ? `, ${serverName} ${((cpu - lastCpu) / 10).toFixed(0)}% cpu` : ''}\n`,
+      );
+      lastDone = done;
+      lastCpu = cpu;
+    }, 1000);
+    if (SCENARIO === 'call') {
+      const allSettled = new Promise<void>((resolve) => (settledResolve = resolve));
+      let sent = 0;
+      const pace = (): void => {
+        pacer = undefined;
+        const due = Math.min(CALLS, Math.floor(((now() - tCalls) * RATE) / 1000) + 1);
+        while (sent < due) {
+          if (sent === WARMUP && WARMUP > 0) beginMeasure();
+          startCall(sent++);
+        }
+        if (sent < CALLS) pacer = setTimeout(pace, 1);
+        else tLastInvite = now();
+      };
+      pace();
+      await bounded(allSettled);
+    } else {
+      await bounded(runRegisters((t) => (pacer = t), beginMeasure));
+    }
     tSettled = now();
+    if (SETTLE_MS > 0) {
+      if (progress) clearInterval(progress);
+      const g0 = process.cpuUsage(genCpuBefore);
+      genCpuSettle = (g0.user + g0.system) / 1000;
+      cpuSettle = treeCpuMs(serverPids) - cpuBefore;
+      memSettle0 = treeMemory(serverPids);
+      await bounded(new Promise((r) => setTimeout(r, SETTLE_MS)));
+      memSettled = treeMemory(serverPids);
+    }
   } catch (err) {
     exitCode = 1;
     abortReason = (err as Error).message;
     process.stderr.write(`bench/load: ${abortReason}\n`);
-    if (tCalls > 0) {
+    if (tCalls > 0 && SCENARIO === 'call') {
       for (const c of [...active]) fail(c, `unfinished when the run ${timedOut ? 'timed out' : 'aborted'}: ${stall(c, false)}`);
-      tSettled = now();
     }
+    if (tCalls > 0 && SCENARIO === 'register') {
+      for (const a of regAors) if (a.pending !== null) regFail(a.pending, `unfinished when the run ${timedOut ? 'timed out' : 'aborted'}`);
+      regStats.failed += REGISTERS - regStats.attempted;
+    }
+    if (tCalls > 0) tSettled = now();
   } finally {
+    gc.measuring = false;
     clearTimeout(globalTimer);
     if (pacer) clearTimeout(pacer);
     if (sweeper) clearInterval(sweeper);
     if (scraper) clearInterval(scraper);
     if (rssSampler) clearInterval(rssSampler);
+    if (progress) clearInterval(progress);
+    const sockets = [...doors, ...phones, ...regSockets];
     const dropMap = udpDrops();
     if (dropMap.size > 0) {
-      drops = { portier: dropMap.get(portierPort) ?? 0, generator: [...doors, ...phones].reduce((a, u) => a + (dropMap.get(u.port) ?? 0), 0) };
+      drops = { server: dropMap.get(serverPort) ?? 0, generator: sockets.reduce((a, u) => a + (dropMap.get(u.port) ?? 0), 0) };
     }
-    if (portier !== null && portier.exitCode === undefined && tCalls > 0) {
-      try {
-        portierCpuMs = cpuMs(portier.pid) - cpuBefore;
-        mem = memory(portier.pid);
-      } catch {
-        /* gone */
-      }
+    const alive = serverPids.length > 0 && (portier === null || portier.exitCode === undefined);
+    if (alive && tMeasure > 0) {
+      serverCpuMs = SETTLE_MS > 0 && Number.isFinite(cpuSettle) ? cpuSettle : treeCpuMs(serverPids) - cpuBefore;
+      const t = treeMemory(serverPids);
+      mem = { rss: t.rss, pss: t.pss, peak: portier !== null ? memory(portier.pid).peak : NaN };
     }
     const g = process.cpuUsage(genCpuBefore);
-    genCpuMs = (g.user + g.system) / 1000;
+    genCpuMs = SETTLE_MS > 0 && Number.isFinite(genCpuSettle) ? genCpuSettle : (g.user + g.system) / 1000;
+    if (METRICS && tMeasure > 0 && portier !== null && portier.exitCode === undefined) {
+      await histReady;
+      const text = await scrapeMetrics(metricsPort);
+      const after = text === null ? null : parseHist(text, 'portier_proxy_processing_seconds');
+      processing = after === null ? null : histDelta(after, histBefore);
+    }
     const portierExit = portier !== null && portier.exitCode !== undefined ? portier.exitCode : undefined;
     const stopped = portier === null ? 'never started' : await stopPortier(portier);
     closing = true;
-    for (const u of [...doors, ...phones]) {
+    for (const u of sockets) {
       try {
         u.sock.close();
       } catch {
@@ -1153,19 +1657,31 @@ async function main(): Promise<number> {
     }
     rmSync(dir, { recursive: true, force: true });
 
-    if (tCalls > 0) {
+    const ops = opsAttempted() - WARMUP;
+    /** The measured phase, ms: from the end of the warm-up to the last completion. */
+    let mspan = NaN;
+    const json: Record<string, unknown> = {
+      scenario: SCENARIO,
+      server: TARGET === null ? 'portier' : `${TARGET.host}:${TARGET.port}`,
+      rate: WINDOW > 0 && SCENARIO === 'register' ? null : RATE,
+      window: SCENARIO === 'register' && WINDOW > 0 ? WINDOW : null,
+    };
+    let span = NaN;
+    if (tCalls > 0 && SCENARIO === 'call') {
       const sorted = latencies.slice(0, nLatencies).sort();
       const sendSpan = (tLastInvite || tSettled) - tCalls;
-      const span = (lastCompletion || tSettled) - tCalls;
+      span = (lastCompletion || tSettled) - tCalls;
+      mspan = (lastCompletion || tSettled) - tMeasure;
       if (METRICS) out(`metrics           /metrics scraped ${scrapes} times during the calls (every 1 s)${scrapeErrors > 0 ? `, ${scrapeErrors} failed` : ''}`);
       out(`calls             attempted ${attempted}, completed ${completed}, failed ${failed}${attempted < CALLS ? `, never attempted ${CALLS - attempted}` : ''}`);
+      const achieved = (completed * 1000) / span;
       out(
         `call rate         offered ${((attempted * 1000) / (sendSpan + 1000 / RATE)).toFixed(1)}/s (INVITEs over ${(sendSpan / 1000).toFixed(2)} s), ` +
-          `achieved ${((completed * 1000) / span).toFixed(1)} completed calls/s (first INVITE to last BYE 200, ${(span / 1000).toFixed(2)} s)`,
+          `achieved ${achieved.toFixed(1)} completed calls/s (first INVITE to last BYE 200, ${(span / 1000).toFixed(2)} s)`,
       );
       out(
         `setup latency     p50 ${pct(sorted, 0.5).toFixed(2)} ms, p90 ${pct(sorted, 0.9).toFixed(2)} ms, p99 ${pct(sorted, 0.99).toFixed(2)} ms, ` +
-          `max ${pct(sorted, 1).toFixed(2)} ms (INVITE sent -> 200 received, ${nLatencies} calls)`,
+          `p99.9 ${pct(sorted, 0.999).toFixed(2)} ms, max ${pct(sorted, 1).toFixed(2)} ms (INVITE sent -> 200 received, ${nLatencies} calls${WARMUP > 0 ? ` after ${WARMUP} warm-up calls` : ''})`,
       );
       const r = stats.rtx;
       const d = stats.dup;
@@ -1179,6 +1695,53 @@ async function main(): Promise<number> {
         `                  generator received ${dupTotal} duplicates (phones: INVITE ${d.invite}, BYE ${d.bye}, ACK ${d.ack}, CANCEL ${d.cancel}; ` +
           `doors: 200 to INVITE ${d.ok2xxInvite}, 200 to BYE ${d.ok2xxBye})`,
       );
+      Object.assign(json, {
+        calls: CALLS,
+        attempted,
+        completed,
+        failed,
+        achieved: fx(achieved, 1),
+        latencyMs: { p50: fx(pct(sorted, 0.5), 3), p90: fx(pct(sorted, 0.9), 3), p99: fx(pct(sorted, 0.99), 3), p999: fx(pct(sorted, 0.999), 3), max: fx(pct(sorted, 1), 3) },
+        retransmissions: rtxTotal,
+        duplicates: dupTotal,
+      });
+    }
+    if (tCalls > 0 && SCENARIO === 'register') {
+      span = (regLastCompletion || tSettled) - tCalls;
+      mspan = (regLastCompletion || tSettled) - tMeasure;
+      const cold = regLatCold.slice(0, regStats.cold).sort();
+      const warm = regLatWarm.slice(0, regStats.warm).sort();
+      const all = new Float64Array(regStats.cold + regStats.warm);
+      all.set(cold);
+      all.set(warm, cold.length);
+      all.sort();
+      const achieved = (regStats.completed * 1000) / span;
+      const line = (xs: Float64Array): string =>
+        `p50 ${pct(xs, 0.5).toFixed(2)} ms, p90 ${pct(xs, 0.9).toFixed(2)} ms, p99 ${pct(xs, 0.99).toFixed(2)} ms, p99.9 ${pct(xs, 0.999).toFixed(2)} ms, max ${pct(xs, 1).toFixed(2)} ms`;
+      out(`registers         attempted ${regStats.attempted}, completed ${regStats.completed}, failed ${regStats.failed}; ${achieved.toFixed(0)} REGISTER/s completed over ${(span / 1000).toFixed(2)} s`);
+      out(`register latency  ${line(all)} (first transmission -> 200, ${all.length} REGISTERs${WARMUP > 0 ? ` after ${WARMUP} warm-up REGISTERs` : ''})`);
+      if (DIGEST !== 'off') {
+        out(`  challenged      ${regStats.cold} (401 then credentials): ${line(cold)}`);
+        out(`  nonce reused    ${regStats.warm} (credentials at once, nc + 1): ${line(warm)}`);
+        out(`  digest          ${DIGEST_ALG}, ${regStats.challenged} challenged${regStats.stale > 0 ? `, ${regStats.stale} stale` : ''}`);
+      }
+      out(`retransmissions   generator sent ${stats.rtx.register} REGISTERs again`);
+      Object.assign(json, {
+        registers: REGISTERS,
+        aors: REG_AORS,
+        digest: DIGEST,
+        attempted: regStats.attempted,
+        completed: regStats.completed,
+        failed: regStats.failed,
+        challenged: regStats.challenged,
+        achieved: fx(achieved, 1),
+        latencyMs: { p50: fx(pct(all, 0.5), 3), p90: fx(pct(all, 0.9), 3), p99: fx(pct(all, 0.99), 3), p999: fx(pct(all, 0.999), 3), max: fx(pct(all, 1), 3) },
+        challengedLatencyMs: { p50: fx(pct(cold, 0.5), 3), p99: fx(pct(cold, 0.99), 3) },
+        reusedLatencyMs: { p50: fx(pct(warm, 0.5), 3), p99: fx(pct(warm, 0.99), 3) },
+        retransmissions: stats.rtx.register,
+      });
+    }
+    if (tCalls > 0) {
       if (failures.size > 0) {
         out('failures');
         const kinds = [...failures.entries()].sort((a, b2) => b2[1] - a[1]);
@@ -1196,17 +1759,79 @@ async function main(): Promise<number> {
         stats.socketErrors ? `${stats.socketErrors} socket errors` : '',
       ].filter((x) => x !== '');
       if (other.length > 0) out(`notes             ${other.join(', ')}`);
-      if (Number.isNaN(portierCpuMs)) out('portier           cpu and RSS not measured: the process was gone');
-      else out(
-        `portier           cpu ${portierCpuMs.toFixed(0)} ms over the call phase (${((portierCpuMs / span) * 100).toFixed(0)}% of a core) = ` +
-          `${((portierCpuMs * 1000) / Math.max(1, attempted)).toFixed(0)} µs/call; RSS ${mem.rss.toFixed(1)} MiB at the end (peak ${mem.peak.toFixed(1)} MiB)`,
-      );
-      if (rssTimeline.length > 0) out(`portier RSS MiB   ${rssTimeline.join(', ')}`);
-      out(`udp drops         ${drops.portier} at Portier's socket, ${drops.generator} at the generator's (kernel: receive buffer full)`);
+      const unit = SCENARIO === 'call' ? 'call' : 'REGISTER';
+      const cpuPerOp = (serverCpuMs * 1000) / Math.max(1, ops);
+      if (Number.isNaN(serverCpuMs)) out(`${serverName.padEnd(18)}cpu and RSS not measured${serverPids.length === 0 ? '' : ': the process was gone'}`);
+      else
+        out(
+          `${serverName.padEnd(18)}cpu ${serverCpuMs.toFixed(0)} ms over the measured phase${WARMUP > 0 ? ' (after the warm-up)' : ''} (${((serverCpuMs / mspan) * 100).toFixed(0)}% of a core) = ` +
+            `${cpuPerOp.toFixed(1)} µs/${unit}; RSS ${mem.rss.toFixed(1)} MiB at the end${Number.isFinite(mem.peak) ? ` (peak ${mem.peak.toFixed(1)} MiB)` : ''}, ` +
+            `PSS ${mem.pss.toFixed(1)} MiB (${(mem.pss - memBefore.pss).toFixed(1)} MiB more than before the phase)${serverPids.length > 1 ? `, ${serverPids.length} processes` : ''}`,
+        );
+      if (SETTLE_MS > 0) {
+        out(
+          `${serverName.padEnd(18)}memory after ${SETTLE_MS / 1000} s more: RSS ${memSettled.rss.toFixed(1)} MiB, PSS ${memSettled.pss.toFixed(1)} MiB ` +
+            `(${(memSettled.pss - memBefore.pss).toFixed(1)} MiB more than before the phase; at its end ${(memSettle0.pss - memBefore.pss).toFixed(1)} MiB more)`,
+        );
+      }
+      if (rssTimeline.length > 0) out(`${serverName} RSS MiB`.padEnd(18) + rssTimeline.join(', '));
+      let proc: Record<string, unknown> | null = null;
+      if (processing !== null && processing.count > 0) {
+        const le500 = histFractionLe(processing, 0.0005);
+        proc = {
+          count: processing.count,
+          meanMs: fx((processing.sum / processing.count) * 1000, 4),
+          p50Ms: fx(histQuantile(processing, 0.5) * 1000, 4),
+          p99Ms: fx(histQuantile(processing, 0.99) * 1000, 4),
+          p999Ms: fx(histQuantile(processing, 0.999) * 1000, 4),
+          fractionLe0_5ms: fx(le500, 5),
+        };
+        out(
+          `inside portier    portier_proxy_processing_seconds over the phase: ${processing.count} requests, mean ${((processing.sum / processing.count) * 1000).toFixed(3)} ms, ` +
+            `p50 ~${(histQuantile(processing, 0.5) * 1000).toFixed(3)} ms, p99 ~${(histQuantile(processing, 0.99) * 1000).toFixed(3)} ms, ` +
+            `p99.9 ~${(histQuantile(processing, 0.999) * 1000).toFixed(3)} ms (interpolated in buckets); ${(le500 * 100).toFixed(2)}% within 0.5 ms`,
+        );
+      } else if (METRICS && SCENARIO === 'call') out('inside portier    portier_proxy_processing_seconds: not scraped');
+      let gcj: Record<string, unknown> | null = null;
+      if (GC) {
+        const p = Float64Array.from(gc.pauses).sort();
+        const kinds = [...gc.byKind.entries()].map(([k, v]) => `${k} ${v.n} (${v.ms.toFixed(0)} ms)`).join(', ');
+        const biggestStep = gc.steps.reduce((a, x) => Math.max(a, x), 0);
+        gcj = { pauses: p.length, totalMs: fx(gc.totalMs, 1), p50Ms: fx(pct(p, 0.5), 3), p99Ms: fx(pct(p, 0.99), 3), maxMs: fx(pct(p, 1), 3), biggestIncrementalStepMs: fx(biggestStep, 2), pctOfPhase: fx((gc.totalMs / mspan) * 100, 2) };
+        out(
+          `portier gc        ${p.length} pauses, p50 ${pct(p, 0.5).toFixed(2)} ms, p99 ${pct(p, 0.99).toFixed(2)} ms, max ${pct(p, 1).toFixed(2)} ms` +
+            `${gc.steps.length > 0 ? `, biggest incremental marking step ${biggestStep.toFixed(2)} ms` : ''}; GC time ${gc.totalMs.toFixed(0)} ms = ` +
+            `${((gc.totalMs / mspan) * 100).toFixed(1)}% of the phase (${kinds || 'none'})`,
+        );
+      }
+      out(`udp drops         ${drops.server} at the server's socket, ${drops.generator} at the generator's (kernel: receive buffer full)`);
       out(
-        `generator         cpu ${genCpuMs.toFixed(0)} ms = ${((genCpuMs * 1000) / Math.max(1, attempted)).toFixed(0)} µs/call; ` +
+        `generator         cpu ${genCpuMs.toFixed(0)} ms (${((genCpuMs / mspan) * 100).toFixed(0)}% of a core) = ${((genCpuMs * 1000) / Math.max(1, ops)).toFixed(0)} µs/${unit}; ` +
           `${stats.tx} datagrams sent, ${stats.rx} received`,
       );
+      Object.assign(json, {
+        durationS: fx(span / 1000, 3),
+        warmup: WARMUP,
+        measuredS: fx(mspan / 1000, 3),
+        serverCpuMs: fx(serverCpuMs, 0),
+        serverCpuUsPerOp: fx(cpuPerOp, 1),
+        serverCpuPctCore: fx((serverCpuMs / mspan) * 100, 1),
+        rssMiB: fx(mem.rss, 1),
+        peakMiB: fx(mem.peak, 1),
+        pssMiB: fx(mem.pss, 1),
+        pssBeforeMiB: fx(memBefore.pss, 1),
+        rssBeforeMiB: fx(memBefore.rss, 1),
+        settleS: SETTLE_MS / 1000,
+        rssSettledMiB: fx(memSettled.rss, 1),
+        pssSettledMiB: fx(memSettled.pss, 1),
+        serverProcesses: serverPids.length,
+        generatorCpuUsPerOp: fx((genCpuMs * 1000) / Math.max(1, ops), 1),
+        generatorCpuPctCore: fx((genCpuMs / mspan) * 100, 1),
+        drops,
+        failures: Object.fromEntries(failures),
+        processing: proc,
+        gc: gcj,
+      });
     }
     if (portier !== null) {
       out(`portier exit      ${portierExit !== undefined ? `exited by itself during the run (${portierExit})` : stopped}`);
@@ -1218,8 +1843,11 @@ async function main(): Promise<number> {
     }
     if (abortReason !== '') out(`aborted           ${abortReason}`);
     writeTraces();
-    if (failed > 0 || attempted < CALLS || portierExit !== undefined) exitCode = 1;
+    const failedOps = SCENARIO === 'call' ? failed + (CALLS - attempted) : regStats.failed;
+    if (failedOps > 0 || portierExit !== undefined) exitCode = 1;
     out(`result            ${exitCode === 0 ? 'PASS' : 'FAIL'} in ${((now() - tRun) / 1000).toFixed(1)} s`);
+    Object.assign(json, { aborted: abortReason === '' ? null : abortReason, pass: exitCode === 0 });
+    out(JSON.stringify(json));
   }
   return exitCode;
 }

@@ -4,7 +4,7 @@
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAndValidate, SipParseError } from '../src/sip/index.js';
@@ -37,14 +37,38 @@ export async function freeUdpPort(): Promise<number> {
   return port;
 }
 
-export function startPortier(configPath: string, nodeArgs: readonly string[] = []): Portier {
-  const child = spawn(process.execPath, [...nodeArgs, PORTIER_MAIN, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts Portier on a config file. `onLine`, when given, sees every line the
+ * process prints (stdout and stderr: e.g. --trace-gc lines); the first 200
+ * are kept in `output` either way. `command`/`args` start another server
+ * instead (bench/compare: Kamailio), with the same bookkeeping.
+ */
+export function startPortier(
+  configPath: string,
+  nodeArgs: readonly string[] = [],
+  onLine?: (line: string) => void,
+  command?: { file: string; args: readonly string[] },
+): Portier {
+  const [file, args] = command === undefined ? [process.execPath, [...nodeArgs, PORTIER_MAIN, '--config', configPath]] : [command.file, [...command.args]];
+  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const p: Portier = { child, pid: child.pid ?? 0, exited: Promise.resolve(null), output: [], exitCode: undefined };
-  const keep = (chunk: Buffer): void => {
-    for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '' && p.output.length < 200) p.output.push(line);
+  const keeper = (): ((chunk: Buffer | null) => void) => {
+    let partial = '';
+    return (chunk) => {
+      const lines = (partial + (chunk === null ? '\n' : chunk.toString('utf8'))).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (onLine !== undefined) onLine(line);
+        // GC trace lines ([pid:0x...] ...) go to onLine only.
+        if (line.trim() !== '' && p.output.length < 200 && !(onLine !== undefined && line.startsWith('['))) p.output.push(line);
+      }
+    };
   };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
+  for (const stream of [child.stdout!, child.stderr!]) {
+    const keep = keeper();
+    stream.on('data', keep);
+    stream.once('end', () => keep(null));
+  }
   p.exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
       p.exitCode = code ?? (signal ? -1 : null);
@@ -115,6 +139,57 @@ export function cpuMs(pid: number): number {
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
   // After the comm field: state is field 3, utime 14, stime 15.
   return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+}
+
+/** The process and its descendants (a Kamailio main process and its workers), from /proc. */
+export function processTree(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const s = readFileSync(`/proc/${name}/stat`, 'latin1');
+      parent.set(Number(name), Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      /* gone */
+    }
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) for (const [child, ppid] of parent) if (ppid === tree[i]) tree.push(child);
+  return tree;
+}
+
+/** utime + stime of a process and of its descendants alive now, ms (pass the pids of processTree: workers live as long as the server). */
+export function treeCpuMs(pids: readonly number[]): number {
+  let ms = 0;
+  for (const pid of pids) {
+    try {
+      ms += cpuMs(pid);
+    } catch {
+      /* gone */
+    }
+  }
+  return ms;
+}
+
+/**
+ * Memory of a set of processes, MiB: the sum of their RSS, and the sum of
+ * their PSS (proportional set size, /proc/PID/smaps_rollup): shared memory
+ * counted once across the processes, which is what several processes sharing
+ * one segment (Kamailio's shm) really use. For one process PSS is about RSS.
+ */
+export function treeMemory(pids: readonly number[]): { rss: number; pss: number } {
+  let rss = 0;
+  let pss = 0;
+  for (const pid of pids) {
+    try {
+      rss += memory(pid).rss;
+      const s = readFileSync(`/proc/${pid}/smaps_rollup`, 'latin1');
+      pss += Number(/^Pss:\s+(\d+)/m.exec(s)?.[1] ?? NaN) / 1024;
+    } catch {
+      /* gone */
+    }
+  }
+  return { rss, pss };
 }
 
 /** VmRSS and VmHWM, MiB. */

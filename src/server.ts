@@ -8,6 +8,8 @@
 
 import { hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { LRUCache } from 'lru-cache';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import type { Config } from './config/index.js';
@@ -43,6 +45,7 @@ import { AddressSet, Authenticator, DigestAuthenticator, SourceGuard, accountFor
 import { DoorRouter, RoutingNames } from './routing/index.js';
 import { PushService, RegisterWakeup, parsePushTarget, targetKey, type PushTarget, type RingStopReason } from './push/index.js';
 import { version } from './version.js';
+import { ProvisioningServer } from './provisioning/index.js';
 
 /** Methods Portier answers itself or routes. */
 export const ALLOWED_METHODS = 'INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, MESSAGE, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER';
@@ -70,6 +73,8 @@ export interface RunningServer {
   readonly transport: TransportLayer;
   /** Where /metrics and /healthz are served (port resolved when 0 was asked); null when metrics.listen is off. */
   metricsAddress(): { address: string; port: number } | null;
+  /** Where provisioning links are served (port resolved when 0 was asked); null without a provisioning: section. */
+  provisioningAddress(): { address: string; port: number } | null;
   /**
    * SIGHUP: read the users file again; given `next` (the configuration file
    * loaded again, keys that need a restart set back to their running values:
@@ -159,6 +164,7 @@ class Server implements RunningServer {
   private readonly wakeup: RegisterWakeup | null = null;
   readonly refused: Record<RefusalReason, number> = { rate_limit: 0, banned: 0, scanner: 0 };
   private http: MetricsHttpServer | null = null;
+  private provisioning: ProvisioningServer | null = null;
   private state: 'new' | 'running' | 'stopping' = 'new';
   private startedAt = 0;
   private readonly version = version();
@@ -364,6 +370,8 @@ class Server implements RunningServer {
       gate: this.authenticator ?? undefined,
       routeKey: subkey(this.storage.secret, 'record-route tokens'),
       callsPerDoor: this.config.limits.callsPerDoor,
+      resolver: this.config.resolver,
+      relayToLoopback: this.config.security.relayToLoopback,
       ringTimeoutMs: this.config.proxy.ringTimeout * 1000,
       allow: ALLOWED_METHODS,
       supported: SUPPORTED_OPTIONS,
@@ -382,11 +390,20 @@ class Server implements RunningServer {
     // Late forking: a device that registers while a call rings its AOR joins it (a woken app gets its call),
     // here or, with a shared store, on another node.
     this.registrar.on('registered', (b) => this.proxy.onRegistered(bindingTarget(b, alive, cluster)));
+    // Another node wrote an AOR a call rings: only the bindings that node has just written are news
+    // (an unchanged binding replayed would end a push wake as if the device had registered).
+    const heard = new LRUCache<string, number>({ max: 10_000, ttl: 120_000 });
     this.storage.changes?.listen((aor) => {
       if (!this.proxy.isWatched(aor)) return;
       this.registrar.lookup(aor).then(
         (bindings) => {
-          for (const b of bindings) this.proxy.onRegistered(bindingTarget(b, alive, cluster));
+          const now = Date.now();
+          for (const b of bindings) {
+            const id = b.aor + '\n' + b.key;
+            if (b.updatedAt < now - 10_000 || (heard.get(id) ?? -1) >= b.updatedAt) continue;
+            heard.set(id, b.updatedAt);
+            this.proxy.onRegistered(bindingTarget(b, alive, cluster));
+          }
         },
         () => {},
       );
@@ -403,6 +420,20 @@ class Server implements RunningServer {
       }
       this.http = http;
     }
+    if (this.config.provisioning !== null) {
+      // The users file is read again when a link made by `portier provision` (a new password) is used.
+      let provisioning: ProvisioningServer;
+      try {
+        provisioning = new ProvisioningServer({ config: () => this.config, accounts: () => this.accounts, usersChanged: () => this.reloadUsersForProvisioning(), log: this.log });
+        await provisioning.start();
+      } catch (err) {
+        await this.http?.close();
+        await this.stopSip();
+        throw err;
+      }
+      this.provisioning = provisioning;
+      this.log.info({ provisioning: this.config.provisioning.baseUrl }, 'provisioning listening');
+    }
     this.startedAt = performance.now();
     this.state = 'running';
     const metrics = this.metricsAddress();
@@ -415,6 +446,23 @@ class Server implements RunningServer {
     this.state = 'stopping';
     await this.stopSip();
     await this.http?.close();
+    await this.provisioning?.close();
+  }
+
+  provisioningAddress(): { address: string; port: number } | null {
+    return this.provisioning?.address() ?? null;
+  }
+
+  /** The users file only (a SIGHUP reads everything): `portier provision` changed a password. */
+  private reloadUsersForProvisioning(): void {
+    const auth = this.config.auth;
+    if (auth === null) return;
+    try {
+      this.accounts = this.readAccounts(auth.users, false);
+      this.warnUnknownMembers();
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'provisioning: cannot read the users file again');
+    }
   }
 
   private async stopSip(): Promise<void> {
@@ -646,8 +694,8 @@ class RegistrarLocation implements Location {
     // RFC 3327: this node puts itself on the binding's Path, naming its flow to the device,
     // so that a call reaching another node comes through this one.
     const c = this.cluster;
-    if (c !== null) req.prependHeader('path', '<' + c.uri + ';' + HANDOFF_PARAM + '=' + c.signer.handoffToken(flowDestination(source)) + '>');
-    const result = await this.registrar.register(req, source);
+    const own = c === null ? undefined : '<' + c.uri + ';' + HANDOFF_PARAM + '=' + c.signer.handoffToken(flowDestination(source)) + '>';
+    const result = await this.registrar.register(req, source, own);
     const res = buildRegisterResponse(req, result);
     // RFC 8599 §5: the proxy says which push services it can use for the device.
     if (this.pns !== null && res.status === 200 && (req.get('contact') ?? '').includes('pn-provider')) res.appendHeader('feature-caps', `*;+sip.pns="${this.pns}"`);
@@ -666,8 +714,37 @@ class RegistrarLocation implements Location {
     const aor = aorOf(uri);
     const bindings = await this.registrar.lookup(uri);
     if (bindings.length === 0) return { kind: 'unregistered', aor };
-    return { kind: 'found', targets: bindings.map((b) => bindingTarget(b, this.alive, this.cluster)), aor };
+    return { kind: 'found', targets: oneFlowPerInstance(bindings.map((b) => bindingTarget(b, this.alive, this.cluster))), aor };
   }
+}
+
+/**
+ * RFC 5626 §5.3: a device registered over several flows (reg-id 1 and 2,
+ * one per network) is rung once, on one flow: an open one, the most
+ * recently refreshed (bindings come refreshed-last-first from the store's
+ * sort, see sortBindings). The others stay for the next call.
+ */
+function oneFlowPerInstance(targets: Target[]): Target[] {
+  const seen = new Map<string, Target>();
+  const out: Target[] = [];
+  for (const t of targets) {
+    const key = t.key;
+    const instance = key !== undefined && key.startsWith('i:') && !key.endsWith('|') ? key.slice(0, key.lastIndexOf('|')) : null;
+    if (instance === null) {
+      out.push(t);
+      continue;
+    }
+    const kept = seen.get(instance);
+    if (kept === undefined) {
+      seen.set(instance, t);
+      out.push(t);
+    } else if (kept.alive === false && t.alive !== false) {
+      // A dead flow gives way to an open one of the same device.
+      out[out.indexOf(kept)] = t;
+      seen.set(instance, t);
+    }
+  }
+  return out;
 }
 
 /** This node among several sharing one store (storage type redis). */
@@ -683,7 +760,7 @@ function bindingTarget(b: Binding, alive: (connectionId: number) => boolean, clu
   const path = [...b.path];
   const push = Object.keys(b.pushParams).length > 0 ? b.pushParams : null;
   // A stream flow that closed is an app asleep (or gone): only a push reaches it now.
-  let open = flow.protocol === 'udp' || flow.connectionId === undefined || alive(flow.connectionId);
+  let open = flow === null || flow.protocol === 'udp' || flow.connectionId === undefined || alive(flow.connectionId);
   const top = cluster === null || path.length === 0 ? null : pathUri(path[0]);
   if (cluster !== null && top !== null && top.params.has(HANDOFF_PARAM)) {
     if (cluster.self.isSelfUri(top)) {
@@ -696,6 +773,15 @@ function bindingTarget(b: Binding, alive: (connectionId: number) => boolean, clu
       open = true;
     }
   }
+  // A Contact that is a GRUU of another domain (stock Linhome behind its vendor's push gateway):
+  // the call goes to that domain (RFC 3263), not down the connection the REGISTER came on.
+  const contact = parseUri(b.contact);
+  if (contact !== null && contact.params.has('gr') && isIP(contact.hostname) === 0 && !contact.hostname.endsWith('.invalid')) {
+    flow = null;
+    open = true;
+    // Not through the cluster node it registered on either: straight to that domain.
+    while (path.length > 0 && path[0].includes(';' + HANDOFF_PARAM + '=')) path.shift();
+  }
   return { uri: b.contact, q: b.q, flow, path, aor: b.aor, key: b.key, push, alive: open };
 }
 
@@ -706,7 +792,8 @@ function advertisedAddress(listening: readonly Endpoint[], configured: string | 
   if (ep.address !== '0.0.0.0' && ep.address !== '::') return ep.address;
   const v6 = ep.address === '::';
   for (const list of Object.values(networkInterfaces())) {
-    for (const ni of list ?? []) if (!ni.internal && (ni.family === 'IPv6') === v6) return ni.address;
+    // Not link-local (fe80::, 169.254.x: unusable by other machines without a scope).
+    for (const ni of list ?? []) if (!ni.internal && (ni.family === 'IPv6') === v6 && !ni.address.startsWith('fe80:') && !ni.address.startsWith('169.254.')) return ni.address;
   }
   return v6 ? '::1' : '127.0.0.1';
 }

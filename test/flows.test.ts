@@ -195,3 +195,18 @@ t.test('NAT over TCP: a private Contact; calls and in-dialog requests both ways 
   t.equal((await phone.incoming[1].dialog!.bye()).status, 200, 'BYE from the phone answered');
   noErrors(t, phone, door);
 });
+
+t.test('RFC 5626 §5.3: a device registered over two flows (reg-id 1 and 2) is rung once, on its latest flow', async (t) => {
+  const user = name('twoflows');
+  const instance = 'urn:uuid:00000000-0000-4000-8000-00000000f10f';
+  const wifi = await ua(t, 'tcp', user, { instance });
+  t.equal((await wifi.register({ contactParams: 'reg-id=1' })).status, 200, 'flow 1 (TCP)');
+  const mobile = await ua(t, 'udp', user, { instance });
+  t.equal((await mobile.register({ contactParams: 'reg-id=2' })).status, 200, 'flow 2 (UDP), refreshed last');
+  const door = await ua(t, 'udp', name('door'));
+  const call = door.call(`sip:${user}@example.test`);
+  t.equal((await call.final()).status, 200, 'answered');
+  t.equal(mobile.filter({ method: 'INVITE' }).length, 1, 'the latest flow rings');
+  t.equal(wifi.filter({ method: 'INVITE' }).length, 0, 'the other flow of the same device does not');
+  t.equal((await call.bye()).status, 200);
+});

@@ -32,6 +32,8 @@ async function portier(t: Test, extra: string[] = []): Promise<{ server: Running
       'proxy: {ring-timeout: 5}',
       'timers: {t1: 100, t2: 400, t4: 500}',
       'log: {level: fatal}',
+      // The other server of these tests is on this machine.
+      'security: {relay-to-loopback: true}',
       ...extra,
     ].join('\n'),
     join(certs.dir, 'sips.yaml'),

@@ -16,7 +16,8 @@
  * an HA1 is enough to answer a digest challenge, so it must be kept secret.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fchownSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync, fchmodSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { replaceFile } from './files.js';
 import { parseDomain } from '../config/hosts.js';
 import { unreadableReason } from '../config/errors.js';
 import { normaliseEscapes } from '../registrar/aor.js';
@@ -280,42 +281,17 @@ export function loadUsersFile(path: string): { accounts: Accounts; problems: Use
  * root:portier stays readable by the service; world access never survives).
  */
 function writeLines(path: string, lines: string[]): void {
-  const tmp = `${path}.tmp-${process.pid}`;
   let owner: { uid: number; gid: number } | null = null;
   let mode = USERS_FILE_MODE;
   try {
     const st = statSync(path);
+    // Keep the owner (e.g. the portier service user when root runs `portier user add`); only root may.
     owner = { uid: st.uid, gid: st.gid };
     mode = (st.mode & 0o660) | 0o600;
   } catch {
     owner = null;
   }
-  const fd = openSync(tmp, 'w', USERS_FILE_MODE);
-  try {
-    try {
-      fchmodSync(fd, mode);
-      // Keep the owner (e.g. the portier service user when root runs `portier user add`); only root may.
-      if (owner !== null) {
-        try {
-          fchownSync(fd, owner.uid, owner.gid);
-        } catch {
-          // not permitted: the file becomes ours, as any new file would
-        }
-      }
-      writeSync(fd, lines.map((l) => `${l}\n`).join(''));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // already gone
-    }
-    throw err;
-  }
+  replaceFile(path, lines.map((l) => `${l}\n`).join(''), mode, owner);
 }
 
 /** The line index of each AOR key, as `parseUsers` would read it (the first good line wins). */

@@ -6,6 +6,7 @@
  *   portier [--config FILE]        run the server (embedded demo config without --config)
  *   portier check --config FILE    validate FILE and print the effective configuration
  *   portier user add|del|list      manage the users file (src/cli/user.ts)
+ *   portier provision AOR          a one-time QR-code link that sets up an app (src/cli/provision.ts)
  *   portier --version | --help
  *
  * Exit status: 0 ok, 1 configuration or start-up error, 2 usage error;
@@ -18,6 +19,7 @@ import { ConfigError, demoConfig, formatConfig, loadConfig, type Config } from '
 import { createLogger, type Logger } from '../log.js';
 import { reloadConfig } from './reload.js';
 import { runUser, type CliStdin } from './user.js';
+import { runProvision } from './provision.js';
 
 export { version };
 
@@ -72,6 +74,7 @@ export const HELP = `Usage: portier [--config FILE]
        portier user add AOR [--users FILE] [--config FILE] [--realm REALM] [--kind door|phone]
        portier user del AOR [--users FILE] [--config FILE]
        portier user list [--users FILE] [--config FILE]
+       portier provision AOR --config FILE [--png FILE]
        portier --version | --help
 
 Portier is a SIP proxy and registrar for connected intercoms.
@@ -87,6 +90,9 @@ Commands:
             add: create an account or change its password, read from standard
             input (asked twice without echo on a terminal); del: remove it;
             list: one line per account. See: portier user --help
+  provision a one-time link and QR code that sets up a Linhome or Linphone
+            app for the account (fresh password, push, STUN/TURN, door
+            stations). See: portier provision --help
 
 Options:
   -c, --config FILE   configuration file (YAML; commented example: conf/portier.yaml)
@@ -151,6 +157,7 @@ class UsageError extends Error {}
 
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   if (argv[0] === 'user') return runUser(argv.slice(1), io);
+  if (argv[0] === 'provision') return runProvision(argv.slice(1), io);
   let args: Parsed;
   try {
     args = parse(argv);

@@ -35,6 +35,7 @@ import {
 import { parseCidr } from '../auth/cidr.js';
 import { aliases, checkRouting, groups, policy, routes } from './routing.js';
 import { readPushCredentials } from '../push/credentials.js';
+import { checkProvisioning, mediaField, provisioningField, resolveMediaFiles, resolveProvisioningFiles } from './provisioning.js';
 import {
   DIGEST_ALGORITHMS,
   LOG_LEVELS,
@@ -73,8 +74,12 @@ export type {
   ListenSpec,
   LogConfig,
   LogLevel,
+  MediaConfig,
   MetricsConfig,
   Protocol,
+  ProvisioningConfig,
+  ProvisioningDevice,
+  TurnConfig,
   ProxyConfig,
   RegistrarConfig,
   TimersConfig,
@@ -290,6 +295,7 @@ const security: Field<SecurityConfig> = section({
   ),
   exempt: list(cidr, { default: () => [] }),
   'drop-scanners': boolean({ default: true }),
+  'relay-to-loopback': boolean({ default: false }),
 });
 
 const nodeAddress: Field<string | null> = {
@@ -489,10 +495,26 @@ export const SCHEMA = section(
     aliases,
     policy,
     routes,
+    provisioning: provisioningField,
+    media: mediaField,
+    resolver: list(
+      text<string>({
+        convert(v) {
+          const hint = 'a DNS server is an IP address with an optional port, e.g. 127.0.0.1:53 or [::1]:5353';
+          const hp = parseHostPort(v, { defaultPort: 53, raw: v, v6Example: '[::1]:5353', needsPort: hint, missingHost: hint });
+          if (isIP(hp.host) === 0) throw new Invalid(`${JSON.stringify(v)}: ${hint}`);
+          return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+        },
+        format: (v) => v,
+        expected: 'a DNS server as IP:PORT',
+      }),
+      { default: () => [] },
+    ),
   },
   {
     check(c, report) {
       checkRouting(c, report);
+      checkProvisioning(c, report);
       const i = c.listen.findIndex((l) => l.protocol === 'tls' || l.protocol === 'wss');
       if (i >= 0 && c.tls === null) report('tls', `required by listen[${i}] (${formatListen(c.listen[i])}) (e.g. ${TLS_EXAMPLE})`);
     },
@@ -534,11 +556,13 @@ function validate(data: unknown, source: string, demo: boolean, opts: LoadOption
     }
   }
   const pushConfig = resolvePushFiles(result.push, base, ctx.issues);
+  const media = resolveMediaFiles(result.media, base, ctx.issues);
+  const provisioning = resolveProvisioningFiles(result.provisioning, base);
   if (ctx.issues.length > 0) throw ConfigError.fromIssues(source, ctx.issues);
   // The database is state, not configuration: relative to the working
   // directory (systemd's WorkingDirectory=/var/lib/portier), never to /etc.
   const storage = { ...result.storage, path: resolve(process.cwd(), result.storage.path) };
-  return deepFreeze({ ...result, tls, auth, storage, push: pushConfig, demo, source });
+  return deepFreeze({ ...result, tls, auth, storage, push: pushConfig, media, provisioning, demo, source });
 }
 
 function hasKey(data: unknown, key: string): boolean {

@@ -144,6 +144,8 @@ export interface SecurityConfig {
   exempt: string[];
   /** Silently drop requests whose User-Agent names a scanning tool. */
   dropScanners: boolean;
+  /** Let requests whose destination comes from a user (another domain's URI, a Contact, DNS) reach loopback, link-local or unspecified addresses (tests, one-machine setups). */
+  relayToLoopback: boolean;
 }
 
 export const STORAGE_TYPES = ['sqlite', 'memory', 'redis'] as const;
@@ -266,6 +268,62 @@ export interface PushConfig {
   generic: GenericPushConfig | null;
 }
 
+// ---------------------------------------------------------------- provisioning and media
+
+export type ProvisioningTransport = 'tls' | 'tcp' | 'udp';
+
+/** A door station shown in Linhome's device list (its vCard), to the members of its groups. */
+export interface ProvisioningDevice {
+  /** The door station's account: `portail` (first domain) or `portail@example.test`. */
+  account: string;
+  /** Shown in the app. */
+  name: string;
+  /** A device-type key of the app's theme (Linhome: device_types.xml), sent as X-LINPHONE-ACCOUNT-TYPE. */
+  type: string;
+  /** How the app sends the door-open code: SIP INFO, RFC 2833/4733 in RTP, or a SIP MESSAGE. */
+  dtmf: 'sipinfo' | 'rfc2833' | 'sipmessage';
+  /** Buttons in the app during a call with it. */
+  actions: Array<{ type: 'open-door' | 'open-gate' | 'light-up' | 'unlock'; code: string }>;
+  /** Ring groups whose members see it. */
+  groups: string[];
+}
+
+/** `provisioning:` — remote provisioning of the apps by QR code (src/provisioning/). */
+export interface ProvisioningConfig {
+  /** Its own HTTP(S) listener. */
+  listen: HttpListen;
+  /** The public URL of that listener, without a trailing slash: links are BASE/p/TOKEN. */
+  baseUrl: string;
+  /** Seconds a link stays valid. */
+  tokenTtl: number;
+  /** What the apps register over. */
+  transport: ProvisioningTransport;
+  /** host[:port] of Portier's SIP listener for the apps; null: the host of base-url, the transport's default port. */
+  sipServer: string | null;
+  /** The tokens file, absolute; null: the users file's path + `.tokens`. */
+  tokens: string | null;
+  /** reg_expires given to the apps, in seconds. */
+  regExpires: number;
+  devices: ProvisioningDevice[];
+}
+
+/** `media.turn:` — a coturn server with `use-auth-secret` (TURN REST API credentials). */
+export interface TurnConfig {
+  /** `turn:host:port?transport=udp` (RFC 7065). */
+  url: string;
+  /** File holding coturn's static-auth-secret, absolute (readable and non-empty at load). */
+  secret: string;
+  /** Seconds a TURN credential Portier issues stays valid. */
+  ttl: number;
+}
+
+/** `media:` — STUN/TURN servers given to the apps; Portier itself never touches RTP. */
+export interface MediaConfig {
+  /** `stun:host:port` (RFC 7064); null: none (the TURN server answers STUN too). */
+  stun: string | null;
+  turn: TurnConfig | null;
+}
+
 export interface Config {
   /** SIP domains this server is authoritative for; lower-cased, IPv6 without brackets. */
   domains: string[];
@@ -291,6 +349,12 @@ export interface Config {
   aliases: Record<string, string>;
   policy: PolicyConfig;
   routes: ExternalRoute[];
+  /** Null when there is no `provisioning:` section: no provisioning listener. */
+  provisioning: ProvisioningConfig | null;
+  /** Always present: no `media:` section gives no STUN and no TURN. */
+  media: MediaConfig;
+  /** DNS servers for RFC 3263 lookups (`127.0.0.1:53`, `[::1]:5353`); empty: the system's. */
+  resolver: string[];
   /** True only for the embedded demo configuration (no --config given). */
   demo: boolean;
   /** The file the configuration came from, or '(embedded demo)'. */

@@ -7,9 +7,6 @@
 // keeps the best final response, cancels what is left when the call is
 // answered, declined everywhere (6xx), cancelled or not answered in time.
 
-import { isIP } from 'node:net';
-import { lookup as dnsLookup } from 'node:dns/promises';
-import { LRUCache } from 'lru-cache';
 import {
   buildResponse,
   parseAndValidate,
@@ -26,7 +23,8 @@ import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, Ti
 import { buildCancel, isReliable } from '../transaction/index.js';
 import { forwardedStatus, isBetterResponse } from './best-response.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
-import { addRecordRoute, HANDOFF_PARAM, pathUri, preprocessRoutes, RouteSigner } from './route.js';
+import { addRecordRoute, HANDOFF_PARAM, HANDOFF_PROOF_PARAM, pathUri, preprocessRoutes, RouteSigner } from './route.js';
+import { SipResolver } from './resolve.js';
 import type { SelfAddresses } from './self.js';
 import { CallTracker } from './calls.js';
 import { CallLimit } from './call-limit.js';
@@ -201,6 +199,10 @@ export interface ProxyOptions {
   waker?: Waker;
   /** This process in a cluster (handoff tokens name it); random when absent. */
   node?: string;
+  /** DNS servers for RFC 3263 (`127.0.0.1:5353`); absent: the system's. */
+  resolver?: readonly string[];
+  /** Let destinations a user chose (a URI, a Contact, their DNS) be loopback, link-local or unspecified addresses. */
+  relayToLoopback?: boolean;
 }
 
 export interface ProxyStats {
@@ -258,12 +260,8 @@ export class Proxy {
   observer: ProxyObserver | null = null;
 
   private readonly calls = new Map<ServerTransaction, ProxyCall>();
-  /**
-   * Host names resolved lately: getaddrinfo runs on libuv's small thread
-   * pool, so every in-dialog request towards a PBX named by host must not
-   * wait for one (bounded, and short-lived so that a DNS change is seen).
-   */
-  private readonly resolved = new LRUCache<string, string>({ max: 1000, ttl: 30_000 });
+  /** RFC 3263: NAPTR, SRV, A/AAAA, cached (so that in-dialog requests towards a PBX named by host do not wait for DNS). */
+  private readonly resolver: SipResolver;
   /** Calls ringing an AOR, by AOR: a device of it that registers meanwhile joins them (late forking). */
   private readonly watchers = new Map<string, Set<ProxyCall>>();
   /** Calls answered after a push woke the device that answered, for metrics. */
@@ -283,6 +281,7 @@ export class Proxy {
   ) {
     this.doorCalls = options.callsPerDoor ? new CallLimit(options.callsPerDoor) : null;
     this.signer = new RouteSigner(options.routeKey, options.node);
+    this.resolver = new SipResolver({ servers: options.resolver });
   }
 
   // ---- from the transaction layer ----
@@ -430,8 +429,8 @@ export class Proxy {
     // one of its domains (sip.school.example.org) preloads a Route to it:
     // once resolved to one of Portier's own sockets, that Route is ours too.
     for (let i = 0; i < 4 && routes !== null && routes.length > 0 && !routes[0].uri.params.has('pt'); i++) {
-      const d = await this.uriDestination(routes[0].uri);
-      if (d === null || !this.self.isSelf(d.address, d.port)) break;
+      const all = await this.uriDestinations(routes[0].uri);
+      if (!all.some((d) => this.self.isSelf(d.address, d.port))) break;
       req.removeFirstValue('route');
       routes = req.routes();
     }
@@ -492,9 +491,11 @@ export class Proxy {
     if (target.isSip && authorised) {
       // In a record-routed dialog the Request-URI is the remote target; an
       // authenticated sender may also reach other domains. A WebSocket client's is reached down its flow.
-      const dest = (viaOurRoute ? this.openFlow(pre.flow) : null) ?? (await this.uriDestination(target));
-      if (dest === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
-      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], dest, received);
+      const flow = viaOurRoute ? this.openFlow(pre.flow) : null;
+      if (flow !== null) return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], flow, received);
+      // Elsewhere: located by RFC 3263 when the branch starts, with failover to the next server.
+      if ((await this.uriDestination(target)) === null) return this.respond(stx, 502, { reason: 'Next Hop Not Resolvable' });
+      return this.startCall(stx, req, hash, [{ uri: req.uri, q: 1, flow: null, path: [] }], null, received);
     }
     return this.respond(stx, 403, { reason: 'Relaying Not Allowed' });
   }
@@ -563,34 +564,16 @@ export class Proxy {
   }
 
   /** Where a URI points: IP literals as they are, host names through the system resolver (RFC 3263 comes later). */
+  /** Where a URI points, first choice (RFC 3263; IP literals as they are). */
   async uriDestination(uri: Uri): Promise<Destination | null> {
-    if (!uri.isSip) return null;
-    const param = uri.params.get('transport');
-    let protocol: Protocol = uri.scheme === 'sips' ? 'tls' : 'udp';
-    if (typeof param === 'string') {
-      const p = param.toLowerCase();
-      if (p === 'udp' || p === 'tcp' || p === 'tls' || p === 'ws' || p === 'wss') protocol = p;
-    }
-    // A sips URI is reached over TLS (RFC 5630): transport=tcp means TLS over TCP, transport=ws WSS (RFC 7118); udp stays, to be refused.
-    if (uri.scheme === 'sips' && protocol !== 'udp') protocol = protocol === 'ws' || protocol === 'wss' ? 'wss' : 'tls';
-    const maddr = uri.params.get('maddr');
-    let host = typeof maddr === 'string' ? maddr : uri.hostname;
-    if (host.startsWith('[')) host = host.slice(1, -1);
-    if (isIP(host) === 0) {
-      const name = host.toLowerCase();
-      const known = this.resolved.get(name);
-      if (known !== undefined) host = known;
-      else {
-        try {
-          host = (await dnsLookup(name)).address;
-        } catch {
-          return null;
-        }
-        this.resolved.set(name, host);
-      }
-    }
-    return { protocol, address: host, port: uri.port ?? (protocol === 'tls' ? 5061 : 5060) };
+    return (await this.uriDestinations(uri))[0] ?? null;
   }
+
+  /** Where a URI points, in RFC 3263 order: the next ones are for failover. */
+  uriDestinations(uri: Uri): Promise<Destination[]> {
+    return this.resolver.resolve(uri);
+  }
+
 
   /** A flow token's connection while it is open; a closed one falls back to the Request-URI (the Contact). */
   private openFlow(flow: Destination | null): Destination | null {
@@ -735,6 +718,13 @@ interface Stage {
   aors: string[];
 }
 
+/** Loopback, unspecified, link-local and multicast addresses: never a destination a user may choose. */
+export function isInternalAddress(address: string): boolean {
+  const a = address.toLowerCase();
+  if (a.includes(':')) return a === '::1' || a === '::' || a.startsWith('fe8') || a.startsWith('fe9') || a.startsWith('fea') || a.startsWith('feb') || a.startsWith('ff') || a.startsWith('::ffff:127.');
+  return a.startsWith('127.') || a.startsWith('0.') || a.startsWith('169.254.') || Number(a.split('.')[0]) >= 224;
+}
+
 /** The destination of a branch before its address is known. */
 const UNRESOLVED: Destination = Object.freeze({ protocol: 'udp', address: '0.0.0.0', port: 0 });
 
@@ -743,6 +733,13 @@ const ENDED = 1;
 
 /** Finals that say the device was not reached (rather than that it answered): such a device may be tried again when it registers. */
 const UNREACHED: ReadonlySet<number> = new Set([408, 480, 503]);
+
+/** The device a binding key names: `i:<instance>` whatever its reg-id; the key itself for a binding without +sip.instance. */
+function deviceOf(key: string | undefined): string | undefined {
+  if (key === undefined || !key.startsWith('i:')) return key;
+  const bar = key.lastIndexOf('|');
+  return bar < 0 ? key : key.slice(0, bar);
+}
 
 function sameFlow(a: Source | null, b: Source | null): boolean {
   if (a === null || b === null) return a === b;
@@ -777,6 +774,8 @@ class Branch {
   ghost = false;
   /** Runs until the device's first answer (see QUIET_MS). */
   quietTimer: TimerHandle | null = null;
+  /** The next servers of an RFC 3263 list, for failover. */
+  alternates: Destination[] = [];
   constructor(
     readonly target: Target,
     readonly request: SipMessage,
@@ -891,8 +890,8 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
   /** Sends the request to one target; `owed`: the INVITE a woken iOS device gets after its call ended. */
-  private async fork(target: Target, stage: number, owed = false): Promise<void> {
-    if (!owed && target.alive === false && this.sleep(target, stage)) return;
+  private async fork(target: Target, stage: number, owed = false, next?: Destination[]): Promise<void> {
+    if (!owed && next === undefined && target.alive === false && this.sleep(target, stage)) return;
     const copy = this.req.clone();
     // In the list at once: a branch whose address is still being resolved is one to wait for.
     const branch = new Branch(target, copy, UNRESOLVED, stage);
@@ -905,13 +904,20 @@ class ProxyCall implements BranchOwner, TimerTarget {
       else {
         // With a Path (RFC 3327: an edge proxy, or the cluster node that holds the flow) the request goes there first.
         const u = target.path.length > 0 ? pathUri(target.path[0]) : copy.requestUri;
-        dest = u === null ? null : await this.proxy.uriDestination(u);
+        // RFC 3263 §4.3: the other servers of the list are tried when this one fails.
+        let all = next ?? (u === null ? [] : await this.proxy.uriDestinations(u));
+        // A URI a user chose (another domain, a Contact, a GRUU) and its DNS must not point Portier at
+        // this machine's own services (a local Redis speaks a line protocol a SIP body can feed).
+        // Plan members and Paths were put there by the administrator or a registrar.
+        if (target.member === undefined && target.path.length === 0 && !this.proxy.options.relayToLoopback) all = all.filter((d) => !isInternalAddress(d.address));
+        dest = all[0] ?? null;
+        branch.alternates = all.slice(1);
       }
     }
     // Ended while its address was being resolved (the reaper): nothing more to do.
     if (branch.final !== 0) return this.maybeDone();
     if (dest !== null) branch.dest = dest;
-    for (let i = target.path.length - 1; i >= 0; i--) copy.prependHeader('route', target.path[i]);
+    for (let i = target.path.length - 1; i >= 0; i--) copy.prependHeader('route', i === 0 ? this.proveHandoff(target.path[0]) : target.path[i]);
     scrubContactPush(copy);
     const local = dest === null ? null : this.proxy.localFor(dest);
     if (branch.cancelWanted) {
@@ -925,7 +931,8 @@ class ProxyCall implements BranchOwner, TimerTarget {
     // The hop to the cluster node that holds the device's flow is the nodes' own link (documented: a private network).
     const clusterHop = target.flow === null && target.path.length > 0 && target.path[0].includes(';' + HANDOFF_PARAM + '=');
     if (dest !== null && !clusterHop && this.req.requestUri?.scheme === 'sips' && dest.protocol !== 'tls' && dest.protocol !== 'wss') {
-      const code = this.fixed === null ? 480 : 403;
+      // A registered device without a TLS flow cannot be reached now (480); a next hop named over UDP is refused (403).
+      const code = target.aor !== undefined ? 480 : 403;
       branch.final = code;
       branch.abandoned = stage !== this.stage;
       // Once the stage's other branches have started: this one refused must not end the call alone.
@@ -1031,9 +1038,11 @@ class ProxyCall implements BranchOwner, TimerTarget {
     const stage = this.stages[this.stage];
     if (stage === undefined || target.aor === undefined || !stage.aors.includes(target.aor)) return;
     const member = this.branches.find((b) => b.target.aor === target.aor && b.target.member !== undefined)?.target.member;
-    const same = this.branches.filter((b) => b.target.key === target.key);
-    // A refresh of a device already ringing on the same address: nothing new.
-    if (same.some((b) => b.final === 0 && b.wake === null && b.ctx !== null && !b.cancelWanted && b.target.uri === target.uri && sameFlow(b.target.flow, target.flow))) return;
+    // One device, whatever flow (reg-id) it registered again on (RFC 5626 §5.3).
+    const device = deviceOf(target.key);
+    const same = this.branches.filter((b) => deviceOf(b.target.key) === device);
+    // A refresh of a device already trying on the same address, or one that rings (on any of its flows): nothing new.
+    if (same.some((b) => b.final === 0 && b.wake === null && b.ctx !== null && !b.cancelWanted && (b.provisional || (b.target.uri === target.uri && sameFlow(b.target.flow, target.flow))))) return;
     // A device that answered this call (busy, declined...) is not rung again; one that could not be reached may be.
     if (same.some((b) => b.final >= 300 && !b.abandoned && !UNREACHED.has(b.final))) return;
     let woken = false;
@@ -1106,9 +1115,17 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
 
+  /** RFC 3263 §4.3: a server of the list failed (transport error, timeout, 503): the next one gets the request. */
+  private failOver(b: Branch): boolean {
+    if (b.alternates.length === 0 || this.finished || this.cancelled || b.stage !== this.stage || b.cancelWanted) return false;
+    b.abandoned = true;
+    void this.fork(b.target, b.stage, false, b.alternates);
+    return true;
+  }
+
   /** A branch to a device with push parameters failed (408, 503, connection gone): wake it and wait for it instead. */
   private retryByPush(b: Branch): boolean {
-    if (!b.target.push || b.afterPush || this.finished || this.cancelled || b.stage !== this.stage) return false;
+    if (!b.target.push || b.afterPush || b.cancelWanted || b.abandoned || this.finished || this.cancelled || b.stage !== this.stage) return false;
     if (this.branches.some((o) => o.target.key === b.target.key && (o.wake !== null || o.owed))) return false;
     if (!this.sleep(b.target, b.stage)) return false;
     b.abandoned = true;
@@ -1128,6 +1145,16 @@ class ProxyCall implements BranchOwner, TimerTarget {
     if (this.branches.some((b) => b.owed)) return;
     for (const aor of this.watched) this.proxy.unwatch(aor, this);
     this.watched.clear();
+  }
+
+  /** A Path entry of another cluster node gets this request's proof next to its handoff token. */
+  private proveHandoff(entry: string): string {
+    const u = pathUri(entry);
+    const token = u?.params.get(HANDOFF_PARAM);
+    if (typeof token !== 'string') return entry;
+    const gt = entry.lastIndexOf('>');
+    if (gt < 0) return entry;
+    return entry.slice(0, gt) + ';' + HANDOFF_PROOF_PARAM + '=' + this.proxy.signer.handoffProof(token, this.req.callId()) + entry.slice(gt);
   }
 
   private recordRouteTokens(): { dialog: string; inbound: string } {
@@ -1201,6 +1228,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
     }
     // 480 from the cluster node that held the device's flow: that flow is gone, as a 408 would say.
     const flowGone = status === 408 || status === 503 || (status === 480 && b.target.flow === null && b.target.path.length > 0);
+    if (status === 503 && this.failOver(b)) return this.maybeDone();
     if (flowGone && this.retryByPush(b)) return this.maybeDone();
     this.considerFinal(b, res);
   }
@@ -1209,7 +1237,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
     const b = this.branchOf(ctx);
     if (b === undefined || b.final !== 0) return;
     b.final = 408;
-    if (this.retryByPush(b)) return this.maybeDone();
+    if (this.failOver(b) || this.retryByPush(b)) return this.maybeDone();
     this.considerFinal(b, buildResponse(this.req, 408));
   }
 
@@ -1217,7 +1245,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
     const b = this.branchOf(ctx) ?? this.sending ?? undefined;
     if (b === undefined || b.final !== 0) return;
     b.final = 503;
-    if (this.retryByPush(b)) return this.maybeDone();
+    if (this.failOver(b) || this.retryByPush(b)) return this.maybeDone();
     this.considerFinal(b, buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
   }
 

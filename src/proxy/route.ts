@@ -44,6 +44,17 @@ export const CALLEE_FLOW_PARAM = 'pf2';
  */
 export const HANDOFF_PARAM = 'pfn';
 
+/**
+ * URI parameter a node adds, per request, next to a handoff token it sends
+ * on: proof (time and MAC over the token and the Call-ID) that a node of the
+ * cluster sends it. The token alone is no key: a device sees it in the Path
+ * of its REGISTER's 200.
+ */
+export const HANDOFF_PROOF_PARAM = 'pfa';
+
+/** How old a handoff proof may be (clocks of the nodes may differ a little). */
+const HANDOFF_PROOF_MS = 60_000;
+
 /** Signs and checks dialog tokens. One key per process unless one is given. */
 export class RouteSigner {
   private readonly key: Buffer;
@@ -63,6 +74,24 @@ export class RouteSigner {
   handoffToken(flow: Destination): string {
     const payload = Buffer.from(`${this.node}|${flow.protocol}|${flow.address}|${flow.port}|${flow.connectionId ?? 0}`).toString('base64url');
     return payload + '.' + createHmac('sha256', this.handoffKey).update(payload).digest('base64url').slice(0, 22);
+  }
+
+  /** The proof that a cluster node sends this request on with `token` (see HANDOFF_PROOF_PARAM). */
+  handoffProof(token: string, callId: string, now = Date.now()): string {
+    const ts = Math.floor(now / 1000).toString(36);
+    return ts + '.' + createHmac('sha256', this.handoffKey).update('proof|' + ts + '|' + token + '|' + callId).digest('base64url').slice(0, 22);
+  }
+
+  checkHandoffProof(token: string, proof: string | null | undefined, callId: string, now = Date.now()): boolean {
+    if (typeof proof !== 'string') return false;
+    const dot = proof.indexOf('.');
+    if (dot <= 0) return false;
+    const ts = proof.slice(0, dot);
+    const at = parseInt(ts, 36) * 1000;
+    if (!Number.isFinite(at) || Math.abs(now - at) > HANDOFF_PROOF_MS) return false;
+    const want = Buffer.from(createHmac('sha256', this.handoffKey).update('proof|' + ts + '|' + token + '|' + callId).digest('base64url').slice(0, 22));
+    const got = Buffer.from(proof.slice(dot + 1));
+    return got.length === want.length && timingSafeEqual(got, want);
   }
 
   /**
@@ -197,15 +226,18 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: R
     flow2 = top.params.get(CALLEE_FLOW_PARAM);
     flowDialog = tokenOf(top);
     const h = top.params.get(HANDOFF_PARAM);
-    if (h !== undefined) {
+    // Only with the proof another node adds per request: the token alone authorises nothing.
+    if (typeof h === 'string' && signer.checkHandoffProof(h, top.params.get(HANDOFF_PROOF_PARAM), req.callId())) {
       const r = signer.handoffOf(h);
       handoff = r.flow ?? (r.ours ? 'gone' : null);
     }
     req.removeFirstValue('route');
   }
   // One entry for both sides: the caller's requests go to the callee's flow, and the other way round.
-  if (flow2 !== undefined && signer.sender(req, flowDialog) === 'creator') flow = flow2;
-  return { dialog, flow: dialog ? signer.flowOf(flow, flowDialog) : null, handoff };
+  // The entry that carries the flow must be of this very dialog (not one lifted from another).
+  const sender = signer.sender(req, flowDialog);
+  if (flow2 !== undefined && sender === 'creator') flow = flow2;
+  return { dialog, flow: dialog && sender !== null ? signer.flowOf(flow, flowDialog) : null, handoff };
 }
 
 /** The URI of a Path (or Route) value: `<sip:host;lr>`. */

@@ -226,13 +226,19 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
   }
 
   /** Handles a REGISTER (RFC 3261 §10.3). Never throws for a bad request: that is a 4xx result. */
-  async register(req: SipMessage, source: Source): Promise<RegisterResult> {
+  /**
+   * `ownPath`: a Path entry of Portier's own (a cluster node naming its flow)
+   * stored first on the bindings, as if the REGISTER had carried it, but
+   * neither seen by the outbound rules (the device is still at its first
+   * hop) nor returned in the 200.
+   */
+  async register(req: SipMessage, source: Source, ownPath?: string): Promise<RegisterResult> {
     if (!req.isRequest || req.method !== 'REGISTER') throw new TypeError('Registrar.register: not a REGISTER request');
     this.stats.requests++;
     const now = this.now();
     let r: RegisterResult;
     try {
-      r = await this.process(req, source, now);
+      r = await this.process(req, source, now, ownPath);
     } catch (err) {
       // A shared store (Redis) that cannot be reached: the device retries, and nothing was half-written.
       const code = (err as { code?: unknown }).code;
@@ -346,7 +352,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
 
   // ---- REGISTER processing ----
 
-  private async process(req: SipMessage, source: Source, now: number): Promise<RegisterResult> {
+  private async process(req: SipMessage, source: Source, now: number, ownPath: string | undefined): Promise<RegisterResult> {
     // Step 1: the Request-URI names the registrar's domain. Accepted: a
     // served domain, or the address the request arrived on (phones set up
     // with the server's IP as "proxy" put it there).
@@ -442,7 +448,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
         now,
         source,
         userAgent: req.get('user-agent') ?? null,
-        path,
+        path: ownPath === undefined ? path : [ownPath, ...path],
         issueTempGruu: supported.has('gruu'),
         maxTempGruus: this.config.maxTempGruus,
         maxBindings: this.config.maxBindingsPerAor,

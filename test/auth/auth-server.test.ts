@@ -42,6 +42,8 @@ function config(extra: string[] = []) {
       'security:',
       '  rate: {per-source: 1000, burst: 2000}',
       '  auth-failures: {max: 5, window: 60, ban: 60, max-ban: 600}',
+      // Other domains in these tests are servers on this machine.
+      '  relay-to-loopback: true',
       'limits: {calls-per-door: 2}',
       'proxy: {ring-timeout: 3}',
       'timers: {t1: 100, t2: 400, t4: 500}',

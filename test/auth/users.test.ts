@@ -271,7 +271,8 @@ t.test('a failed write leaves the file as it was and no temporary file', async (
 
 t.test('a failed rename removes the temporary file; an owner that cannot be kept is not an error', async (t) => {
   const fs = await import('node:fs');
-  const { addToUsersFile: add } = await t.mockImport<typeof import('../../src/auth/users.js')>('../../src/auth/users.js', {
+  // The writing itself lives in src/auth/files.ts: that is where the file system fails.
+  const files = await t.mockImport<typeof import('../../src/auth/files.js')>('../../src/auth/files.js', {
     'node:fs': {
       ...fs,
       renameSync: () => {
@@ -282,6 +283,7 @@ t.test('a failed rename removes the temporary file; an owner that cannot be kept
       },
     },
   });
+  const { addToUsersFile: add } = await t.mockImport<typeof import('../../src/auth/users.js')>('../../src/auth/users.js', { '../../src/auth/files.js': files });
   const dir = t.testdir();
   const path = join(dir, 'users');
   addToUsersFile(path, makeAccount('a@x.test', 'one', 'r', 'phone'));

@@ -301,9 +301,9 @@ t.test('security: defaults, ranges, cross-check', async (t) => {
     ['{rate: {per_source: 5}}', `${F}: security.rate.per_source: unknown key (did you mean "per-source"?)`],
     ['{auth-failures: {maxban: 5}}', `${F}: security.auth-failures.maxban: unknown key (did you mean "max-ban"?)`],
     ['{exemt: []}', `${F}: security.exemt: unknown key (did you mean "exempt"?)`],
-    ['{bananas: 1}', `${F}: security.bananas: unknown key (expected rate, auth-failures, exempt or drop-scanners)`],
+    ['{bananas: 1}', `${F}: security.bananas: unknown key (expected rate, auth-failures, exempt, drop-scanners or relay-to-loopback)`],
     ['{rate: 100}', `${F}: security.rate: must be a mapping with the keys per-source and burst, not 100`],
-    ['off', `${F}: security: must be a mapping with the keys rate, auth-failures, exempt and drop-scanners, not "off"`],
+    ['off', `${F}: security: must be a mapping with the keys rate, auth-failures, exempt, drop-scanners and relay-to-loopback, not "off"`],
   ];
   for (const [yaml, message] of refused) {
     t.equal(refusal(t, `${MIN}security: ${yaml}\n`).message, message, message);
@@ -346,6 +346,7 @@ security:
     authFailures: { max: 3, window: 60, ban: 30, maxBan: 30 },
     exempt: ['::', '0.0.0.0/0', '198.51.100.0/24'],
     dropScanners: false,
+    relayToLoopback: false,
   });
   t.equal(c.registrar.maxBindings, 4);
 

@@ -133,6 +133,7 @@ security:
       authFailures: { max: 5, window: 300, ban: 60, maxBan: 3600 },
       exempt: ['::1', '198.51.100.0/24'],
       dropScanners: false,
+      relayToLoopback: false,
     },
     storage: DEFAULT_STORAGE,
     push: DEFAULT_PUSH,
@@ -140,6 +141,9 @@ security:
     aliases: {},
     policy: DEFAULT_POLICY,
     routes: [],
+    provisioning: null,
+    media: { stun: null, turn: null },
+    resolver: [],
     demo: false,
     source: F,
   });
@@ -263,7 +267,7 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
     [`${MIN}tlss: {}\n`, `${F}: tlss: unknown key (did you mean "tls"?)`],
-    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy or routes)`],
+    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`],
     [`${MIN}tls: {}\n`, `${F}: tls.cert: required (e.g. cert: /etc/portier/tls/cert.pem)`],
     [`${MIN}tls: {cert: "", key: k}\n`, `${F}: tls.cert: must not be empty`],
     [`${MIN}tls: {cert: 3, key: k}\n`, `${F}: tls.cert: must be a file path (got 3)`],
@@ -271,8 +275,8 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}tls: {cert: c, key: k, verify-clients: true}\n`, `${F}: tls.verify-clients: must be false, optional or required (got true)`],
     [`${MIN}tls: {cert: c, key: k, min-version: TLSv1.1}\n`, `${F}: tls.min-version: must be one of TLSv1.2 or TLSv1.3 (got "TLSv1.1")`],
     [`${MIN}tls: {cert: c, key: k, ca: ca, verify-client: required}\n`, `${F}: tls.verify-client: unknown key (did you mean "verify-clients"?)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy and routes, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy and routes, not "just text"`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -295,7 +299,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout or calls-per-door)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy or routes)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -340,7 +344,7 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'policy', 'proxy', 'registrar', 'routes', 'security', 'storage', 'timers']);
+  t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'policy', 'proxy', 'registrar', 'resolver', 'routes', 'security', 'storage', 'timers']);
   t.same(c.storage, DEFAULT_STORAGE, 'the example shows the storage defaults');
   t.same(Object.keys(raw.metrics), ['listen']);
   t.same(c.metrics, { listen: { host: '127.0.0.1', port: 9090 } }, 'the example serves metrics on localhost');
@@ -352,7 +356,7 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
     { users: join(dirname(path), 'users'), realm: 'example.test', algorithms: ['SHA-256', 'MD5'], trusted: [], nonceLifetime: 300 },
     'the example authenticates against users next to it, with the defaults',
   );
-  t.same(Object.keys(raw.security).sort(), ['auth-failures', 'drop-scanners', 'exempt', 'rate']);
+  t.same(Object.keys(raw.security).sort(), ['auth-failures', 'drop-scanners', 'exempt', 'rate', 'relay-to-loopback']);
   t.same(Object.keys(raw.security.rate as object).sort(), ['burst', 'per-source']);
   t.same(Object.keys(raw.security['auth-failures'] as object).sort(), ['ban', 'max', 'max-ban', 'window']);
   t.same(c.security, DEFAULT_SECURITY, 'the example shows the security defaults');
@@ -394,6 +398,9 @@ t.test('demo config', async (t) => {
     aliases: {},
     policy: DEFAULT_POLICY,
     routes: [],
+    provisioning: null,
+    media: { stun: null, turn: null },
+    resolver: [],
     demo: true,
     source: DEMO_SOURCE,
   });

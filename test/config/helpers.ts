@@ -11,6 +11,7 @@ export const DEFAULT_SECURITY = {
   authFailures: { max: 10, window: 600, ban: 300, maxBan: 86400 },
   exempt: [],
   dropScanners: true,
+  relayToLoopback: false,
 };
 
 /** The ConfigError thrown by parsing `text` as F, or a test failure. */

@@ -1012,6 +1012,11 @@ export class IncomingCall {
     return this.tx.respond(180, { headers: [...this.rr(), `Contact: <${this.ua.dialogContact}>`] });
   }
 
+  /** 183 Session Progress with an SDP answer: early media (a Linhome device shows the door's video before answering). */
+  earlyMedia(sdp?: string): SipMessage {
+    return this.tx.respond(183, { headers: [...this.rr(), `Contact: <${this.ua.dialogContact}>`], body: sdp ?? defaultSdp(this.ua.user) });
+  }
+
   answer(sdp?: string): SipMessage {
     const req = this.request;
     const res = this.tx.respond(200, { headers: [...this.rr(), `Contact: <${this.ua.dialogContact}>`, `Allow: ${ALLOW}`, 'Supported: replaces, outbound'], body: sdp ?? defaultSdp(this.ua.user) });

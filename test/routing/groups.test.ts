@@ -14,7 +14,7 @@ import { until } from '../helpers/wait.js';
 
 const REALM = 'example.test';
 const pw = (user: string) => `${user} has a long password`;
-const PHONES = ['alice', 'bob', 'gardien', 'sec', 'carol', 'dave', 'erin', 'frank', 'gina', 'hugo', 'ines', 'jules', 'sec2', 'kim'];
+const PHONES = ['alice', 'bob', 'gardien', 'sec', 'carol', 'dave', 'erin', 'frank', 'gina', 'hugo', 'ines', 'jules', 'sec2', 'kim', 'lou', 'max', 'ned'];
 const DOORS = ['door1', 'door2', 'door3', 'door4', 'door5', 'door6', 'door7', 'door8'];
 
 const dir = t.testdir({});
@@ -55,6 +55,7 @@ t.before(async () => {
       `  apres-heures: {members: [frank], schedule: [{days: ${notToday}, from: "08:00", to: "18:00"}], timezone: UTC, overflow: securite2}`,
       '  refus: {members: [gina, hugo], ring-time: 5, overflow: kim}',
       '  vide: {members: [ines, jules], ring-time: 5}',
+      '  video: {members: [lou, max, ned], ring-time: 5}',
       'aliases: {"100": ecole-jaures, "200": refus, "300": vide}',
       'policy: {doors-may-call: [groups, aliases]}',
       'routes:',
@@ -249,4 +250,25 @@ t.test('policy: a door station cannot call out through another domain or a prelo
   const routed = await door.call(`sip:+33999@example.test`, { headers: [`Route: <sip:127.0.0.1:${pbx.localPort};lr>`] }).final();
   t.equal(routed.status, 403, 'a Route to another server: 403');
   t.equal(pbx.filter({ method: 'INVITE' }).filter((m) => m.from().uri.user === 'door7').length, 0, 'nothing reached the PBX');
+});
+
+t.test('several early dialogs: three devices send 183 with early video, each reaches the door station; one 200, the others CANCEL', async (t) => {
+  const early = (after?: number): UA['onInvite'] => (inv) => {
+    inv.earlyMedia();
+    if (after !== undefined) return { action: 'answer', after };
+  };
+  const lou = await registered(t, 'lou', early());
+  const max = await registered(t, 'max', early(400));
+  const ned = await registered(t, 'ned', early());
+  const door = await ua(t, 'door8');
+  const call = door.call('sip:video@example.test');
+  const final = await call.final();
+  t.equal(final.status, 200, 'answered');
+  const early183 = call.responses.filter((r) => r.status === 183);
+  t.equal(new Set(early183.map((r) => r.to().tag)).size, 3, 'three early dialogs, one To tag each');
+  t.ok(early183.every((r) => r.body.length > 0 && r.get('content-type') === 'application/sdp'), 'each with its SDP, forwarded untouched');
+  t.equal(call.responses.filter((r) => r.status === 200).length, 1, 'one 200');
+  for (const u of [lou, ned]) t.equal((await u.waitFor({ method: 'CANCEL' })).get('reason'), 'SIP;cause=200;text="Call completed elsewhere"', `${u.user}: CANCEL`);
+  t.equal(max.filter({ method: 'CANCEL' }).length, 0);
+  t.equal((await call.bye()).status, 200);
 });
