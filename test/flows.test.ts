@@ -170,8 +170,9 @@ t.test(
     await phone.register({ instance: false });
     const call = door.call(phone.aor);
     t.equal((await call.final(5000)).status, 200);
-    void call.bye().catch(() => {});
+    const bye = call.bye();
     t.ok(await phone.waitFor(inCall(call.callId, 'BYE'), 1500, 'BYE at the phone').catch(() => null), 'the BYE reached the phone');
+    t.equal((await bye).status, 200, "and the phone's 200 came back to the door");
   },
 );
 

@@ -102,6 +102,7 @@ t.test('sips on one server', async (t) => {
     await tcp.register();
     t.equal((await alice.call(sipsAor(udp)).final(5000)).status, 480, 'no TLS path to any of them (RFC 5630)');
     t.equal(udp.filter({ method: 'INVITE' }).length + tcp.filter({ method: 'INVITE' }).length, 0, 'never forwarded over UDP or TCP');
+    t.same([...udp.received, ...tcp.received].filter((m) => m.isRequest).map((m) => m.method), [], 'neither is sent any request');
     t.equal((await alice.call(`sip:${udp.user}@example.test`).final(5000)).status, 200, 'the same account by sip: is reached');
   });
 

@@ -20,9 +20,9 @@ import { parseArgs } from 'node:util';
 import QRCode from 'qrcode';
 import { checkPassword } from '../auth/password.js';
 import { addToUsersFile, loadUsersFile, makeAccount, parseAor, type Account } from '../auth/users.js';
-import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { formatDuration, tokensPath } from '../config/provisioning.js';
 import { addToken, newToken, seal, tokenId } from '../provisioning/tokens.js';
+import { Failure, readConfig } from './common.js';
 
 export interface ProvisionIo {
   stdout: { write(s: string): unknown };
@@ -51,8 +51,6 @@ Options:
 const EXIT_OK = 0;
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
-
-class Failure extends Error {}
 
 function oneLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split('\n')[0];
@@ -106,16 +104,6 @@ export async function runProvision(argv: string[], io: ProvisionIo): Promise<num
 function usage(io: ProvisionIo, why: string): number {
   io.stderr.write(`portier: ${why}\nTry 'portier provision --help'.\n`);
   return EXIT_USAGE;
-}
-
-function readConfig(path: string): Config {
-  try {
-    return loadConfig(path, { usersMayBeMissing: true });
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    const more = err.problems.length - 1;
-    throw new Failure(`${err.message}${more > 0 ? ` (and ${more} more; see: portier check --config ${path})` : ''}`);
-  }
 }
 
 async function provision(aor: { user: string; domain: string; aor: string }, configPath: string, png: string | undefined, io: ProvisionIo): Promise<number> {

@@ -25,7 +25,8 @@ import {
   type Account,
   type AccountKind,
 } from '../auth/users.js';
-import { ConfigError, loadConfig, type Config } from '../config/index.js';
+import type { Config } from '../config/index.js';
+import { Failure, readConfig } from './common.js';
 
 /** Where `user add` reads the password. A TTY gets raw mode (no echo). */
 export type CliStdin = NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?(raw: boolean): unknown };
@@ -66,9 +67,6 @@ const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
 
 class UsageError extends Error {}
-/** A failure already worth one line on stderr, exit 1. */
-class Failure extends Error {}
-
 type Sub = 'add' | 'del' | 'list';
 
 interface UserArgs {
@@ -173,16 +171,6 @@ export async function runUser(argv: string[], io: UserIo): Promise<number> {
       return EXIT_ERROR;
     }
     throw err;
-  }
-}
-
-function readConfig(path: string): Config {
-  try {
-    return loadConfig(path, { usersMayBeMissing: true });
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    const more = err.problems.length - 1;
-    throw new Failure(`${err.message}${more > 0 ? ` (and ${more} more; see: portier check --config ${path})` : ''}`);
   }
 }
 

@@ -12,9 +12,9 @@
  * (/status names accounts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { formatHttpListen, type HttpListen } from '../config/index.js';
+import type { HttpListen } from '../config/index.js';
+import { closeHttp, httpAddress, listenHttp } from '../http-listen.js';
 
 /** Readiness checks by name (listeners, storage, ...): each ok or not, with a reason a person can read. */
 export interface Readiness {
@@ -67,40 +67,20 @@ export class MetricsHttpServer {
 
   /** Binds the socket; rejects with an error naming metrics.listen (its `code` copied from the system error). */
   start(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        const where = formatHttpListen(this.listen);
-        const why =
-          err.code === 'EADDRINUSE'
-            ? 'address already in use (another program holds the port; choose another metrics.listen port or set it to off)'
-            : err.code === 'EACCES'
-              ? 'permission denied (ports below 1024 need privileges)'
-              : err.code === 'EADDRNOTAVAIL'
-                ? 'no such local address'
-                : err.message;
-        reject(Object.assign(new Error(`metrics.listen ${where}: cannot listen: ${why}`, { cause: err }), { code: err.code }));
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host: this.listen.host, port: this.listen.port, exclusive: true }, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
+    return listenHttp(this.server, this.listen, 'metrics.listen', {
+      EADDRINUSE: 'address already in use (another program holds the port; choose another metrics.listen port or set it to off)',
+      EADDRNOTAVAIL: 'no such local address',
     });
   }
 
   /** The bound address (port resolved when 0 was asked), or null when not listening. */
   address(): { address: string; port: number } | null {
-    const a = this.server.address() as AddressInfo | null;
-    return a === null ? null : { address: a.address, port: a.port };
+    return httpAddress(this.server);
   }
 
   /** Stops listening and closes every connection, keep-alive ones included. Idempotent. */
   close(): Promise<void> {
-    this.closed ??= new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
+    this.closed ??= closeHttp(this.server);
     return this.closed;
   }
 

@@ -19,13 +19,13 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { statSync, readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { DigestAuthenticator, type DigestAlgorithm } from '../auth/digest.js';
 import { ha1, parseAor, type Account, type Accounts } from '../auth/users.js';
 import type { Config, ProvisioningConfig } from '../config/index.js';
 import { readTurnSecret, tokensPath } from '../config/provisioning.js';
+import { closeHttp, httpAddress, listenHttp } from '../http-listen.js';
 import { RoutingNames } from '../routing/names.js';
 import { parseCredentials, parseUri } from '../sip/index.js';
 import { TokenRegistry } from './tokens.js';
@@ -151,31 +151,15 @@ export class ProvisioningServer {
   /** Binds the socket; rejects with an error naming provisioning.listen. */
   start(): Promise<void> {
     const l = (this.deps.config().provisioning as ProvisioningConfig).listen;
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        const where = `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`;
-        const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : err.message;
-        reject(Object.assign(new Error(`provisioning.listen ${where}: cannot listen: ${why}`, { cause: err }), { code: err.code }));
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host: l.host, port: l.port, exclusive: true }, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    return listenHttp(this.server, l, 'provisioning.listen');
   }
 
   address(): { address: string; port: number } | null {
-    const a = this.server.address() as AddressInfo | null;
-    return a === null ? null : { address: a.address, port: a.port };
+    return httpAddress(this.server);
   }
 
   close(): Promise<void> {
-    this.closed ??= new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
+    this.closed ??= closeHttp(this.server);
     return this.closed;
   }
 

@@ -10,6 +10,8 @@
 import {
   buildResponse,
   parseAndValidate,
+  scrubContactPush,
+  withoutPushParams,
   SipParseError,
   parseUri,
   responseAddress,
@@ -653,52 +655,6 @@ function callKey(req: SipMessage, tag: string | null): string {
   return req.callId() + '\n' + (tag ?? '');
 }
 
-/** RFC 8599 parameters (pn-*, and Linphone's app-id) are for the proxy: never sent to the device or the other party. */
-function isPushParamName(name: string): boolean {
-  return name.startsWith('pn-') || name === 'app-id';
-}
-
-/** The URI without its push parameters. */
-export function withoutPushParams(uri: string): string {
-  const u = parseUri(uri);
-  if (u === null || !u.isSip) return uri;
-  let params = '';
-  let dropped = false;
-  for (const [name, value] of u.params) {
-    if (isPushParamName(name)) dropped = true;
-    else params += ';' + name + (value === null ? '' : '=' + value);
-  }
-  if (!dropped) return uri;
-  const userinfo = u.user === null ? '' : u.user + (u.password === null ? '' : ':' + u.password) + '@';
-  return u.scheme + ':' + userinfo + (u.port === null ? u.host : u.host + ':' + u.port) + params + (u.headers === null ? '' : '?' + u.headers);
-}
-
-/** A Contact carrying push parameters (a Linphone app calling or answering) loses them: a push token is not the other side's business. */
-export function scrubContactPush(msg: SipMessage): void {
-  const values = msg.getAll('contact');
-  let dirty = false;
-  for (const v of values) if (v.includes('pn-') || v.includes('app-id')) dirty = true;
-  if (!dirty) return;
-  // Every Contact line (a 3xx has several), inside <> or, written bare, as the header's own parameters.
-  const clean = values.map((v) => v.replace(/<([^>]*)>/g, (_all, uri: string) => '<' + withoutPushParams(uri) + '>').replace(PUSH_PARAM_TEXT, ''));
-  msg.setHeader('contact', clean.join(', '));
-}
-
-/** `;pn-...=...` or `;app-id=...` left outside angle brackets. */
-const PUSH_PARAM_TEXT = /;\s*(?:pn-[A-Za-z0-9-]+|app-id)(?:=(?:"[^"]*"|[^;,>\s]*))?/gi;
-
-/**
- * RFC 3261 §16.6 step 4: in a sips dialog Portier's Record-Route entries (the
- * `count` lines it just put on top) are sips URIs, TLS implied (RFC 5630:
- * no transport=tls), WSS written `sips:...;transport=ws` (RFC 7118).
- */
-export function sipsRecordRoutes(req: SipMessage, count: number): void {
-  const ours = req.getAll('record-route').slice(0, count);
-  for (let i = 0; i < ours.length; i++) req.removeFirstValue('record-route');
-  for (let i = ours.length - 1; i >= 0; i--) {
-    req.prependHeader('record-route', ours[i].replace(/^<sip:/, '<sips:').replace(';transport=tls', '').replace(';transport=wss', ';transport=ws'));
-  }
-}
 
 export function flowDestination(flow: Source): Destination {
   if (isReliable(flow.protocol)) return { protocol: flow.protocol, address: flow.address, port: flow.port, connectionId: flow.connectionId, local: flow.local };
@@ -946,13 +902,12 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.considerFinal(branch, buildResponse(this.req, 503, { reason: 'Target Unreachable' }));
       return;
     }
-    const routed = copy.count('record-route');
     if (DIALOG_CREATING.has(copy.method) && !copy.to().tag) {
       // The dialog token and the caller's flow token are the same for every branch: made once per call.
       const rr = (this.rr ??= this.recordRouteTokens());
-      addRecordRoute(copy, this.stx.source.local, local, rr.dialog, { inbound: rr.inbound, outbound: this.proxy.signer.flowToken(dest, rr.dialog) });
+      // RFC 3261 §16.6 step 4: in a sips dialog, sips Record-Route entries.
+      addRecordRoute(copy, this.stx.source.local, local, rr.dialog, { inbound: rr.inbound, outbound: this.proxy.signer.flowToken(dest, rr.dialog) }, this.req.requestUri?.scheme === 'sips');
     }
-    if (this.req.requestUri?.scheme === 'sips') sipsRecordRoutes(copy, copy.count('record-route') - routed);
     this.proxy.prepareForward(copy, local, branchFor(this.hash));
     this.proxy.stats.forwarded++;
     if (!this.timed) {

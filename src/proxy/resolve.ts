@@ -15,7 +15,7 @@
 import { lookup, Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
-import type { Uri } from '../sip/index.js';
+import { stripBrackets, type Uri } from '../sip/index.js';
 import type { Destination, Protocol } from '../transport/index.js';
 
 const CACHE_MS = 60_000;
@@ -77,6 +77,9 @@ export class SipResolver {
 
   /** Where to send a request for `uri`, best first; empty when nothing resolves (or not within DEADLINE_MS). */
   async resolve(uri: Uri): Promise<Destination[]> {
+    // An IP literal (most Contacts, every flow-less in-dialog target) needs no DNS, so no deadline either.
+    const literal = uri.isSip && isIP(stripBrackets(uri.params.get('maddr') ?? uri.hostname)) !== 0;
+    if (literal) return this.locate(uri);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<Destination[]>((resolve) => {
       timer = setTimeout(() => resolve([]), DEADLINE_MS);

@@ -196,11 +196,16 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: R
   /** The callee's flow, when one entry served both sides. */
   let flow2: string | null | undefined;
   let handoff: Destination | 'gone' | null = null;
+  // The token that proved the dialog and who sent the request: the flow's entry normally carries the same token, so no second HMAC.
+  let proved: string | null | undefined;
+  let provedSender: 'creator' | 'other' | null = null;
   const ruri = req.requestUri;
   if (ruri !== null && ruri.isSip && ruri.user === null && ruri.hasParam('lr') && self.isSelfUri(ruri)) {
     const routes = req.routes();
     if (routes !== null && routes.length > 0) {
-      if (signer.verify(req, tokenOf(ruri))) dialog = true;
+      proved = tokenOf(ruri);
+      provedSender = signer.sender(req, proved);
+      dialog = provedSender !== null;
       flow = ruri.params.get(FLOW_PARAM);
       flow2 = ruri.params.get(CALLEE_FLOW_PARAM);
       flowDialog = tokenOf(ruri);
@@ -221,7 +226,11 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: R
       break;
     }
     // One valid token is enough: no HMAC for the second entry of a double Record-Route.
-    if (!dialog && signer.verify(req, tokenOf(top))) dialog = true;
+    if (!dialog) {
+      proved = tokenOf(top);
+      provedSender = signer.sender(req, proved);
+      dialog = provedSender !== null;
+    }
     flow = top.params.get(FLOW_PARAM);
     flow2 = top.params.get(CALLEE_FLOW_PARAM);
     flowDialog = tokenOf(top);
@@ -235,7 +244,7 @@ export function preprocessRoutes(req: SipMessage, self: SelfAddresses, signer: R
   }
   // One entry for both sides: the caller's requests go to the callee's flow, and the other way round.
   // The entry that carries the flow must be of this very dialog (not one lifted from another).
-  const sender = signer.sender(req, flowDialog);
+  const sender = flowDialog === proved ? provedSender : signer.sender(req, flowDialog);
   if (flow2 !== undefined && sender === 'creator') flow = flow2;
   return { dialog, flow: dialog && sender !== null ? signer.flowOf(flow, flowDialog) : null, handoff };
 }
@@ -251,10 +260,16 @@ function tokenOf(uri: Uri): string | null | undefined {
   return uri.params.get(TOKEN_PARAM);
 }
 
-/** The Record-Route URI for one of this server's endpoints: `<sip:addr:port;transport=x;lr;pt=TOKEN[;pf=FLOW]>`. */
-export function recordRouteValue(local: Endpoint, token: string, flow = ''): string {
-  const transport = local.protocol === 'udp' ? '' : ';transport=' + local.protocol;
-  return '<sip:' + hostForUri(local.address) + ':' + local.port + transport + ';lr;' + TOKEN_PARAM + '=' + token + (flow === '' ? '' : ';' + FLOW_PARAM + '=' + flow) + '>';
+/**
+ * The Record-Route URI for one of this server's endpoints:
+ * `<sip:addr:port;transport=x;lr;pt=TOKEN[;pf=FLOW]>`. In a sips dialog a
+ * sips URI (RFC 5630: TLS implied, so no transport=tls; WSS written
+ * `sips:...;transport=ws`, RFC 7118).
+ */
+export function recordRouteValue(local: Endpoint, token: string, flow = '', sips = false): string {
+  const p = local.protocol;
+  const transport = p === 'udp' || (sips && p === 'tls') ? '' : ';transport=' + (sips && p === 'wss' ? 'ws' : p);
+  return (sips ? '<sips:' : '<sip:') + hostForUri(local.address) + ':' + local.port + transport + ';lr;' + TOKEN_PARAM + '=' + token + (flow === '' ? '' : ';' + FLOW_PARAM + '=' + flow) + '>';
 }
 
 /**
@@ -263,14 +278,14 @@ export function recordRouteValue(local: Endpoint, token: string, flow = ''): str
  * are added (RFC 5658): the inbound one below, the outbound one on top, so
  * each side of the dialog reaches Portier over its own transport.
  */
-export function addRecordRoute(req: SipMessage, inbound: Endpoint, outbound: Endpoint, token: string, flows?: { inbound: string; outbound: string }): void {
+export function addRecordRoute(req: SipMessage, inbound: Endpoint, outbound: Endpoint, token: string, flows?: { inbound: string; outbound: string }, sips = false): void {
   if (recordRouteValue(inbound, token) === recordRouteValue(outbound, token)) {
     // Same transport and socket both ways: one entry, carrying both flows.
-    const value = recordRouteValue(inbound, token, flows?.inbound);
+    const value = recordRouteValue(inbound, token, flows?.inbound, sips);
     const callee = flows?.outbound ?? '';
     req.prependHeader('record-route', callee === '' ? value : value.slice(0, -1) + ';' + CALLEE_FLOW_PARAM + '=' + callee + '>');
     return;
   }
-  req.prependHeader('record-route', recordRouteValue(inbound, token, flows?.inbound));
-  req.prependHeader('record-route', recordRouteValue(outbound, token, flows?.outbound));
+  req.prependHeader('record-route', recordRouteValue(inbound, token, flows?.inbound, sips));
+  req.prependHeader('record-route', recordRouteValue(outbound, token, flows?.outbound, sips));
 }

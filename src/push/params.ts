@@ -3,6 +3,8 @@
 // the strings the app localises. Values are percent-decoded here because
 // liblinphone escapes some characters of its Contact-URI parameters.
 
+import { isPushParam } from '../sip/push-params.js';
+
 /** RFC 8599 providers the native clients speak; anything else goes through the generic gateway. */
 export type NativeProvider = 'fcm' | 'apns';
 
@@ -68,11 +70,8 @@ export const PUSH_PARAM_NAMES: readonly string[] = [
   'app-id',
 ];
 
-/** True for a push parameter name (case-insensitive): every `pn-*` and Linphone's `app-id`, as the registrar stores them. */
-export function isPushParam(name: string): boolean {
-  const n = name.toLowerCase();
-  return n.startsWith('pn-') || n === 'app-id';
-}
+/** True for a push parameter name (case-insensitive): every `pn-*` and Linphone's `app-id`; the one rule is src/sip's. */
+export { isPushParam } from '../sip/push-params.js';
 
 /** Percent-decodes what decodes to valid UTF-8 and keeps anything else as written. */
 export function decodeParam(value: string): string {

@@ -22,3 +22,4 @@ export {
 } from './response.js';
 export { parseCredentials, type Credentials } from './credentials.js';
 export { StreamFramer, findContentLength, type FramerLimits, type FramerSink } from './framer.js';
+export { isPushParam, scrubContactPush, withoutPushParams } from './push-params.js';

@@ -2,12 +2,13 @@
 // and what every inbound socket goes through before it becomes a
 // connection, whatever speaks on it next (SIP over TCP/TLS, or an HTTP
 // upgrade to WebSocket): still there, within the connection limits, and,
-// where a client certificate is optional, not an invalid one.
+// where a client certificate is optional, not an invalid one. And the
+// listener state they have in common (StreamListener).
 
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { StreamContext } from './tcp.js';
-import type { Endpoint, Protocol } from './types.js';
+import type { Endpoint, ListenSpec, Protocol } from './types.js';
 
 export interface Accepted {
   address: string;
@@ -71,6 +72,41 @@ export function bindServer(server: net.Server, protocol: Protocol, host: string,
     // ipv6Only so that [::] and 0.0.0.0 can be bound side by side.
     server.listen({ host, port, ipv6Only: family === 6, exclusive: true });
   });
+}
+
+/** What TcpListener and WsListener share: the spec, the bound host, and the endpoint once started. */
+export abstract class StreamListener<P extends Protocol> {
+  readonly spec: ListenSpec;
+  readonly family: 4 | 6;
+  readonly protocol: P;
+  protected readonly host: string;
+  protected localEndpoint: Endpoint | null = null;
+
+  protected constructor(spec: ListenSpec, host: string, protocol: P) {
+    this.spec = spec;
+    this.host = host;
+    this.family = host.indexOf(':') === -1 ? 4 : 6;
+    this.protocol = protocol;
+  }
+
+  /** The host as bound, when it names one address (not a wildcard). */
+  get specificAddress(): string | undefined {
+    return this.host === '0.0.0.0' || this.host === '::' ? undefined : this.host;
+  }
+
+  get local(): Endpoint {
+    if (this.localEndpoint === null) throw new Error(`${this.protocol.toUpperCase()} listener not started`);
+    return this.localEndpoint;
+  }
+
+  get started(): boolean {
+    return this.localEndpoint !== null;
+  }
+
+  /** Binds `server` on the spec's port (bindServer) and keeps the endpoint it got. */
+  protected async bind(server: net.Server, onError: (err: Error) => void): Promise<void> {
+    this.localEndpoint = await bindServer(server, this.protocol, this.host, this.spec.port, this.family, onError);
+  }
 }
 
 function ignore(): void {}

@@ -12,7 +12,7 @@ import {
   StreamFramer,
   type FramerSink,
 } from '../sip/framer.js';
-import { admitSocket, bindServer, tlsHandshakeFailed } from './accept.js';
+import { admitSocket, StreamListener, tlsHandshakeFailed } from './accept.js';
 import { now, type CloseReason, type ConnectionTable, type StreamConnection } from './connections.js';
 import {
   endpointKey,
@@ -315,21 +315,13 @@ export function connectTcp(ctx: StreamContext, dest: Destination, localAddress: 
 }
 
 /** A TCP listener, or a TLS one for spec.protocol 'tls' (whose connections enter the table once the handshake is done). */
-export class TcpListener {
-  readonly spec: ListenSpec;
-  readonly family: 4 | 6;
-  readonly protocol: StreamProtocol;
-  private readonly host: string;
+export class TcpListener extends StreamListener<StreamProtocol> {
   private readonly ctx: StreamContext;
   private readonly server: net.Server;
-  private localEndpoint: Endpoint | null = null;
 
   constructor(spec: ListenSpec, host: string, ctx: StreamContext) {
-    this.spec = spec;
-    this.host = host;
-    this.family = host.indexOf(':') === -1 ? 4 : 6;
+    super(spec, host, spec.protocol === 'tls' ? 'tls' : 'tcp');
     this.ctx = ctx;
-    this.protocol = spec.protocol === 'tls' ? 'tls' : 'tcp';
     if (this.protocol === 'tls') {
       const t = ctx.tls;
       const server = tls.createServer({
@@ -351,22 +343,8 @@ export class TcpListener {
     }
   }
 
-  /** The host as bound, when it names one address (not a wildcard). */
-  get specificAddress(): string | undefined {
-    return this.host === '0.0.0.0' || this.host === '::' ? undefined : this.host;
-  }
-
-  get local(): Endpoint {
-    if (this.localEndpoint === null) throw new Error(`${this.protocol.toUpperCase()} listener not started`);
-    return this.localEndpoint;
-  }
-
-  get started(): boolean {
-    return this.localEndpoint !== null;
-  }
-
   async start(): Promise<void> {
-    this.localEndpoint = await bindServer(this.server, this.protocol, this.host, this.spec.port, this.family, this.onError);
+    await this.bind(this.server, this.onError);
   }
 
   /** TLS listeners: new handshakes use `context`; open connections keep theirs (TransportLayer.reloadTls). */

@@ -17,7 +17,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { admitSocket, bindServer, tlsHandshakeFailed } from './accept.js';
+import { admitSocket, StreamListener, tlsHandshakeFailed } from './accept.js';
 import { now, type CloseReason, type StreamConnection } from './connections.js';
 import type { StreamContext } from './tcp.js';
 import { endpointKey, type Endpoint, type ListenSpec, type Source, type WsSettings } from './types.js';
@@ -238,11 +238,7 @@ export function offeredSubprotocols(header: string | string[] | undefined): stri
 }
 
 /** A ws listener, or a wss one (HTTPS with the `tls` settings) for spec.protocol 'wss'. */
-export class WsListener {
-  readonly spec: ListenSpec;
-  readonly family: 4 | 6;
-  readonly protocol: WsProtocol;
-  private readonly host: string;
+export class WsListener extends StreamListener<WsProtocol> {
   private readonly ctx: WsContext;
   private readonly server: http.Server;
   private readonly wss: WebSocketServer;
@@ -251,14 +247,10 @@ export class WsListener {
   /** Upgraded connections, pinged by the heartbeat. */
   private readonly live = new Set<WsConnection>();
   private heartbeatTimer: NodeJS.Timeout | null = null;
-  private localEndpoint: Endpoint | null = null;
 
   constructor(spec: ListenSpec, host: string, ctx: WsContext) {
-    this.spec = spec;
-    this.host = host;
-    this.family = host.indexOf(':') === -1 ? 4 : 6;
+    super(spec, host, spec.protocol === 'wss' ? 'wss' : 'ws');
     this.ctx = ctx;
-    this.protocol = spec.protocol === 'wss' ? 'wss' : 'ws';
     // maxPayload below maxMessageSize would refuse messages the parser takes.
     const maxPayload = Math.max(ctx.ws.maxPayload ?? 0, ctx.limits.maxMessageSize);
     this.wss = new WebSocketServer({
@@ -291,22 +283,8 @@ export class WsListener {
     this.server.on('request', this.onPlainRequest);
   }
 
-  /** The host as bound, when it names one address (not a wildcard). */
-  get specificAddress(): string | undefined {
-    return this.host === '0.0.0.0' || this.host === '::' ? undefined : this.host;
-  }
-
-  get local(): Endpoint {
-    if (this.localEndpoint === null) throw new Error(`${this.protocol.toUpperCase()} listener not started`);
-    return this.localEndpoint;
-  }
-
-  get started(): boolean {
-    return this.localEndpoint !== null;
-  }
-
   async start(): Promise<void> {
-    this.localEndpoint = await bindServer(this.server, this.protocol, this.host, this.spec.port, this.family, this.onError);
+    await this.bind(this.server, this.onError);
     const interval = this.ctx.ws.pingIntervalMs;
     if (interval > 0) {
       this.heartbeatTimer = setInterval(this.heartbeat, interval);

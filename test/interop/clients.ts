@@ -27,6 +27,7 @@
 // - baresip registers before its ctrl_tcp socket is connected: its first
 //   REGISTER_OK event may go to nobody (`reginfo` is asked instead).
 
+import { randomBytes } from 'node:crypto';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -35,9 +36,11 @@ import type { Test } from 'tap';
 import { parseConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import type { SipMessage } from '../../src/sip/index.js';
 import type { Destination, Endpoint, Source, TransportSink } from '../../src/transport/index.js';
 import { makeTestCerts, type TestCerts } from '../helpers/certs.js';
 import { metric, scrape, usersLine } from '../helpers/tools.js';
+import { newBranch, UA } from '../helpers/ua.js';
 
 export const REALM = 'example.test';
 
@@ -653,4 +656,25 @@ export function portierDiagnostics(p: ClientPortier): { name: string; text: stri
     { name: 'Portier: SIP messages received and sent', text: p.traceText() },
     { name: 'Portier: log (debug)', text: p.log.slice(-60).join('\n') },
   ];
+}
+
+/** A UA on UDP registered (with digest) to Portier's UDP `port`; closed at teardown. */
+export async function udpUa(t: Test, port: number, user: string, password: string): Promise<UA> {
+  const u = await UA.create({ transport: 'udp', user, domain: 'example.test', proxyPort: port, password });
+  t.teardown(() => u.close());
+  t.equal((await u.register()).status, 200, `${user} registered over UDP with digest`);
+  return u;
+}
+
+/** A MESSAGE from the UDP UA outside any dialog, answering Portier's 407 once. */
+export async function udpMessage(u: UA, target: string, text: string): Promise<SipMessage> {
+  const from = `<${u.aor}>;tag=${randomBytes(4).toString('hex')}`;
+  const callId = randomBytes(8).toString('hex');
+  const send = (cseq: number, headers: string[]) => {
+    const { bytes, msg } = u.request({ method: 'MESSAGE', ruri: target, branch: newBranch(), from, to: `<${target}>`, callId, cseq, headers, body: text, contentType: 'text/plain' });
+    return u.startClient(bytes, msg, u.proxy).done;
+  };
+  const first = await send(1, []);
+  const auth = u.credentialsFor(first, 'MESSAGE', target);
+  return auth === null ? first : send(2, [auth]);
 }

@@ -17,16 +17,13 @@
 // prints their tail (every SIP message JsSIP sent and received is in it) with
 // Portier's SIP trace and log (test/interop/clients.ts).
 
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { format } from 'node:util';
 import t, { type Test } from 'tap';
 import WebSocket from 'ws';
 import type { IncomingMessageEvent, OutgoingMessageEvent, UnRegisteredEvent } from 'jssip/lib/UA.js';
-import type { SipMessage } from '../../src/sip/index.js';
-import { newBranch, UA } from '../helpers/ua.js';
 import { metric } from '../helpers/tools.js';
-import { clientPortier, portierDiagnostics, waitFor, withDiagnostics, type ClientPortier } from './clients.js';
+import { clientPortier, portierDiagnostics, udpMessage, udpUa, waitFor, withDiagnostics, type ClientPortier } from './clients.js';
 
 // Node 20 has no WebSocket global; JsSIP's WebSocketInterface uses the browser API, which ws provides.
 (globalThis as { WebSocket?: unknown }).WebSocket ??= WebSocket;
@@ -107,26 +104,6 @@ async function registered(t: Test, p: ClientPortier, user: string): Promise<Web>
   return w;
 }
 
-async function udpUa(t: Test, p: ClientPortier, user: string): Promise<UA> {
-  const u = await UA.create({ transport: 'udp', user, domain: 'example.test', proxyPort: p.ports.udp, password: PASSWORD });
-  t.teardown(() => u.close());
-  t.equal((await u.register()).status, 200, `${user} registered over UDP with digest`);
-  return u;
-}
-
-/** A MESSAGE from the UDP UA outside any dialog, answering Portier's 407 once. */
-async function udpMessage(u: UA, target: string, text: string): Promise<SipMessage> {
-  const from = `<${u.aor}>;tag=${randomBytes(4).toString('hex')}`;
-  const callId = randomBytes(8).toString('hex');
-  const send = (cseq: number, headers: string[]) => {
-    const { bytes, msg } = u.request({ method: 'MESSAGE', ruri: target, branch: newBranch(), from, to: `<${target}>`, callId, cseq, headers, body: text, contentType: 'text/plain' });
-    return u.startClient(bytes, msg, u.proxy).done;
-  };
-  const first = await send(1, []);
-  const auth = u.credentialsFor(first, 'MESSAGE', target);
-  return auth === null ? first : send(2, [auth]);
-}
-
 const wsIn = (p: ClientPortier, first: string) => p.trace.filter((m) => m.dir === 'in' && m.peer.startsWith('ws:') && m.first === first);
 
 t.test('(a) JsSIP registers over ws with digest (MD5, the last challenge), and unregisters', { timeout: 30_000 }, (t) =>
@@ -148,7 +125,7 @@ t.test('(a) JsSIP registers over ws with digest (MD5, the last challenge), and u
 t.test('(b) MESSAGE round trips between JsSIP over ws and a UDP UA, both ways', { timeout: 30_000 }, (t) =>
   withPortier(t, null, async (p) => {
     const w = await registered(t, p, 'web');
-    const phone = await udpUa(t, p, 'phone');
+    const phone = await udpUa(t, p.ports.udp, 'phone', PASSWORD);
 
     const res = await udpMessage(phone, 'sip:web@example.test', 'door opened');
     t.equal(res.status, 200, 'JsSIP accepted the MESSAGE from UDP (200 back to the UDP UA)');

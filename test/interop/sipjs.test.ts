@@ -7,7 +7,6 @@
 // headers it reads the last: Portier's default order (SHA-256, then MD5)
 // is what lets it in.
 import t, { type Test } from 'tap';
-import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -26,10 +25,10 @@ import {
 import { parseConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import type { SipMessage } from '../../src/sip/index.js';
-import { defaultSdp, newBranch, UA } from '../helpers/ua.js';
+import { defaultSdp } from '../helpers/ua.js';
 import { usersLine } from '../helpers/tools.js';
 import { until } from '../helpers/wait.js';
+import { udpMessage, udpUa } from './clients.js';
 
 // Node 20 has no WebSocket global; SIP.js uses the browser API, which ws provides.
 (globalThis as { WebSocket?: unknown }).WebSocket ??= WebSocket;
@@ -119,27 +118,6 @@ async function webPhone(t: Test, user: string): Promise<WebPhone> {
   return w;
 }
 
-async function udpUa(t: Test, user: string): Promise<UA> {
-  const u = await UA.create({ transport: 'udp', user, domain: 'example.test', proxyPort: ports.udp, password: PASSWORD });
-  t.teardown(() => u.close());
-  const res = await u.register();
-  t.equal(res.status, 200, `${user} registered over UDP with digest`);
-  return u;
-}
-
-/** A MESSAGE from the UDP UA outside any dialog, answering Portier's 407 once. */
-async function udpMessage(u: UA, target: string, text: string): Promise<SipMessage> {
-  const from = `<${u.aor}>;tag=${randomBytes(4).toString('hex')}`;
-  const callId = randomBytes(8).toString('hex');
-  const send = (cseq: number, headers: string[]) => {
-    const { bytes, msg } = u.request({ method: 'MESSAGE', ruri: target, branch: newBranch(), from, to: `<${target}>`, callId, cseq, headers, body: text, contentType: 'text/plain' });
-    return u.startClient(bytes, msg, u.proxy).done;
-  };
-  const first = await send(1, []);
-  const auth = u.credentialsFor(first, 'MESSAGE', target);
-  return auth === null ? first : send(2, [auth]);
-}
-
 function established(s: Session): Promise<void> {
   return until(() => s.state === SessionState.Established, 'session established', 5000);
 }
@@ -155,7 +133,7 @@ t.test('SIP.js registers over ws with digest, with a .invalid Contact on its con
 
 t.test('MESSAGE round trips between SIP.js over ws and a UDP UA', { timeout: 20000 }, async (t) => {
   const w = await webPhone(t, 'web');
-  const phone = await udpUa(t, 'phone');
+  const phone = await udpUa(t, ports.udp, 'phone', PASSWORD);
   const res = await udpMessage(phone, 'sip:web@example.test', 'door opened');
   t.equal(res.status, 200, 'SIP.js accepted the MESSAGE from UDP');
   t.equal(w.messages.length, 1);
@@ -178,7 +156,7 @@ t.test('MESSAGE round trips between SIP.js over ws and a UDP UA', { timeout: 200
 // BYE back (RFC 3261 §15) and its shutdown with it: the whole call waits for it.
 t.test('a UDP UA calls SIP.js: INVITE, 200; ACK, then BYE from either end', { timeout: 20000 }, async (t) => {
   const w = await webPhone(t, 'web2');
-  const phone = await udpUa(t, 'phone2');
+  const phone = await udpUa(t, ports.udp, 'phone2', PASSWORD);
   const call = phone.call('sip:web2@example.test');
   await until(() => w.invitations.length === 1, 'INVITE at SIP.js', 5000);
   const inv = w.invitations[0];
@@ -209,7 +187,7 @@ t.test('a UDP UA calls SIP.js: INVITE, 200; ACK, then BYE from either end', { ti
 
 t.test('SIP.js calls a UDP UA: INVITE with digest, 200, ACK; BYE from SIP.js', { timeout: 20000 }, async (t) => {
   const w = await webPhone(t, 'web');
-  const phone = await udpUa(t, 'phone3');
+  const phone = await udpUa(t, ports.udp, 'phone3', PASSWORD);
   phone.onInvite = () => ({ action: 'answer', ring: true, after: 20 });
   const inviter = new Inviter(w.ua, UserAgent.makeURI(phone.aor)!);
   await inviter.invite();

@@ -1,8 +1,7 @@
 // RFC 8599 push parameters never leave Portier: stripped from a Request-URI
 // sent to the device and from every Contact passed to the other party.
 import t from 'tap';
-import { scrubContactPush, withoutPushParams } from '../../src/proxy/proxy.js';
-import { parseAndValidate, SipParseError, type SipMessage } from '../../src/sip/index.js';
+import { parseAndValidate, scrubContactPush, SipParseError, withoutPushParams, type SipMessage } from '../../src/sip/index.js';
 
 function response(contacts: string[]): SipMessage {
   const text =

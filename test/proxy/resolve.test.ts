@@ -14,6 +14,7 @@ import { startServer } from '../../src/server.js';
 import { parseUri, type Uri } from '../../src/sip/index.js';
 import { UA } from '../helpers/ua.js';
 import { usersLine } from '../helpers/tools.js';
+import { until } from '../helpers/wait.js';
 
 type Rr = { type: 'A'; address: string } | { type: 'SRV'; priority: number; weight: number; port: number; target: string } | { type: 'NAPTR'; order: number; preference: number; flags: string; service: string; replacement: string };
 
@@ -171,24 +172,37 @@ t.test('a Contact that is a GRUU at another domain is called through that domain
 t.test('a destination a user chose never points Portier at this machine: loopback refused unless security.relay-to-loopback', async (t) => {
   const dns = await dnsServer({ 'evil.test': [{ type: 'A', address: '127.0.0.1' }] });
   t.teardown(() => dns.close());
-  const dir = t.testdir({ users: usersLine('alice', 'alice long password') + '\n' });
-  const s2 = await startServer(
-    parseConfig(['domains: [example.test]', 'storage: {type: memory}', 'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]', 'auth: {users: users, realm: example.test}', 'log: {level: fatal}', `resolver: ["127.0.0.1:${dns.port}"]`].join('\n'), join(dir, 'portier.yaml')),
-    createLogger('fatal'),
-  );
-  t.teardown(() => s2.stop());
-  const udp = s2.listening().find((e) => e.protocol === 'udp')!.port;
   // A local service on TCP that records what reaches it (a stand-in for a Redis on 127.0.0.1).
   const got: Buffer[] = [];
   const svc = net.createServer((c) => c.on('data', (d: Buffer) => got.push(d)));
   await new Promise<void>((r) => svc.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => svc.close(() => r())));
   const port = (svc.address() as net.AddressInfo).port;
-  const alice = await UA.create({ transport: 'udp', user: 'alice', domain: 'example.test', proxyPort: udp, t1: 100, t2: 400, password: 'alice long password' });
-  t.teardown(() => alice.close());
-  for (const target of [`sip:x@evil.test:${port};transport=tcp`, `sip:x@127.0.0.1:${port};transport=tcp`]) {
+  const targets = [`sip:x@evil.test:${port};transport=tcp`, `sip:x@127.0.0.1:${port};transport=tcp`];
+  const dir = t.testdir({ users: usersLine('alice', 'alice long password') + '\n' });
+  const serve = async (relayToLoopback: boolean): Promise<UA> => {
+    const lines = ['domains: [example.test]', 'storage: {type: memory}', 'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]', 'auth: {users: users, realm: example.test}', 'timers: {t1: 100, t2: 400, t4: 500}', 'log: {level: fatal}', `resolver: ["127.0.0.1:${dns.port}"]`];
+    if (relayToLoopback) lines.push('security: {relay-to-loopback: true}');
+    const s = await startServer(parseConfig(lines.join('\n'), join(dir, 'portier.yaml')), createLogger('fatal'));
+    t.teardown(() => s.stop());
+    const udp = s.listening().find((e) => e.protocol === 'udp')!.port;
+    const alice = await UA.create({ transport: 'udp', user: 'alice', domain: 'example.test', proxyPort: udp, t1: 100, t2: 400, password: 'alice long password' });
+    t.teardown(() => alice.close());
+    return alice;
+  };
+  const alice = await serve(false);
+  for (const target of targets) {
     const res = await alice.call(target, { sdp: 'FLUSHALL\r\n' }).final(5000);
     t.ok(res.status >= 400, `${target}: refused (${res.status})`);
   }
   t.equal(got.length, 0, 'nothing reached the local service');
+  // Positive control: the same requests with security.relay-to-loopback do reach it,
+  // so the silence above is the refusal, not a service that could not be reached.
+  const relayed = await serve(true);
+  for (const target of targets) {
+    const before = Buffer.concat(got).toString().split('FLUSHALL').length;
+    void relayed.call(target, { sdp: 'FLUSHALL\r\n' }).final(5000).catch(() => undefined);
+    await until(() => Buffer.concat(got).toString().split('FLUSHALL').length > before, `${target} relayed to the local service`, 4000);
+    t.pass(`${target}: reaches the local service with relay-to-loopback: true`);
+  }
 });

@@ -6,13 +6,12 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { parseConfig } from '../../src/config/index.js';
-import { createLogger } from '../../src/log.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { makeTestCerts, opensslMissing, type TestCerts } from '../helpers/certs.js';
 import { UA } from '../helpers/ua.js';
 import { until } from '../helpers/wait.js';
 import { checkJwt, makeKeys, startProvider, type FakeProvider } from './helpers.js';
+import { startPushPortier } from './portier.js';
 
 const missing = opensslMissing();
 if (missing) t.plan(0, missing);
@@ -49,24 +48,7 @@ async function apple(t: Test): Promise<{ server: FakeProvider; pushes: () => Pus
 async function portier(t: Test, origin: string): Promise<{ server: RunningServer; tcp: number; udp: number }> {
   const dir = t.testdir({});
   writeFileSync(join(dir, 'AuthKey.p8'), keys.ecPem);
-  const config = parseConfig(
-    [
-      'domains: [example.test]',
-      'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
-      'auth: off',
-      'proxy: {ring-timeout: 10}',
-      'timers: {t1: 100, t2: 400, t4: 500}',
-      'log: {level: fatal}',
-      'metrics: {listen: off}',
-      `push: {call-timeout: 5, ca: ${certs.paths.caCert}, apns: {key: AuthKey.p8, key-id: ${KEY_ID}, team-id: ${TEAM}, endpoint: "${origin}"}}`,
-    ].join('\n'),
-    join(dir, 'portier.yaml'),
-  );
-  const server = await startServer(config, createLogger(process.env.LF_DEBUG ? 'debug' : 'fatal'));
-  t.teardown(() => server.stop());
-  const ep = server.listening();
-  return { server, tcp: ep.find((e) => e.protocol === 'tcp')!.port, udp: ep.find((e) => e.protocol === 'udp')!.port };
+  return startPushPortier(t, dir, `{call-timeout: 5, ca: ${certs.paths.caCert}, apns: {key: AuthKey.p8, key-id: ${KEY_ID}, team-id: ${TEAM}, endpoint: "${origin}"}}`);
 }
 
 /** Registers over TCP with push parameters, then sleeps (the connection closes and Portier sees it). */
@@ -110,6 +92,8 @@ t.test('iOS VoIP: the call is answered on the PC before the iPhone wakes; the iP
   t.equal(inv.request.callId(), call.callId, 'the INVITE of the call it was woken for');
   const cancel = await phone.waitFor({ method: 'CANCEL' }, 3000);
   t.equal(cancel.get('reason'), 'SIP;cause=200;text="Call completed elsewhere"', 'then CANCEL: completed elsewhere');
+  const idx = (method: string): number => phone.timeline.findIndex((e) => e.dir === 'in' && e.msg.isRequest && e.msg.method === method && e.msg.callId() === call.callId);
+  t.ok(idx('INVITE') >= 0 && idx('INVITE') < idx('CANCEL'), 'the INVITE first, the CANCEL after it');
   t.equal((await call.bye()).status, 200);
   t.same(a.problems, []);
 });

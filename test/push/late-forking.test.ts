@@ -6,14 +6,13 @@
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
-import { parseConfig } from '../../src/config/index.js';
-import { createLogger } from '../../src/log.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { makeTestCerts, opensslMissing, type TestCerts } from '../helpers/certs.js';
 import { newBranch, UA } from '../helpers/ua.js';
 import { metric, scrape } from '../helpers/tools.js';
 import { until } from '../helpers/wait.js';
 import { makeKeys, PROJECT, startProvider, writeServiceAccount, type FakeProvider, type Recorded, type Reply } from './helpers.js';
+import { startPushPortier } from './portier.js';
 
 const missing = opensslMissing();
 if (missing) t.plan(0, missing);
@@ -44,24 +43,8 @@ async function portier(t: Test, g: Fcm, callTimeout = 3): Promise<{ server: Runn
   const dir = t.testdir({});
   const sa = writeServiceAccount(dir, keys, `${g.oauth.origin}/token`);
   writeFileSync(join(dir, 'users'), '');
-  const config = parseConfig(
-    [
-      'domains: [example.test]',
-      'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
-      'auth: off',
-      'proxy: {ring-timeout: 10}',
-      'timers: {t1: 100, t2: 400, t4: 500}',
-      'log: {level: fatal}',
-      'metrics: {listen: 127.0.0.1:0}',
-      `push: {call-timeout: ${callTimeout}, ca: ${certs.paths.caCert}, fcm: {service-account: ${sa}, endpoint: "${g.fcm.origin}"}}`,
-    ].join('\n'),
-    join(dir, 'portier.yaml'),
-  );
-  const server = await startServer(config, createLogger(process.env.LF_DEBUG ? 'debug' : 'fatal'));
-  t.teardown(() => server.stop());
-  const ep = server.listening();
-  return { server, tcp: ep.find((e) => e.protocol === 'tcp')!.port, udp: ep.find((e) => e.protocol === 'udp')!.port, metrics: () => scrape(server.metricsAddress()!.port) };
+  const p = await startPushPortier(t, dir, `{call-timeout: ${callTimeout}, ca: ${certs.paths.caCert}, fcm: {service-account: ${sa}, endpoint: "${g.fcm.origin}"}}`, '127.0.0.1:0');
+  return { ...p, metrics: () => scrape(p.server.metricsAddress()!.port) };
 }
 
 const TOKEN = 'dQw4w9WgXcQ:APA91bF-late-forking-token';

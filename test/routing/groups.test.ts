@@ -153,13 +153,16 @@ t.test('sequential: members ring one after the other, ring-time each, in order',
   const call = door.call('sip:sequence@example.test');
   const first = await carol.waitIncoming();
   t.equal(dave.filter({ method: 'INVITE' }).length, 0, 'dave does not ring while carol does');
-  await cancelOf(carol, 3000);
-  const second = await dave.waitIncoming();
-  t.ok(second.request, 'dave rings after carol rang out');
+  const carolCancel = await cancelOf(carol, 3000);
+  t.notOk(carolCancel.has('reason'), 'carol rang out (no "completed elsewhere")');
+  await dave.waitIncoming();
   t.equal((await call.final()).status, 200, 'dave answers');
-  const carolInvite = carol.timeline.find((e) => e.msg.isRequest && e.msg.method === 'INVITE');
-  const daveInvite = dave.timeline.find((e) => e.msg.isRequest && e.msg.method === 'INVITE');
-  t.ok(carolInvite && daveInvite && carolInvite.at < daveInvite.at, 'carol first, then dave');
+  const at = (u: UA, dir: 'in' | 'out', method: string): number => u.timeline.find((e) => e.dir === dir && e.msg.isRequest && e.msg.method === method)!.at;
+  const carolInvited = at(carol, 'in', 'INVITE');
+  const carolCancelled = at(carol, 'in', 'CANCEL');
+  const daveInvited = at(dave, 'in', 'INVITE');
+  t.ok(carolCancelled - carolInvited >= 900, `carol rings for her ring-time (1 s): ${carolCancelled - carolInvited} ms`);
+  t.ok(daveInvited >= carolCancelled, `carol first, then dave: dave's INVITE ${daveInvited - carolCancelled} ms after carol's CANCEL`);
   t.notOk(first.request.has('reason'));
   t.equal((await call.bye()).status, 200);
 });
@@ -202,10 +205,14 @@ t.test('one member declining stops their own devices only; when everyone decline
   const call = door.call('sip:200@example.test');
   const cancel = await cancelOf(ginaTablet);
   t.match(cancel.get('reason'), /^SIP;cause=603/, "gina's tablet stops: she declined");
+  t.equal(hugo.filter({ method: 'INVITE' }).length, 1, 'hugo was rung');
   t.equal(hugo.filter({ method: 'CANCEL' }).length, 0, 'hugo still rings');
   await kim.waitIncoming(3000);
   t.equal((await call.final()).status, 200, 'everyone declined: the overflow (an account) answered');
   t.equal(ginaPhone.filter({ method: 'CANCEL' }).length, 0);
+  const hugoDeclined = hugo.timeline.find((e) => e.dir === 'out' && !e.msg.isRequest && e.msg.status === 486)!.at;
+  const kimInvited = kim.timeline.find((e) => e.dir === 'in' && e.msg.isRequest && e.msg.method === 'INVITE')!.at;
+  t.ok(kimInvited >= hugoDeclined, 'the overflow rings only once everyone declined (after hugo\'s 486)');
   t.equal((await call.bye()).status, 200);
 });
 
