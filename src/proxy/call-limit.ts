@@ -5,6 +5,7 @@
 // time, so a lost BYE frees its slot after the TTL.
 
 import { LRUCache } from 'lru-cache';
+import { detach } from '../sip/index.js';
 
 export class CallLimit {
   private readonly calls: LRUCache<string, string>;
@@ -39,7 +40,8 @@ export class CallLimit {
       if ((this.perCaller.get(caller) ?? 0) >= this.max) return false;
     }
     this.perCaller.set(caller, (this.perCaller.get(caller) ?? 0) + 1);
-    this.calls.set(call, caller);
+    // Kept for the whole call: not a view of the INVITE's text.
+    this.calls.set(detach(call), caller);
     return true;
   }
 

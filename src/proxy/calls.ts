@@ -4,6 +4,7 @@
 // leaks: an entry older than the TTL is forgotten and counted as expired.
 
 import { LRUCache } from 'lru-cache';
+import { detach } from '../sip/index.js';
 
 export interface CallCounts {
   active: number;
@@ -41,7 +42,8 @@ export class CallTracker<R = unknown> {
   /** A 2xx to an INVITE went upstream: the call is up (re-INVITEs of a known call do not count again). */
   established(callId: string, now = Date.now(), record: R | null = null): void {
     if (this.cache.has(callId)) return;
-    this.cache.set(callId, { at: now, record });
+    // Kept for the whole call: not a view of the INVITE's text.
+    this.cache.set(detach(callId), { at: now, record });
     this.counts.established++;
   }
 

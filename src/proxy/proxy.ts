@@ -9,6 +9,7 @@
 
 import {
   buildResponse,
+  detach,
   parseAndValidate,
   scrubContactPush,
   withoutPushParams,
@@ -22,7 +23,7 @@ import {
 } from '../sip/index.js';
 import type { Destination, Endpoint, Protocol, Source } from '../transport/index.js';
 import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, TimerWheel } from '../transaction/index.js';
-import { buildCancel, isReliable } from '../transaction/index.js';
+import { buildCancel, isReliable, TransactionState } from '../transaction/index.js';
 import { forwardedStatus, isBetterResponse } from './best-response.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
 import { addRecordRoute, HANDOFF_PARAM, HANDOFF_PROOF_PARAM, pathUri, preprocessRoutes, RouteSigner } from './route.js';
@@ -635,10 +636,12 @@ export class Proxy {
   }
 
   respond(stx: ServerTransaction, code: number, opts?: ResponseOptions): void {
+    const req = stx.request;
+    if (req === null) return; // answered already (an error after the final): nothing more to say
     this.count(code);
     // A new call refused here frees its slot (a failed re-INVITE leaves the call up).
-    if (code >= 300 && this.doorCalls !== null && stx.request.method === 'INVITE' && stx.request.to().tag === null) this.doorCalls.end(callKey(stx.request, stx.request.from().tag));
-    stx.respond(buildResponse(stx.request, code, opts));
+    if (code >= 300 && this.doorCalls !== null && req.method === 'INVITE' && req.to().tag === null) this.doorCalls.end(callKey(req, req.from().tag));
+    stx.respond(buildResponse(req, code, opts));
   }
 
   private count(code: number): void {
@@ -747,7 +750,7 @@ class Branch {
  * response so far, the ring timer, and whether the caller cancelled.
  */
 class ProxyCall implements BranchOwner, TimerTarget {
-  private readonly branches: Branch[] = [];
+  private branches: Branch[] = [];
   private best: SipMessage | null = null;
   private answered = false;
   private finished = false;
@@ -770,25 +773,35 @@ class ProxyCall implements BranchOwner, TimerTarget {
   /** The branch whose request is being handed to the transactions right now. */
   private sending: Branch | null = null;
   private rr: { dialog: string; inbound: string } | null = null;
+  private request: SipMessage | null;
 
   constructor(
     private readonly proxy: Proxy,
     readonly stx: ServerTransaction,
-    private readonly req: SipMessage,
+    request: SipMessage,
     private readonly hash: string,
-    private readonly stages: Stage[],
+    private stages: Stage[],
     private readonly fixed: Destination | null,
     private readonly received: number,
     route: string,
   ) {
+    const req = (this.request = request);
     this.isInvite = req.method === 'INVITE';
     // A re-INVITE is not a call: only an INVITE outside a dialog counts in the call metrics and log.
     this.isCall = this.isInvite && req.to().tag === null;
     this.planned = stages.some((s) => s.members !== null);
     const logged = this.isCall && proxy.options.onCall !== undefined;
     this.log = logged
-      ? { callId: req.callId(), from: req.from().uri.raw, to: req.uri, route, stages: [], members: [], answeredBy: null, overflow: false, status: 0, result: 'failed', setupMs: null, durationMs: null, ended: null }
+      ? // Kept until the BYE: copies, not views of the INVITE's text.
+        { callId: detach(req.callId()), from: detach(req.from().uri.raw), to: detach(req.uri), route, stages: [], members: [], answeredBy: null, overflow: false, status: 0, result: 'failed', setupMs: null, durationMs: null, ended: null }
       : null;
+  }
+
+  /** The request being proxied, until the call ends (see end()). */
+  private get req(): SipMessage {
+    const r = this.request;
+    if (r === null) throw new Error('a proxied call was used after it ended');
+    return r;
   }
 
   start(): void {
@@ -824,6 +837,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
     try {
       const lists = await Promise.all((s.members ?? []).map((m) => this.proxy.memberTargets(m)));
       lists.forEach((found, i) => {
+        if (this.request === null) return;
         this.log?.members.push({ member: (s.members as PlanMember[])[i].uri, devices: found.targets.length });
         targets = targets.concat(found.targets);
         if (found.aor !== undefined) {
@@ -834,6 +848,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
     } catch {
       // The store is out of reach: this stage rings nobody; the next may be elsewhere (a PBX).
     }
+    if (this.request === null) return; // the call ended meanwhile
     // A stage that rang out before its lookup ended leaves the current one's flag alone.
     if (this.resolvingStage === index) this.resolvingStage = -1;
     if (this.finished || this.cancelled || index !== this.stage) return this.maybeDone();
@@ -892,7 +907,9 @@ class ProxyCall implements BranchOwner, TimerTarget {
       branch.final = code;
       branch.abandoned = stage !== this.stage;
       // Once the stage's other branches have started: this one refused must not end the call alone.
-      queueMicrotask(() => this.considerFinal(branch, buildResponse(this.req, code, code === 403 ? { reason: 'TLS Required' } : undefined)));
+      queueMicrotask(() => {
+        if (this.request !== null) this.considerFinal(branch, buildResponse(this.req, code, code === 403 ? { reason: 'TLS Required' } : undefined));
+      });
       return;
     }
     if (dest === null || local === null || (!owed && (this.finished || stage !== this.stage))) {
@@ -978,6 +995,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
 
   /** A device of an AOR this call rings has registered. */
   lateTarget(target: Target): void {
+    if (this.request === null) return; // ended and released (see end())
     const owed = this.branches.find((b) => b.owed && b.target.key === target.key);
     if (owed !== undefined) {
       // iOS requires every VoIP push to end in a call: the INVITE, cancelled as soon as it rings.
@@ -1125,6 +1143,8 @@ class ProxyCall implements BranchOwner, TimerTarget {
   // ---- branch events ----
 
   onResponse(ctx: ClientTransaction, res: SipMessage): void {
+    // Ended and released (see end()): a 2xx still goes upstream.
+    if (this.request === null) return new LateAnswers(this.stx).onResponse(ctx, res);
     const b = this.branchOf(ctx);
     if (b === undefined) return;
     if (b.ghost) return this.ghostResponse(b, res);
@@ -1189,6 +1209,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
   onTimeout(ctx: ClientTransaction): void {
+    if (this.request === null) return; // ended and released (see end())
     const b = this.branchOf(ctx);
     if (b === undefined || b.final !== 0) return;
     b.final = 408;
@@ -1197,6 +1218,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
   }
 
   onTransportError(ctx: ClientTransaction, _err: Error): void {
+    if (this.request === null) return; // ended and released (see end())
     const b = this.branchOf(ctx) ?? this.sending ?? undefined;
     if (b === undefined || b.final !== 0) return;
     b.final = 503;
@@ -1206,6 +1228,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
 
   /** The ring timer (Timer C, or a stage's ring time), and the reaper. */
   onTimer(kind: number): void {
+    if (this.request === null) return; // ended and released (see end())
     if (kind >= TIMER_QUIET) {
       // Not a word from a device that can be woken: push it too, and keep this branch (it may still answer).
       const b = this.branches[kind - TIMER_QUIET];
@@ -1244,7 +1267,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
         this.stopRing();
         this.sendFinal(this.best ?? buildResponse(this.req, 487));
       }
-      this.proxy.endCall(this.stx);
+      this.end();
       return;
     }
     if (kind !== TIMER_RING || this.finished) return;
@@ -1273,6 +1296,7 @@ class ProxyCall implements BranchOwner, TimerTarget {
 
   /** The caller sent CANCEL (§16.10). */
   cancelByCaller(reason: string | null): void {
+    if (this.request === null) return; // ended and released (see end())
     if (this.finished || this.cancelled) return;
     this.cancelled = true;
     this.stage = this.stages.length;
@@ -1395,10 +1419,43 @@ class ProxyCall implements BranchOwner, TimerTarget {
     this.maybeUnwatch();
     if (this.branches.every((b) => b.final !== 0)) {
       if (this.reaper !== null) this.reaper.cancel();
-      if (this.finished || this.branches.length > 0) this.proxy.endCall(this.stx);
+      if (this.finished) this.end();
+      else if (this.branches.length > 0) this.proxy.endCall(this.stx);
     } else if (this.finished && this.reaper === null) {
       this.reaper = this.proxy.tx.wheel.schedule(this, TIMER_REAP, REAP_MS);
     }
+  }
+
+  /**
+   * The call is over for the proxy: every branch has its final. What its
+   * client transactions may still pass up for Timer D or M (RFC 6026: each
+   * 2xx, a retransmission or another fork's) goes to a small forwarder, so
+   * that this call, its requests and responses, is not kept 32 s for that.
+   */
+  private end(): void {
+    this.proxy.endCall(this.stx);
+    let late: LateAnswers | null = null;
+    let idle = this.watched.size === 0;
+    for (const b of this.branches) {
+      // A device woken by push may still register (or owes its INVITE): that branch is this call's to finish.
+      if (b.ghost || b.owed || b.wake !== null || b.wokenAt !== 0) idle = false;
+      const ctx = b.ctx;
+      if (ctx === null || b.ghost || b.owed || ctx.state === TransactionState.Terminated) continue;
+      late ??= new LateAnswers(this.stx);
+      ctx.handOver(late);
+    }
+    if (!idle) return;
+    // Nothing will call into this call again: let go of the messages and
+    // branches, so that whatever still points at it for a while (measured:
+    // at a thousand calls a second, ended calls were still being copied by
+    // the young-generation collections) keeps a few fields, not the call.
+    for (const b of this.branches) b.quietTimer?.cancel();
+    this.stopRing();
+    this.reaper?.cancel();
+    this.branches = [];
+    this.stages = [];
+    this.best = null;
+    this.request = null;
   }
 
   private stopRing(): void {
@@ -1407,6 +1464,22 @@ class ProxyCall implements BranchOwner, TimerTarget {
       this.ring = null;
     }
   }
+}
+
+/** Forwards the 2xx that come after a call ended upstream through its server transaction (§16.7 step 5, RFC 6026). */
+class LateAnswers implements BranchOwner {
+  constructor(private readonly stx: ServerTransaction) {}
+
+  onResponse(_ctx: ClientTransaction, res: SipMessage): void {
+    const status = res.status;
+    if (status < 200 || status >= 300) return;
+    res.removeFirstValue('via');
+    scrubContactPush(res);
+    this.stx.respond(res);
+  }
+
+  onTimeout(): void {}
+  onTransportError(): void {}
 }
 
 /** CANCELs are fire and forget: their responses matter to nobody. */

@@ -9,6 +9,7 @@ export { Via, parseVias } from './via.js';
 export { headerKey, headerDisplayName, LIST_HEADERS } from './names.js';
 export type { Params } from './params.js';
 export { unquote, quote } from './chars.js';
+export { detach } from './detach.js';
 export {
   buildResponse,
   buildResponseBytes,

@@ -20,35 +20,59 @@ export abstract class ClientTransaction implements TimerTarget {
   /** @internal */ readonly key: string;
   protected readonly ctx: TransactionContext;
   protected currentState: TransactionState;
-  /** The request as sent: what a retransmission sends again. */
-  protected readonly bytes: Buffer;
+  /** The request as sent: what a retransmission sends again; null once nothing will be. */
+  protected bytes: Buffer | null;
   /** Timer A or E. */
   protected retransmitTimer: TimerHandle | null = null;
   /** Timer B or F, then D, K or M. */
   protected waitTimer: TimerHandle | null = null;
   protected interval = 0;
 
+  readonly method: string;
+  protected req: SipMessage | null;
+  private currentOwner: ClientTransactionOwner;
+
   /** @internal Created by TransactionLayer.sendRequest(). */
   constructor(
     ctx: TransactionContext,
     key: string,
-    /** The request as sent, top Via included. */
-    readonly request: SipMessage,
+    request: SipMessage,
     readonly dest: Destination,
-    readonly owner: ClientTransactionOwner,
+    owner: ClientTransactionOwner,
     /** The top Via's branch: the transaction's id (§17.1.3). */
     readonly branch: string,
     initial: TransactionState,
   ) {
     this.ctx = ctx;
     this.key = key;
+    this.req = request;
+    this.method = request.method;
+    this.currentOwner = owner;
     this.reliable = isReliable(dest.protocol);
     this.bytes = request.toBuffer();
     this.currentState = initial;
   }
 
-  get method(): string {
-    return this.request.method;
+  /**
+   * The request as sent, top Via included, until the final response; null
+   * after. What stays for Timers D, K and M is only what they need: their
+   * 32 s at a thousand calls a second would otherwise hold every request.
+   */
+  get request(): SipMessage | null {
+    return this.req;
+  }
+
+  get owner(): ClientTransactionOwner {
+    return this.currentOwner;
+  }
+
+  /**
+   * Hands what the transaction still passes up (each 2xx of an accepted
+   * INVITE, RFC 6026) to a smaller owner, so that a finished proxied call
+   * need not stay alive for Timer M just to forward them.
+   */
+  handOver(owner: ClientTransactionOwner): void {
+    this.currentOwner = owner;
   }
 
   get state(): TransactionState {
@@ -69,7 +93,7 @@ export abstract class ClientTransaction implements TimerTarget {
     this.waitTimer = this.ctx.wheel.schedule(this, this.isInvite ? Timer.B : Timer.F, 64 * t1);
     // Last: the transport may report a failure synchronously, which ends the
     // transaction and must find its timers set.
-    this.send(this.bytes);
+    this.send(this.bytes!);
   }
 
   /** @internal A response matched this transaction (§17.1.3). */
@@ -109,7 +133,7 @@ export abstract class ClientTransaction implements TimerTarget {
     this.ctx.retransmissionsSent++;
     this.interval = nextInterval;
     this.retransmitTimer = this.ctx.wheel.schedule(this, kind, nextInterval);
-    this.send(this.bytes);
+    this.send(this.bytes!);
   }
 
   /** Timer B or F: gone from the tables, then the owner is told. */
@@ -165,6 +189,12 @@ export abstract class ClientTransaction implements TimerTarget {
     }
   }
 
+  /** A final response came: nothing will be retransmitted or built from the request any more. */
+  protected finalReceived(): void {
+    this.req = null;
+    this.bytes = null;
+  }
+
   /** Replaces Timer B/F by the wait of the Completed or Accepted state. */
   protected wait(kind: number, ms: number): void {
     this.cancelTimers();
@@ -196,14 +226,18 @@ export class InviteClientTransaction extends ClientTransaction {
           // the proxy's Timer C decides how long to wait.
           this.currentState = TransactionState.Proceeding;
           this.cancelTimers();
+          // No more INVITE retransmissions (Timer A stops with the first provisional).
+          this.bytes = null;
           this.passUp(res, false);
         } else if (status < 300) {
           this.currentState = TransactionState.Accepted;
+          this.finalReceived();
           this.wait(Timer.M, 64 * this.ctx.t1);
           this.passUp(res, false);
         } else {
           this.currentState = TransactionState.Completed;
-          this.ack = buildAckBytes(this.request, res);
+          this.ack = buildAckBytes(this.req!, res);
+          this.finalReceived();
           this.send(this.ack);
           if (!this.reliable) this.wait(Timer.D, this.ctx.timerD);
           else this.cancelTimers();
@@ -276,6 +310,7 @@ export class NonInviteClientTransaction extends ClientTransaction {
       return;
     }
     this.currentState = TransactionState.Completed;
+    this.finalReceived();
     if (!this.reliable) this.wait(Timer.K, this.ctx.t4);
     else this.cancelTimers();
     this.passUp(res, this.reliable);

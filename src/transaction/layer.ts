@@ -2,7 +2,7 @@
 // a server or client transaction, creates server transactions for new
 // requests, and hands the user what no transaction absorbs.
 
-import type { SipMessage, Via } from '../sip/index.js';
+import { detach, type SipMessage, type Via } from '../sip/index.js';
 import type { Destination, Source } from '../transport/index.js';
 import { InviteClientTransaction, NonInviteClientTransaction, type ClientTransaction } from './client.js';
 import { clientKey, legacyServerKey, serverKey } from './keys.js';
@@ -85,14 +85,14 @@ export class TransactionLayer implements TransactionContext {
     const via = req.topVia();
     const branch = via === null ? null : via.branch;
     if (via === null || branch === null || !via.hasRfc3261Branch) throw new Error('the request needs a top Via with a z9hG4bK branch');
-    const key = clientKey(branch, method);
+    const key = detach(clientKey(branch, method));
     if (this.clients.has(key)) throw new Error('a client transaction with branch ' + branch + ' and method ' + method + ' exists');
     let tx: ClientTransaction;
     if (method === 'INVITE') {
-      tx = new InviteClientTransaction(this, key, req, dest, owner, branch);
+      tx = new InviteClientTransaction(this, key, req, dest, owner, detach(branch));
       this.clientInvite++;
     } else {
-      tx = new NonInviteClientTransaction(this, key, req, dest, owner, branch);
+      tx = new NonInviteClientTransaction(this, key, req, dest, owner, detach(branch));
       this.clientNonInvite++;
     }
     this.clients.set(key, tx);
@@ -177,14 +177,15 @@ export class TransactionLayer implements TransactionContext {
       return;
     }
     let tx: ServerTransaction;
+    const kept = detach(key);
     if (method === 'INVITE') {
-      tx = new InviteServerTransaction(this, key, req, source, !rfc3261);
+      tx = new InviteServerTransaction(this, kept, req, source, !rfc3261);
       this.serverInvite++;
     } else {
-      tx = new NonInviteServerTransaction(this, key, req, source);
+      tx = new NonInviteServerTransaction(this, kept, req, source);
       this.serverNonInvite++;
     }
-    this.servers.set(key, tx);
+    this.servers.set(kept, tx);
     if (method === 'CANCEL') {
       // §9.2: the INVITE with the same branch (or, RFC 2543, the same
       // identifying fields), method INVITE.

@@ -9,6 +9,7 @@
 import type { SipMessage } from '../sip/index.js';
 import type { Destination, Source } from '../transport/index.js';
 import { isReliable, responseDestination } from './destination.js';
+import { retained } from './retained.js';
 import type { TimerHandle, TimerTarget } from './timer-wheel.js';
 import { Timer, TransactionState, type TransactionContext } from './types.js';
 
@@ -24,25 +25,28 @@ export abstract class ServerTransaction implements TimerTarget {
   /** The last response sent, as sent: resent when the request is retransmitted. */
   protected lastResponse: Buffer | null = null;
   protected lastStatus = 0;
+  readonly method: string;
+  private req: SipMessage | null;
 
   /** @internal Created by TransactionLayer. */
-  constructor(
-    ctx: TransactionContext,
-    key: string,
-    /** The request that created the transaction. */
-    readonly request: SipMessage,
-    readonly source: Source,
-    initial: TransactionState,
-  ) {
+  constructor(ctx: TransactionContext, key: string, request: SipMessage, readonly source: Source, initial: TransactionState) {
     this.ctx = ctx;
     this.key = key;
+    this.req = request;
+    this.method = request.method;
     this.dest = responseDestination(request, source);
     this.reliable = isReliable(source.protocol);
     this.currentState = initial;
   }
 
-  get method(): string {
-    return this.request.method;
+  /**
+   * The request that created the transaction, until the final response is
+   * sent; null after. A finished transaction keeps only its key, where to
+   * send and what to resend: at a thousand calls a second its 32 s of
+   * Timer J or L would otherwise hold every request for that long.
+   */
+  get request(): SipMessage | null {
+    return this.req;
   }
 
   get state(): TransactionState {
@@ -79,6 +83,11 @@ export abstract class ServerTransaction implements TimerTarget {
   }
 
   protected abstract cancelTimers(): void;
+
+  /** The final response went: the request is no longer needed. */
+  protected finalSent(): void {
+    this.req = null;
+  }
 
   protected send(bytes: Buffer): void {
     this.ctx.transport.send(bytes, this.dest);
@@ -151,10 +160,15 @@ export class InviteServerTransaction extends ServerTransaction {
       // The TU (end to end) retransmits 2xx; the transaction only absorbs
       // retransmitted INVITEs meanwhile.
       this.currentState = TransactionState.Accepted;
+      // Accepted resends nothing: the 2xx is the TU's to retransmit.
+      this.lastResponse = null;
+      this.finalSent();
       this.waitTimer = this.ctx.wheel.schedule(this, Timer.L, 64 * this.ctx.t1);
       return true;
     }
     this.currentState = TransactionState.Completed;
+    this.finalSent();
+    this.lastResponse = retained(bytes);
     if (this.legacy) this.finalToTag = res.to().tag ?? '';
     if (!this.reliable) {
       this.interval = this.ctx.t1;
@@ -262,10 +276,15 @@ export class NonInviteServerTransaction extends ServerTransaction {
       return true;
     }
     this.currentState = TransactionState.Completed;
+    this.finalSent();
     this.cancelTimers();
     // Timer J is zero on streams: nothing will be retransmitted to absorb.
-    if (this.reliable) this.terminate();
-    else this.waitTimer = this.ctx.wheel.schedule(this, Timer.J, 64 * this.ctx.t1);
+    if (this.reliable) {
+      this.terminate();
+      return true;
+    }
+    this.lastResponse = retained(bytes);
+    this.waitTimer = this.ctx.wheel.schedule(this, Timer.J, 64 * this.ctx.t1);
     return true;
   }
 

@@ -249,7 +249,7 @@ t.test('transport errors end the transactions waiting on that endpoint', async (
   t.equal(txB.state, TransactionState.Terminated);
   t.equal(txC.state, TransactionState.Trying, 'another endpoint is unaffected');
   t.equal(layer.stats().clientNonInvite, 1);
-  layer.receive(response(txC.request, 200), DOWNSTREAM);
+  layer.receive(response(txC.request!, 200), DOWNSTREAM);
   layer.transportError(UDP_DEST, err);
   t.same(c.events, ['response 200'], 'ignored once a final came');
   wheel.advance(64 * T1);
@@ -293,4 +293,46 @@ t.test('terminate(): the user ends an INVITE stuck in Proceeding (Timer C, §16.
   t.equal(layer.stats().clientInvite, 0);
   layer.receive(response(invite, 487, { toTag: 'callee' }), DOWNSTREAM);
   t.equal(user.strays.length, 1, 'a late final is a stray');
+});
+
+t.test('a client transaction lets go of its request at the final; handOver() moves what it still passes up', async (t) => {
+  const { wheel, transport, layer } = setup();
+  const first = new RecordingOwner();
+  const invite = outgoing('INVITE', newBranch());
+  const tx = layer.sendRequest(invite, UDP_DEST, first);
+  layer.receive(response(invite, 180, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(tx.request, invite, 'kept while it may still be cancelled');
+  wheel.advance(4 * T1);
+  t.equal(transport.sent.length, 1, 'no retransmission after the provisional');
+  layer.receive(response(invite, 200, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(tx.request, null, 'gone with the final');
+  t.equal(tx.method, 'INVITE');
+  const late = new RecordingOwner();
+  tx.handOver(late);
+  t.equal(tx.owner, late);
+  layer.receive(response(invite, 200, { toTag: 'callee' }), DOWNSTREAM);
+  layer.receive(response(invite, 200, { toTag: 'other-fork' }), DOWNSTREAM);
+  t.same(first.events, ['response 180', 'response 200'], 'the first owner heard nothing more');
+  t.same(late.events, ['response 200', 'response 200'], 'the new one gets each 2xx (RFC 6026)');
+  wheel.advance(64 * T1);
+  t.equal(tx.state, TransactionState.Terminated);
+  t.same(late.events.at(-1), 'terminated', 'and the end of Timer M');
+
+  const owner = new RecordingOwner();
+  const second = outgoing('INVITE', newBranch());
+  const tx2 = layer.sendRequest(second, UDP_DEST, owner);
+  transport.clear();
+  layer.receive(response(second, 487, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(tx2.request, null, 'a non-2xx final too, once the ACK is built');
+  t.match(transport.sent[0].text, /^ACK /);
+  layer.receive(response(second, 487, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(transport.sent.length, 2, 'a retransmitted 487 gets the ACK again');
+  t.equal(transport.sent[1].text, transport.sent[0].text);
+  const ack = transport.sent[1].data;
+  t.equal(ack.byteLength, ack.buffer.byteLength, 'the ACK kept for Timer D is a buffer of its own');
+
+  const options = outgoing('OPTIONS', newBranch());
+  const tx3 = layer.sendRequest(options, UDP_DEST, owner);
+  layer.receive(response(options, 200), DOWNSTREAM);
+  t.equal(tx3.request, null, 'non-INVITE: gone at the final as well');
 });

@@ -16,6 +16,8 @@ import {
 
 export interface Sent {
   text: string;
+  /** The buffer as given to the transport. */
+  data: Buffer;
   dest: Destination;
   /** Wheel time of the send, ms. */
   at: number;
@@ -25,7 +27,7 @@ export class FakeTransport {
   readonly sent: Sent[] = [];
   wheel: TimerWheel | null = null;
   send(data: Buffer, dest: Destination): void {
-    this.sent.push({ text: data.toString('latin1'), dest, at: this.wheel === null ? 0 : this.wheel.now() });
+    this.sent.push({ text: data.toString('latin1'), data, dest, at: this.wheel === null ? 0 : this.wheel.now() });
   }
   /** First lines of everything sent so far. */
   lines(): string[] {
@@ -36,6 +38,15 @@ export class FakeTransport {
   }
 }
 
+const requestsOf = new WeakMap<ServerTransaction, SipMessage>();
+
+/** The request a server transaction was created with (the transaction itself lets go of it at its final response). */
+export function requestOf(tx: ServerTransaction): SipMessage {
+  const req = requestsOf.get(tx);
+  if (req === undefined) throw new Error('not a transaction this user saw');
+  return req;
+}
+
 export class RecordingUser implements TransactionUser {
   readonly requests: Array<{ tx: ServerTransaction; req: SipMessage }> = [];
   readonly cancels: Array<{ cancelTx: ServerTransaction; inviteTx: ServerTransaction | null; req: SipMessage }> = [];
@@ -44,6 +55,7 @@ export class RecordingUser implements TransactionUser {
   readonly timeouts: ServerTransaction[] = [];
   readonly terminated: ServerTransaction[] = [];
   onRequest(tx: ServerTransaction, req: SipMessage): void {
+    requestsOf.set(tx, req);
     this.requests.push({ tx, req });
   }
   onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage): void {

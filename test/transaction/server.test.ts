@@ -1,6 +1,6 @@
 import t from 'tap';
 import { TransactionState } from '../../src/transaction/index.js';
-import { msg, request, response, setup, source } from './helpers.js';
+import { msg, request, requestOf, response, setup, source } from './helpers.js';
 
 const T1 = 500;
 const T2 = 4000;
@@ -26,22 +26,22 @@ t.test('INVITE server: 100, 180, 486; retransmitted INVITE gets the last respons
   t.equal(transport.sent.length, 0, 'retransmission before any response: absorbed, nothing to resend');
   t.equal(user.requests.length, 1, 'retransmissions never reach the user');
 
-  t.ok(tx.respond(response(tx.request, 100)));
+  t.ok(tx.respond(response(requestOf(tx), 100)));
   layer.receive(request(), src);
   t.same(transport.lines(), ['SIP/2.0 100 Trying', 'SIP/2.0 100 Trying'], 'a 100 is resent: the client stops retransmitting');
   t.equal(tx.state, TransactionState.Proceeding, 'a 100 changes nothing');
 
-  t.ok(tx.respond(response(tx.request, 180)));
+  t.ok(tx.respond(response(requestOf(tx), 180)));
   layer.receive(request(), src);
   t.same(transport.lines().slice(2), ['SIP/2.0 180 Ringing', 'SIP/2.0 180 Ringing']);
   t.equal(tx.status, 180);
 
   transport.clear();
   const start = wheel.now();
-  t.ok(tx.respond(response(tx.request, 486)));
+  t.ok(tx.respond(response(requestOf(tx), 486)));
   t.equal(tx.state, TransactionState.Completed);
-  t.notOk(tx.respond(response(tx.request, 200)), 'no second final');
-  t.notOk(tx.respond(response(tx.request, 180)), 'no provisional after the final');
+  t.notOk(tx.respond(response(requestOf(tx), 200)), 'no second final');
+  t.notOk(tx.respond(response(requestOf(tx), 180)), 'no provisional after the final');
   layer.receive(request(), src);
   t.equal(transport.sent.length, 2, 'retransmitted INVITE: the 486 again');
   transport.clear();
@@ -76,7 +76,7 @@ t.test('INVITE server: Timer I is T4 exactly', async (t) => {
   const { wheel, user, layer } = setup();
   layer.receive(request(), source());
   const tx = user.requests[0].tx;
-  tx.respond(response(tx.request, 603));
+  tx.respond(response(requestOf(tx), 603));
   layer.receive(ackFor('z9hG4bKclient1'), source());
   wheel.advance(T4 - 10);
   t.equal(tx.state, TransactionState.Confirmed);
@@ -88,7 +88,7 @@ t.test('INVITE server: Timer H fires without an ACK and the user is told', async
   const { wheel, transport, user, layer } = setup();
   layer.receive(request(), source());
   const tx = user.requests[0].tx;
-  tx.respond(response(tx.request, 480));
+  tx.respond(response(requestOf(tx), 480));
   wheel.advance(64 * T1 - 10);
   t.equal(tx.state, TransactionState.Completed);
   t.same(user.timeouts, []);
@@ -111,8 +111,8 @@ t.test('INVITE server: 2xx → Accepted (RFC 6026); retransmitted INVITEs absorb
   const src = source();
   layer.receive(request(), src);
   const tx = user.requests[0].tx;
-  tx.respond(response(tx.request, 100));
-  const ok = response(tx.request, 200);
+  tx.respond(response(requestOf(tx), 100));
+  const ok = response(requestOf(tx), 200);
   t.ok(tx.respond(ok));
   t.equal(tx.state, TransactionState.Accepted);
   transport.clear();
@@ -120,9 +120,9 @@ t.test('INVITE server: 2xx → Accepted (RFC 6026); retransmitted INVITEs absorb
   t.equal(transport.sent.length, 0, 'retransmitted INVITE absorbed: the 2xx is the TU’s to resend');
   t.equal(user.requests.length, 1);
   t.ok(tx.respond(ok), 'a retransmitted 2xx passes through');
-  t.ok(tx.respond(response(tx.request, 200, { toTag: 'other-fork' })), 'so does a 2xx of another fork');
-  t.notOk(tx.respond(response(tx.request, 486)), 'no non-2xx after a 2xx');
-  t.notOk(tx.respond(response(tx.request, 180)), 'no provisional after a 2xx');
+  t.ok(tx.respond(response(requestOf(tx), 200, { toTag: 'other-fork' })), 'so does a 2xx of another fork');
+  t.notOk(tx.respond(response(requestOf(tx), 486)), 'no non-2xx after a 2xx');
+  t.notOk(tx.respond(response(requestOf(tx), 180)), 'no provisional after a 2xx');
   t.equal(transport.sent.length, 2);
   wheel.advance(30_000);
   t.equal(transport.sent.length, 2, 'no Timer G for 2xx');
@@ -147,14 +147,14 @@ t.test('non-INVITE server: Trying absorbs silently, Proceeding/Completed resend 
   t.equal(layer.stats().serverNonInvite, 1);
   layer.receive(request(opts), src);
   t.equal(transport.sent.length, 0, 'Trying: nothing to resend');
-  t.ok(tx.respond(response(tx.request, 100)));
+  t.ok(tx.respond(response(requestOf(tx), 100)));
   t.equal(tx.state, TransactionState.Proceeding);
   layer.receive(request(opts), src);
   t.same(transport.lines(), ['SIP/2.0 100 Trying', 'SIP/2.0 100 Trying']);
   transport.clear();
-  t.ok(tx.respond(response(tx.request, 200)));
+  t.ok(tx.respond(response(requestOf(tx), 200)));
   t.equal(tx.state, TransactionState.Completed);
-  t.notOk(tx.respond(response(tx.request, 200)));
+  t.notOk(tx.respond(response(requestOf(tx), 200)));
   layer.receive(request(opts), src);
   t.same(transport.lines(), ['SIP/2.0 200 OK', 'SIP/2.0 200 OK']);
   t.equal(user.requests.length, 1);
@@ -174,7 +174,7 @@ t.test('reliable transport: no retransmissions, I and J are zero, H still applie
   layer.receive(request({ transport: 'TCP', branch: 'z9hG4bKt1' }), src);
   const tx = user.requests[0].tx;
   t.ok(tx.reliable);
-  tx.respond(response(tx.request, 486));
+  tx.respond(response(requestOf(tx), 486));
   t.same(transport.sent[0].dest, { protocol: 'tcp', address: '192.0.2.20', port: 50_123, connectionId: 7 }, 'back down the same connection');
   wheel.advance(20_000);
   t.equal(transport.sent.length, 1, 'no Timer G on a stream');
@@ -184,13 +184,13 @@ t.test('reliable transport: no retransmissions, I and J are zero, H still applie
 
   layer.receive(request({ transport: 'TCP', branch: 'z9hG4bKt2' }), src);
   const noAck = user.requests[1].tx;
-  noAck.respond(response(noAck.request, 486));
+  noAck.respond(response(requestOf(noAck), 486));
   wheel.advance(64 * T1);
   t.same(user.timeouts, [noAck], 'Timer H applies on streams too');
 
   layer.receive(request({ method: 'OPTIONS', transport: 'TCP', branch: 'z9hG4bKt3' }), src);
   const opt = user.requests[2].tx;
-  opt.respond(response(opt.request, 200));
+  opt.respond(response(requestOf(opt), 200));
   t.equal(opt.state, TransactionState.Terminated, 'Timer J is zero');
   t.same(layer.stats(), { serverInvite: 0, serverNonInvite: 0, clientInvite: 0, clientNonInvite: 0, retransmissionsSent: 0, retransmissionsAbsorbed: 0 });
 });
@@ -223,7 +223,7 @@ t.test('RFC 2543 matching: no magic cookie', async (t) => {
   layer.receive(request({ ...opts, callId: 'other' }), src);
   layer.receive(request({ ...opts, viaHost: '192.0.2.10:5064' }), src);
   t.equal(user.requests.length, 6, 'any identifying field changed: a new transaction');
-  tx.respond(response(tx.request, 486, { toTag: 'legacy-tag' }));
+  tx.respond(response(requestOf(tx), 486, { toTag: 'legacy-tag' }));
   transport.clear();
   layer.receive(request(opts), src);
   t.same(transport.lines(), ['SIP/2.0 486 Busy Here'], 'the 486 resent');
@@ -247,7 +247,7 @@ Content-Length: 0
 
 `), src);
   const re = user.requests[6].tx;
-  re.respond(response(re.request, 488));
+  re.respond(response(requestOf(re), 488));
   layer.receive(msg(`ACK sip:bob@192.0.2.30 SIP/2.0
 Via: SIP/2.0/UDP 192.0.2.10:5062
 Max-Forwards: 70
@@ -267,7 +267,7 @@ t.test('CANCEL is its own transaction, matched to the INVITE it cancels (§9.2)'
   const src = source();
   layer.receive(request({ branch: 'z9hG4bKinv' }), src);
   const invite = user.requests[0].tx;
-  invite.respond(response(invite.request, 180));
+  invite.respond(response(requestOf(invite), 180));
   layer.receive(request({ method: 'CANCEL', branch: 'z9hG4bKinv' }), src);
   t.equal(user.requests.length, 1, 'CANCEL does not go to onRequest');
   t.equal(user.cancels.length, 1);
@@ -361,8 +361,8 @@ t.test('stop() drops every transaction and its timers', async (t) => {
   const { wheel, user, layer } = setup();
   layer.receive(request(), source());
   layer.receive(request({ method: 'OPTIONS' }), source());
-  user.requests[0].tx.respond(response(user.requests[0].tx.request, 486));
-  user.requests[1].tx.respond(response(user.requests[1].tx.request, 200));
+  user.requests[0].tx.respond(response(requestOf(user.requests[0].tx), 486));
+  user.requests[1].tx.respond(response(requestOf(user.requests[1].tx), 200));
   t.ok(wheel.size > 0);
   layer.stop();
   t.equal(wheel.size, 0);
@@ -377,12 +377,49 @@ t.test('non-INVITE server: a user that never answers does not leak the transacti
   const tx = user.requests[0].tx;
   wheel.advance(64 * T1);
   t.equal(tx.state, TransactionState.Trying, 'still there when the client’s Timer F fires');
-  t.ok(tx.respond(response(tx.request, 100)));
+  t.ok(tx.respond(response(requestOf(tx), 100)));
   wheel.advance(64 * T1);
   t.equal(tx.state, TransactionState.Terminated, 'dropped after 128*T1 without a final');
   t.same(user.terminated, [tx]);
   t.equal(layer.stats().serverNonInvite, 0);
-  t.notOk(tx.respond(response(tx.request, 200)), 'too late');
+  t.notOk(tx.respond(response(requestOf(tx), 200)), 'too late');
   t.equal(transport.sent.length, 1);
   t.equal(wheel.size, 0);
+});
+
+t.test('a finished server transaction keeps only what it resends: no request, a response buffer of its own', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source();
+  layer.receive(request({ method: 'OPTIONS', branch: 'z9hG4bKopt', cseqMethod: 'OPTIONS' }), src);
+  const opt = user.requests[0].tx;
+  t.equal(opt.request, user.requests[0].req, 'the request is there until the final');
+  t.ok(opt.respond(response(requestOf(opt), 100)));
+  t.equal(opt.request, user.requests[0].req, 'a provisional keeps it');
+  t.ok(opt.respond(response(requestOf(opt), 200)));
+  t.equal(opt.request, null, 'gone with the final');
+  t.equal(opt.method, 'OPTIONS', 'the method stays');
+  transport.clear();
+  layer.receive(request({ method: 'OPTIONS', branch: 'z9hG4bKopt', cseqMethod: 'OPTIONS' }), src);
+  t.equal(transport.sent.length, 1, 'a retransmitted request still gets the final');
+  t.match(transport.sent[0].text, /^SIP\/2\.0 200 /);
+  const kept = transport.sent[0].data;
+  t.equal(kept.byteLength, kept.buffer.byteLength, 'kept for Timer J in a buffer of its own, not a slice of a shared pool slab');
+
+  layer.receive(request({ branch: 'z9hG4bKinv' }), src);
+  const inv = user.requests[1].tx;
+  inv.respond(response(requestOf(inv), 486));
+  t.equal(inv.request, null, 'a non-2xx final lets go of the INVITE');
+  transport.clear();
+  wheel.advance(T1);
+  t.equal(transport.sent.length, 1, 'Timer G still resends the 486');
+  t.match(transport.sent[0].text, /^SIP\/2\.0 486 /);
+
+  layer.receive(request({ branch: 'z9hG4bKok' }), src);
+  const ok = user.requests[2].tx;
+  ok.respond(response(requestOf(ok), 200));
+  t.equal(ok.request, null, 'so does a 2xx');
+  transport.clear();
+  layer.receive(request({ branch: 'z9hG4bKok' }), src);
+  t.equal(transport.sent.length, 0, 'Accepted resends nothing for a retransmitted INVITE (the 2xx is the TU\'s to resend)');
+  t.equal(ok.state, TransactionState.Accepted);
 });

@@ -79,7 +79,7 @@ for (const method of ['INVITE', 'OPTIONS']) {
       const copies = s.arrived.filter((l) => l.startsWith(method)).length;
       if (serverTx === null && s.user.requests.length > 0) serverTx = s.user.requests[0].tx;
       if (copies === 3 && serverTx !== null && serverTx.status === 0) {
-        serverTx.respond(response(serverTx.request, method === 'INVITE' ? 486 : 200));
+        serverTx.respond(response(serverTx.request!, method === 'INVITE' ? 486 : 200));
       }
     });
     const caller = await side(t);
