@@ -55,9 +55,10 @@
 // line per second goes to stderr; the last line on stdout is one JSON
 // object with every figure (bench/budget and bench/compare read it).
 //
-// The generator still parses what it receives with src/sip's
-// parseAndValidate (issue 10 asks for a parser of its own, so that a parser
-// bug cannot hide itself); the digest it computes does not use src/.
+// The generator parses what it receives with its own reader, bench/wire.ts
+// (written from RFC 3261, nothing from src/): a bug in Portier's parser or
+// serializer cannot hide itself by being read back with the same code
+// (issue 10). The digest it computes does not use src/ either.
 
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -68,7 +69,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { parseAndValidate, SipParseError, type SipMessage } from '../src/sip/index.js';
+import { readWire, type WireMessage } from './wire.js';
 import { freeUdpPort, memory, processTree, startPortier, stopPortier, treeCpuMs, treeMemory, waitReady, type Portier } from './portier-process.js';
 
 // ---------------------------------------------------------------- options
@@ -415,12 +416,9 @@ function send(ua: Ua, buf: Buffer, call?: Call): void {
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 
-function parse(buf: Buffer): SipMessage | null {
-  const m = parseAndValidate(buf, { transport: 'udp' });
-  if (m instanceof SipParseError) {
-    stats.unparseable++;
-    return null;
-  }
+function parse(buf: Buffer): WireMessage | null {
+  const m = readWire(buf);
+  if (m === null) stats.unparseable++;
   return m;
 }
 
@@ -448,9 +446,9 @@ function onMessage(ua: Ua, buf: Buffer): void {
         return;
     }
   }
-  const method = m.cseq().method;
+  const method = m.cseqMethod;
   if (method === 'REGISTER') return SCENARIO === 'register' ? onRegScenarioResponse(ua, m) : onRegisterResponse(ua, m);
-  const call = calls.get(m.callId());
+  const call = calls.get(m.callId);
   if (call === undefined || call.door !== ua) {
     stats.stray++;
     return;
@@ -487,13 +485,12 @@ async function createUa(door: boolean, index: number): Promise<Ua> {
 }
 
 /** Via...CSeq of a response to `m`, with a To tag added when given and absent. */
-function responseHead(m: SipMessage, toTag: string | null): string {
+function responseHead(m: WireMessage, toTag: string | null): string {
   let s = '';
-  for (const v of m.getAll('via')) s += 'Via: ' + v + '\r\n';
-  s += 'From: ' + m.getKey('from') + '\r\n';
-  const to = m.getKey('to')!;
-  s += 'To: ' + (toTag !== null && m.to().tag === null ? `${to};tag=${toTag}` : to) + '\r\n';
-  s += 'Call-ID: ' + m.callId() + '\r\nCSeq: ' + m.getKey('cseq') + '\r\n';
+  for (const v of m.vias()) s += 'Via: ' + v + '\r\n';
+  s += 'From: ' + m.from + '\r\n';
+  s += 'To: ' + (toTag !== null && m.toTag === null ? `${m.to};tag=${toTag}` : m.to) + '\r\n';
+  s += 'Call-ID: ' + m.callId + '\r\nCSeq: ' + m.get('cseq') + '\r\n';
   return s;
 }
 
@@ -545,15 +542,15 @@ function register(ua: Ua): Promise<void> {
   });
 }
 
-function onRegisterResponse(ua: Ua, m: SipMessage): void {
+function onRegisterResponse(ua: Ua, m: WireMessage): void {
   const reg = ua.reg;
-  if (reg === null || m.callId() !== reg.callId) {
+  if (reg === null || m.callId !== reg.callId) {
     stats.stray++;
     return;
   }
   if (m.status < 200) return;
   if (m.status >= 300) return reg.done(new Error(`REGISTER of ${ua.user}: ${m.status} ${m.reason}`));
-  const bound = (m.contacts() ?? []).some((c) => c.uriText === ua.uri);
+  const bound = (m.contactUris() ?? []).includes(ua.uri);
   if (!bound) return reg.done(new Error(`REGISTER of ${ua.user}: 200 without the Contact ${ua.uri}`));
   reg.done(null);
 }
@@ -715,10 +712,10 @@ function regDone(): void {
   if (regSettled !== null && regStats.attempted === REGISTERS && regStats.completed + regStats.failed === REGISTERS) regSettled();
 }
 
-function onRegScenarioResponse(ua: Ua, m: SipMessage): void {
-  const a = regByCallId.get(m.callId());
+function onRegScenarioResponse(ua: Ua, m: WireMessage): void {
+  const a = regByCallId.get(m.callId);
   const op = a?.pending;
-  if (a === undefined || op === null || op === undefined || m.cseq().seq !== a.cseq || ua !== a.sock) {
+  if (a === undefined || op === null || op === undefined || m.cseq !== a.cseq || ua !== a.sock) {
     stats.stray++;
     return;
   }
@@ -739,7 +736,7 @@ function onRegScenarioResponse(ua: Ua, m: SipMessage): void {
     if (a.nonce !== null && m.status === 401) a.nonce = null;
     return regFail(op, `REGISTER answered ${m.status} ${m.reason}`);
   }
-  if (!(m.contacts() ?? []).some((c) => c.uriText === a.uri)) return regFail(op, 'REGISTER: 200 without the Contact');
+  if (!(m.contactUris() ?? []).includes(a.uri)) return regFail(op, 'REGISTER: 200 without the Contact');
   if (op.timer) clearTimeout(op.timer);
   a.pending = null;
   const t = now();
@@ -885,7 +882,7 @@ function timerA(call: Call): void {
   call.timerA = setTimeout(() => timerA(call), call.intervalA);
 }
 
-function onInviteResponse(call: Call, m: SipMessage): void {
+function onInviteResponse(call: Call, m: WireMessage): void {
   const status = m.status;
   if (status < 200) {
     if (!call.provisional) {
@@ -908,7 +905,7 @@ function onInviteResponse(call: Call, m: SipMessage): void {
         'Max-Forwards: 70\r\n' +
         `Route: <sip:${SERVER_HOST}:${serverPort};lr>\r\n` +
         `From: <sip:${call.door.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` +
-        `To: ${m.getKey('to')}\r\n` +
+        `To: ${m.to}\r\n` +
         `Call-ID: ${call.callId}\r\n` +
         'CSeq: 1 ACK\r\n' +
         'Content-Length: 0\r\n\r\n',
@@ -918,7 +915,7 @@ function onInviteResponse(call: Call, m: SipMessage): void {
     if (call.dialogs.length === 0) fail(call, `INVITE answered ${status} ${m.reason}`);
     return;
   }
-  const tag = m.to().tag ?? '';
+  const tag = m.toTag ?? '';
   for (const d of call.dialogs) {
     if (d.toTag === tag) {
       // The phone's 2xx again (our ACK lost, or late): ACK again (§13.2.2.4).
@@ -934,13 +931,13 @@ function onInviteResponse(call: Call, m: SipMessage): void {
   }
   if (call.timerA) clearTimeout(call.timerA);
   call.timerA = null;
-  const target = m.contacts()?.[0]?.uriText;
+  const target = m.contactUris()?.[0];
   const rr = m.recordRoutes();
   if (target === undefined) return fail(call, '200 to INVITE without a Contact');
   if (rr === null || rr.length === 0) return fail(call, '200 to INVITE without Record-Route: Portier would not stay in the dialog');
-  const route = 'Route: ' + rr.map((r) => r.raw).reverse().join(', ') + '\r\n';
+  const route = 'Route: ' + rr.reverse().join(', ') + '\r\n';
   const dlgHead =
-    `From: <sip:${call.door.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` + `To: ${m.getKey('to')}\r\n` + `Call-ID: ${call.callId}\r\n`;
+    `From: <sip:${call.door.aorUser}@${DOMAIN}>;tag=${call.fromTag}\r\n` + `To: ${m.to}\r\n` + `Call-ID: ${call.callId}\r\n`;
   const n = call.dialogs.length;
   const d: Dialog = {
     toTag: tag,
@@ -1004,9 +1001,9 @@ function timerE(call: Call, d: Dialog): void {
   d.byeTimer = setTimeout(() => timerE(call, d), d.byeInterval);
 }
 
-function onByeResponse(call: Call, m: SipMessage): void {
+function onByeResponse(call: Call, m: WireMessage): void {
   if (m.status < 200) return;
-  const tag = m.to().tag;
+  const tag = m.toTag;
   const d = call.dialogs.find((x) => x.toTag === tag);
   if (d === undefined) {
     stats.stray++;
@@ -1041,8 +1038,8 @@ const PHONE_SDP = (port: number, i: number): string =>
 
 let legSeq = 0;
 
-function phoneInvite(ph: Ua, m: SipMessage, buf: Buffer): void {
-  const callId = m.callId();
+function phoneInvite(ph: Ua, m: WireMessage, buf: Buffer): void {
+  const callId = m.callId;
   const call = calls.get(callId);
   if (call?.trace) call.trace.push([now(), `${ph.user} <-`, buf]);
   const known = ph.legs.get(callId);
@@ -1137,10 +1134,10 @@ function legDone(leg: Leg): void {
   maybeComplete(call);
 }
 
-function phoneAck(ph: Ua, m: SipMessage, buf: Buffer): void {
-  const leg = ph.legs.get(m.callId());
+function phoneAck(ph: Ua, m: WireMessage, buf: Buffer): void {
+  const leg = ph.legs.get(m.callId);
   if (leg?.call?.trace) leg.call.trace.push([now(), `${ph.user} <-`, buf]);
-  if (leg === undefined || m.to().tag !== leg.toTag) {
+  if (leg === undefined || m.toTag !== leg.toTag) {
     stats.stray++;
     return;
   }
@@ -1158,10 +1155,10 @@ function phoneAck(ph: Ua, m: SipMessage, buf: Buffer): void {
   legDone(leg);
 }
 
-function phoneBye(ph: Ua, m: SipMessage, buf: Buffer): void {
-  const leg = ph.legs.get(m.callId());
+function phoneBye(ph: Ua, m: WireMessage, buf: Buffer): void {
+  const leg = ph.legs.get(m.callId);
   if (leg?.call?.trace) leg.call.trace.push([now(), `${ph.user} <-`, buf]);
-  if (leg === undefined || m.to().tag !== leg.toTag || leg.final !== 200) {
+  if (leg === undefined || m.toTag !== leg.toTag || leg.final !== 200) {
     stats.stray++;
     send(ph, b(`SIP/2.0 481 Call/Transaction Does Not Exist\r\n${responseHead(m, null)}Content-Length: 0\r\n\r\n`), leg?.call);
     return;
@@ -1177,8 +1174,8 @@ function phoneBye(ph: Ua, m: SipMessage, buf: Buffer): void {
   legDone(leg);
 }
 
-function phoneCancel(ph: Ua, m: SipMessage, buf: Buffer): void {
-  const leg = ph.legs.get(m.callId());
+function phoneCancel(ph: Ua, m: WireMessage, buf: Buffer): void {
+  const leg = ph.legs.get(m.callId);
   if (leg?.call?.trace) leg.call.trace.push([now(), `${ph.user} <-`, buf]);
   // §9.2: 200 to the CANCEL whatever the INVITE's state; 487 if it was still ringing.
   send(ph, b(`SIP/2.0 200 OK\r\n${responseHead(m, leg?.toTag ?? null)}Content-Length: 0\r\n\r\n`), leg?.call);
