@@ -139,6 +139,7 @@ export const provisioningSection = section({
   tokens: optionalPath,
   'reg-expires': integer({ min: 60, max: 604800, default: 3600 }),
   devices: list(device, { default: () => [] }),
+  'push-gateway': oneOf<ProvisioningConfig['pushGateway']>(['portier', 'vendor'], { default: 'portier' }),
 });
 
 // No `provisioning:` section: null, nothing served, nothing written back.

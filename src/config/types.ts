@@ -305,6 +305,13 @@ export interface ProvisioningConfig {
   /** reg_expires given to the apps, in seconds. */
   regExpires: number;
   devices: ProvisioningDevice[];
+  /**
+   * Where Linhome's push gateway account goes. `portier`: nowhere; the XML turns Linhome's
+   * `[app] auto_create_push_gateway_account` off and points its account-manager URLs
+   * (`[assistant] xmlrpc_url`, `[account_creator] url`) at Portier. `vendor`: the XML leaves them
+   * to the app's factory settings (stock Linhome: an account on its publisher's gateway).
+   */
+  pushGateway: 'portier' | 'vendor';
 }
 
 /** `media.turn:` — a coturn server with `use-auth-secret` (TURN REST API credentials). */

@@ -11,6 +11,12 @@
 //   GET /contacts/vcard Linhome's device list: the door stations of the
 //                       account's ring groups (provisioning.devices), vCard
 //                       4.0; HTTP digest likewise
+//   POST /xmlrpc        [assistant] xmlrpc_url, and /api/... [account_creator]
+//   ANY /api/...        url (FlexiAPI), in the XML with provisioning.
+//                       push-gateway: portier (served either way): HTTP
+//                       digest likewise, then an XML-RPC refusal or a
+//                       FlexiAPI 404: Portier creates no push gateway
+//                       account (./account-manager.ts)
 //
 // HEAD is answered like GET without a body (and, for /p/TOKEN, without using
 // the link up); other methods get 405. Nothing here logs a token or a
@@ -28,6 +34,7 @@ import { readTurnSecret, tokensPath } from '../config/provisioning.js';
 import { closeHttp, httpAddress, listenHttp } from '../http-listen.js';
 import { RoutingNames } from '../routing/names.js';
 import { parseCredentials, parseUri } from '../sip/index.js';
+import { FLEXIAPI_NOT_FOUND, MAX_REQUEST_BODY, answerXmlRpc, renderXmlRpc } from './account-manager.js';
 import { TokenRegistry } from './tokens.js';
 import { iceServer, turnCredentials } from './turn.js';
 import { provisioningXml, vcardList, type NatXml, type VcardDevice } from './xml.js';
@@ -168,21 +175,80 @@ export class ProvisioningServer {
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const link = /^\/p\/([^/]*)$/.exec(path);
+    if (path === '/xmlrpc' || path === '/api' || path.startsWith('/api/')) return this.guard(req, res, logPathOf(path), () => this.accountManager(req, res, path));
     const known = link !== null || path === '/config' || path === '/contacts/vcard';
     if (!known) return plain(res, 404, 'not found\n');
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');
       return plain(res, 405, 'method not allowed\n');
     }
-    try {
+    this.guard(req, res, link !== null ? '/p/…' : path, () => {
       if (link !== null) this.link(req, res, link[1]);
       else if (path === '/config') this.refresh(req, res);
       else this.vcards(req, res);
+    });
+  }
+
+  /** Runs a handler; an exception is logged (with `logPath`, never a token) and answered 500. */
+  private guard(req: IncomingMessage, res: ServerResponse, logPath: string, handler: () => void): void {
+    try {
+      handler();
     } catch (err) {
-      this.deps.log.warn({ err: err instanceof Error ? err.message : String(err), path: link !== null ? '/p/…' : path }, 'provisioning request failed');
+      this.deps.log.warn({ err: err instanceof Error ? err.message : String(err), path: logPath }, 'provisioning request failed');
       if (!res.headersSent) plain(res, 500, 'internal error\n');
       else res.destroy();
     }
+  }
+
+  /**
+   * The account-manager URLs of the XML: the body is size-checked before
+   * anything, then HTTP digest as for /config (so the 429 after repeated
+   * failures too), then an XML-RPC refusal or FlexiAPI's 404.
+   */
+  private accountManager(req: IncomingMessage, res: ServerResponse, path: string): void {
+    const xmlrpc = path === '/xmlrpc';
+    if (xmlrpc && req.method !== 'POST') {
+      res.setHeader('Allow', 'POST');
+      return plain(res, 405, 'method not allowed\n');
+    }
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (!Number.isFinite(declared) || declared > MAX_REQUEST_BODY) return tooLarge(req, res);
+    const account = this.authenticate(req, res);
+    if (account === null) return;
+    const log = { aor: account.aor, path: logPathOf(path), source: req.socket.remoteAddress, userAgent: req.headers['user-agent'] };
+    if (!xmlrpc) {
+      this.deps.log.info({ ...log, method: req.method }, 'provisioning: FlexiAPI request refused: Portier creates no push gateway account');
+      res.writeHead(404, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+      return void res.end(FLEXIAPI_NOT_FOUND);
+    }
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'text/xml' && type !== 'application/xml') return plain(res, 415, 'XML-RPC takes text/xml\n');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_REQUEST_BODY) {
+        req.removeAllListeners('data');
+        return tooLarge(req, res);
+      }
+      chunks.push(c);
+    });
+    req.on('end', () =>
+      this.guard(req, res, log.path, () => {
+        if (size > MAX_REQUEST_BODY || res.headersSent) return;
+        let body: string;
+        try {
+          body = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+        } catch {
+          body = '\u0000'; // not UTF-8: answered as not well formed
+        }
+        const answer = answerXmlRpc(body);
+        const outcome = 'result' in answer ? { result: answer.result } : { faultCode: answer.fault.code };
+        this.deps.log.info({ ...log, method: answer.method, ...outcome }, 'provisioning: XML-RPC call refused: Portier creates no push gateway account');
+        res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8', 'Cache-Control': 'no-store' });
+        res.end(renderXmlRpc(answer));
+      }),
+    );
   }
 
   /** The users file changed since the SIP side read it: have it read again before we trust its hashes. */
@@ -306,6 +372,7 @@ export class ProvisioningServer {
       vcardUrl: p.devices.length > 0 ? `${p.baseUrl}/contacts/vcard` : null,
       refreshUrl: config.media.turn !== null ? `${p.baseUrl}/config` : null,
       defaultActions: withActions === undefined ? null : { method: withActions.dtmf, actions: withActions.actions },
+      accountManager: p.pushGateway === 'portier' ? { xmlrpcUrl: `${p.baseUrl}/xmlrpc`, flexiApiUrl: `${p.baseUrl}/api/` } : null,
     });
   }
 
@@ -330,6 +397,19 @@ function mtimeOf(path: string): string | null {
   } catch {
     return null;
   }
+}
+
+/** A FlexiAPI path as logged: its first segment only (later ones may be tokens, e.g. provisioning/TOKEN). */
+function logPathOf(path: string): string {
+  const parts = path.split('/');
+  return parts.length > 3 ? `${parts.slice(0, 3).join('/')}/…` : path;
+}
+
+/** 413, and the connection closed: the rest of an oversized body is not read. */
+function tooLarge(req: IncomingMessage, res: ServerResponse): void {
+  res.setHeader('Connection', 'close');
+  plain(res, 413, `request body larger than ${MAX_REQUEST_BODY} bytes\n`);
+  req.pause();
 }
 
 function plain(res: ServerResponse, status: number, text: string): void {

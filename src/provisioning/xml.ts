@@ -65,6 +65,15 @@ export interface ProvisioningXml {
   refreshUrl: string | null;
   /** Linhome's [default_actions]: the door-open buttons of a call from a door station not in its device list. */
   defaultActions: DefaultActionsXml | null;
+  /** Portier's account-manager URLs, instead of the vendor's, and no push gateway account; null: the app's factory settings. */
+  accountManager: AccountManagerXml | null;
+}
+
+export interface AccountManagerXml {
+  /** [assistant] xmlrpc_url: BASE/xmlrpc. */
+  xmlrpcUrl: string;
+  /** [account_creator] url, FlexiAPI's base (liblinphone appends paths to it): BASE/api/. */
+  flexiApiUrl: string;
 }
 
 /** The reference of the NAT policy Portier provisions (nat_policy_0, named by net.nat_policy_ref and proxy_0.nat_policy_ref). */
@@ -184,6 +193,16 @@ export function provisioningXml(p: ProvisioningXml): string {
       d.push([`action_${i + 1}_code`, act.code]);
     });
     sections.push(['default_actions', d]);
+  }
+
+  if (p.accountManager !== null) {
+    // Linhome (CorePreferences.automaticallyCreatePushGatewayAccount; default false on Android, true
+    // on iOS) then creates no second account on a push gateway after a remote provisioning: the
+    // account registers with its own push token, and Portier wakes the app.
+    sections.push(['app', [['auto_create_push_gateway_account', '0']]]);
+    // Anything that still asks an account manager asks Portier, not subscribe.linhome.org.
+    sections.push(['assistant', [['xmlrpc_url', p.accountManager.xmlrpcUrl]]]);
+    sections.push(['account_creator', [['url', p.accountManager.flexiApiUrl]]]);
   }
   return renderLpConfig(sections);
 }

@@ -41,6 +41,7 @@ t.test('every key', async (t) => {
     '  sip-server: sip.ville.example:5080',
     '  tokens: state/tokens',
     '  reg-expires: 600',
+    '  push-gateway: Vendor',
     '  devices:',
     '    - {account: portail@example.test, name: Portail, type: intercom, dtmf: rfc2833, groups: [g], actions: [{type: unlock, code: "1234#"}]}',
     'media:',
@@ -57,6 +58,7 @@ t.test('every key', async (t) => {
     tokens: join(dir, 'state/tokens'),
     regExpires: 600,
     devices: [{ account: 'portail@example.test', name: 'Portail', type: 'intercom', dtmf: 'rfc2833', groups: ['g'], actions: [{ type: 'unlock', code: '1234#' }] }],
+    pushGateway: 'vendor',
   });
   t.same(c.media, { stun: 'stun:stun.example.test', turn: { url: 'turns:turn.example.test:443?transport=tcp', secret: join(dir, 'turn-secret'), ttl: 3600 } });
   const text = formatConfig(c);
@@ -71,7 +73,7 @@ t.test('every key', async (t) => {
 t.test('defaults; no sections: nothing served', async (t) => {
   const dir = t.testdir();
   const c = loadConfig(setup(dir, ['provisioning: {listen: 127.0.0.1:8443, base-url: "http://127.0.0.1:8443"}']));
-  t.same(c.provisioning, { listen: { host: '127.0.0.1', port: 8443 }, baseUrl: 'http://127.0.0.1:8443', tokenTtl: 86400, transport: 'tls', sipServer: null, tokens: null, regExpires: 3600, devices: [] });
+  t.same(c.provisioning, { listen: { host: '127.0.0.1', port: 8443 }, baseUrl: 'http://127.0.0.1:8443', tokenTtl: 86400, transport: 'tls', sipServer: null, tokens: null, regExpires: 3600, devices: [], pushGateway: 'portier' });
   t.same(c.media, { stun: null, turn: null });
   const none = parseConfig('domains: [example.test]\nlisten: [udp:127.0.0.1:5060]\n', 'conf/x.yaml');
   t.equal(none.provisioning, null);
@@ -88,6 +90,7 @@ t.test('refusals name the file, the key and the reason', async (t) => {
     [['provisioning: {listen: 127.0.0.1:1, base-url: "https://u:p@p.example.test"}'], /provisioning\.base-url: must be scheme:\/\/host\[:port\]\[\/path\] without credentials/],
     [['provisioning: {listen: 127.0.0.1:1, base-url: "http://127.0.0.1:1", token-ttl: 10s}'], /provisioning\.token-ttl: must be a duration from 1m to 30d such as 24h \(got "10s"\)/],
     [['provisioning: {listen: 127.0.0.1:1, base-url: "http://127.0.0.1:1", transport: ws}'], /provisioning\.transport: must be one of tls, tcp or udp/],
+    [['provisioning: {listen: 127.0.0.1:1, base-url: "http://127.0.0.1:1", push-gateway: linhome}'], /provisioning\.push-gateway: must be one of portier or vendor \(got "linhome"\)/],
     [['provisioning: {listen: 127.0.0.1:1, base-url: "http://127.0.0.1:1", devices: [{account: p, name: P, type: intercom, groups: [nope]}]}'], /provisioning: devices\[0\]\.groups\[0\]: no ring group named "nope"/],
     [['provisioning: {listen: 127.0.0.1:1, base-url: "http://127.0.0.1:1", devices: [{account: p, name: P, type: intercom, groups: [g], actions: [{type: open-door, code: "x"}]}]}'], /devices\[0\]\.actions\[0\]\.code: must be DTMF digits 0-9, A-D, \* and #/],
     [['provisioning: {listen: 127.0.0.1:1, base-url: "http://127.0.0.1:1", devices: [{account: p, name: P, groups: [g]}]}'], /devices\[0\]\.type: required/],

@@ -51,8 +51,15 @@ export function headerValues(a: HttpAnswer, name: string): string[] {
   return out;
 }
 
-/** One GET (http or https, `ca` trusted), bounded in time. */
-export function get(url: string, o: { ca?: string; headers?: Record<string, string>; method?: string } = {}): Promise<HttpAnswer> {
+export interface RequestOptions {
+  ca?: string;
+  headers?: Record<string, string>;
+  method?: string;
+  body?: string | Buffer;
+}
+
+/** One request, GET by default (http or https, `ca` trusted), bounded in time. */
+export function get(url: string, o: RequestOptions = {}): Promise<HttpAnswer> {
   const u = new URL(url);
   const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method: o.method ?? 'GET', headers: o.headers, ca: o.ca, timeout: 10_000 } as never);
   return new Promise((resolve, reject) => {
@@ -62,30 +69,33 @@ export function get(url: string, o: { ca?: string; headers?: Record<string, stri
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, raw: res.rawHeaders, body: Buffer.concat(chunks).toString('utf8') }));
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${u.pathname}: timed out`)));
+    req.on('timeout', () => req.destroy(new Error(`${o.method ?? 'GET'} ${u.pathname}: timed out`)));
     req.on('error', reject);
-    req.end();
+    req.end(o.body);
   });
 }
 
-/** GET with HTTP digest (RFC 7616): the first challenge of the algorithm asked for (SHA-256 by default). */
-export async function digestGet(url: string, user: string, password: string, o: { ca?: string; algorithm?: 'SHA-256' | 'MD5' } = {}): Promise<HttpAnswer> {
-  const first = await get(url, { ca: o.ca });
-  if (first.status !== 401) return first;
-  const values = headerValues(first, 'www-authenticate');
+/** The Authorization value answering the challenge of `algorithm` among `challenges` (qop=auth, nc 1). */
+export function digestAuthorization(challenges: string[], o: { user: string; password: string; method: string; uri: string; algorithm?: 'SHA-256' | 'MD5' }): string {
   const alg = o.algorithm ?? 'SHA-256';
-  const chosen = values.find((v) => new RegExp(`algorithm=${alg}\\b`, 'i').test(v));
-  if (chosen === undefined) throw new Error(`no ${alg} challenge in ${JSON.stringify(values)}`);
+  const chosen = challenges.find((v) => new RegExp(`algorithm=${alg}\\b`, 'i').test(v));
+  if (chosen === undefined) throw new Error(`no ${alg} challenge in ${JSON.stringify(challenges)}`);
   const param = (n: string) => new RegExp(`${n}="?([^",]*)"?`).exec(chosen)?.[1] ?? '';
   const h = (s: string) => createHash(alg === 'MD5' ? 'md5' : 'sha256').update(s).digest('hex');
   const realm = param('realm');
   const nonce = param('nonce');
-  const uri = new URL(url).pathname;
   const cnonce = randomBytes(8).toString('hex');
   const nc = '00000001';
-  const response = h(`${h(`${user}:${realm}:${password}`)}:${nonce}:${nc}:${cnonce}:auth:${h(`GET:${uri}`)}`);
-  const authorization = `Digest username="${user}", realm="${realm}", nonce="${nonce}", uri="${uri}", response="${response}", algorithm=${alg}, cnonce="${cnonce}", qop=auth, nc=${nc}`;
-  return get(url, { ca: o.ca, headers: { Authorization: authorization } });
+  const response = h(`${h(`${o.user}:${realm}:${o.password}`)}:${nonce}:${nc}:${cnonce}:auth:${h(`${o.method}:${o.uri}`)}`);
+  return `Digest username="${o.user}", realm="${realm}", nonce="${nonce}", uri="${o.uri}", response="${response}", algorithm=${alg}, cnonce="${cnonce}", qop=auth, nc=${nc}`;
+}
+
+/** A request (GET by default) with HTTP digest (RFC 7616): the first challenge of the algorithm asked for (SHA-256 by default). */
+export async function digestGet(url: string, user: string, password: string, o: RequestOptions & { algorithm?: 'SHA-256' | 'MD5' } = {}): Promise<HttpAnswer> {
+  const first = await get(url, o);
+  if (first.status !== 401) return first;
+  const authorization = digestAuthorization(headerValues(first, 'www-authenticate'), { user, password, method: o.method ?? 'GET', uri: new URL(url).pathname, algorithm: o.algorithm });
+  return get(url, { ...o, headers: { ...o.headers, Authorization: authorization } });
 }
 
 /** A configuration directory with users, TURN secret and portier.yaml (provisioning on loopback). Returns the yaml path. */

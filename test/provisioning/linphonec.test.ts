@@ -5,68 +5,15 @@
 // carried, and answers a call; with TURN, a restarted linphonec fetches the
 // refresh URL with HTTP digest. Skipped without linphonec.
 
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { runCli } from '../../src/cli/run.js';
-import { loadConfig } from '../../src/config/index.js';
-import { createLogger } from '../../src/log.js';
-import { startServer, type RunningServer } from '../../src/server.js';
-import { makeTestCerts, opensslMissing } from '../helpers/certs.js';
-import { usersLine } from '../helpers/tools.js';
+import { opensslMissing } from '../helpers/certs.js';
 import { UA } from '../helpers/ua.js';
-import { freeTcpPort, recorder, writeProvisioningConfig } from './helpers.js';
+import { provisioningRc, startProvisionedPortier, waitFor } from './liblinphone.js';
 
 const missing = spawnSync('linphonec', ['-v'], { encoding: 'utf8', timeout: 10_000 }).error !== undefined ? 'linphonec is not installed (Debian: linphone-cli)' : (opensslMissing() ?? false);
-
-async function waitFor<T>(what: string, ms: number, cond: () => T | null | undefined | false): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = cond();
-    if (v !== null && v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-interface Setup {
-  server: RunningServer;
-  logs: string[];
-  url: string;
-  caCert: string;
-  dir: string;
-}
-
-/** Portier with tls and provisioning (HTTPS) on pre-chosen loopback ports, and a link for directrice. */
-async function setup(t: Test, o: { turn: boolean }): Promise<Setup> {
-  const dir = t.testdir();
-  const certs = makeTestCerts();
-  t.teardown(() => certs.remove());
-  // belle-sip's mbedTLS compares only dNSName entries with the host it connected to (see test/interop/clients.ts).
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: certs.dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  writeFileSync(join(certs.dir, 'lp.ext'), 'subjectAltName=DNS:localhost,DNS:127.0.0.1,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'lp.key', '-out', 'lp.csr', '-subj', '/CN=localhost');
-  ssl('x509', '-req', '-in', 'lp.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'lp.pem', '-days', '2', '-extfile', 'lp.ext');
-  const [tlsPort, httpsPort, turnPort] = [await freeTcpPort(), await freeTcpPort(), await freeTcpPort()];
-  const path = writeProvisioningConfig(join(dir, 'portier'), {
-    baseUrl: `https://127.0.0.1:${httpsPort}`,
-    listen: `127.0.0.1:${httpsPort}`,
-    tls: { cert: join(certs.dir, 'lp.pem'), key: join(certs.dir, 'lp.key') },
-    sipListen: ['udp:127.0.0.1:0', `tls:127.0.0.1:${tlsPort}`],
-    // A TURN server nobody answers on: the refresh is what is tested, not the relay.
-    turn: o.turn ? `turn:127.0.0.1:${turnPort}?transport=udp` : null,
-  });
-  // The apps' server is this test's TLS listener (sip-server belongs to the provisioning: section the helper wrote).
-  writeFileSync(path, readFileSync(path, 'utf8').replace('  token-ttl: 1h\n', `  token-ttl: 1h\n  sip-server: 127.0.0.1:${tlsPort}\n`));
-  writeFileSync(join(dir, 'portier', 'users'), usersLine('portail-jaures', 'door-password-1', { realm: 'example.test', domain: 'example.test', kind: 'door' }) + '\n');
-  const logs: string[] = [];
-  const server = await startServer(loadConfig(path), createLogger('info', { write: (s: string) => void logs.push(s) }));
-  t.teardown(() => server.stop());
-  const r = recorder();
-  t.equal(await runCli(['provision', 'directrice@example.test', '--config', path], r.io), 0, r.err());
-  return { server, logs, url: /^(https:\/\/\S+\/p\/\S+)$/m.exec(r.out())![1], caCert: certs.paths.caCert, dir };
-}
 
 /** linphonec on `rc` (answering calls, -a), in its own process group, killed on teardown. */
 class Linphonec {
@@ -121,43 +68,10 @@ class Linphonec {
   }
 }
 
-/** An rc with nothing but the trusted CA, no sound card, and the provisioning link. */
-function provisioningRc(dir: string, caCert: string, url: string): { home: string; rc: string } {
-  const home = join(dir, 'linphonec');
-  mkdirSync(join(home, '.local', 'share', 'linphone'), { recursive: true });
-  const rc = join(home, 'linphonerc');
-  writeFileSync(
-    rc,
-    [
-      '[sip]',
-      'sip_port=-1',
-      'sip_tcp_port=-2',
-      'sip_tls_port=-2',
-      'use_ipv6=0',
-      'register_only_when_network_is_up=0',
-      'auto_net_state_mon=0',
-      'ping_with_options=0',
-      `root_ca=${caCert}`,
-      'verify_server_certs=1',
-      'verify_server_cn=1',
-      '[rtp]',
-      'audio_rtp_port=-1',
-      'video_rtp_port=-1',
-      '[video]',
-      'capture=0',
-      'display=0',
-      '[misc]',
-      `config-uri=${url}`,
-      '',
-    ].join('\n'),
-  );
-  return { home, rc };
-}
-
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 t.test('linphonec set up by the provisioning link alone registers over TLS and answers a call', { skip: missing, timeout: 90_000 }, async (t) => {
-  const s = await setup(t, { turn: false });
+  const s = await startProvisionedPortier(t, { turn: false });
   const { home, rc } = provisioningRc(s.dir, s.caCert, s.url);
   const lp = new Linphonec(t, home, rc);
   try {
@@ -180,10 +94,13 @@ t.test('linphonec set up by the provisioning link alone registers over TLS and a
   const saved = readFileSync(rc, 'utf8');
   t.match(saved, /\[proxy_0\][^[]*reg_proxy=<sip:127\.0\.0\.1:\d+;transport=tls>/, 'linphonec kept the provisioned account');
   t.notMatch(saved, new RegExp(escape(s.url)), 'and forgot the one-time link (transient provisioning)');
+  t.match(saved, /\[app\][^[]*auto_create_push_gateway_account=0/, 'no push gateway account for Linhome');
+  t.match(saved, new RegExp(`\\[assistant\\][^[]*xmlrpc_url=${escape(s.baseUrl)}/xmlrpc`), "and Portier's account-manager URLs");
+  t.match(saved, new RegExp(`\\[account_creator\\][^[]*url=${escape(s.baseUrl)}/api/`));
 });
 
 t.test('with TURN: a restarted linphonec fetches fresh credentials from the refresh URL, with digest', { skip: missing, timeout: 90_000 }, async (t) => {
-  const s = await setup(t, { turn: true });
+  const s = await startProvisionedPortier(t, { turn: true });
   const { home, rc } = provisioningRc(s.dir, s.caCert, s.url);
   let lp = new Linphonec(t, home, rc);
   try {

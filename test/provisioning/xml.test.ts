@@ -22,10 +22,11 @@ t.test('one account with TURN, devices and a refresh URL', async (t) => {
     vcardUrl: 'https://portier.ville.example:8443/contacts/vcard',
     refreshUrl: 'https://portier.ville.example:8443/config',
     defaultActions: { method: 'sipinfo', actions: [{ type: 'open-door', code: '*1' }] },
+    accountManager: { xmlrpcUrl: 'https://portier.ville.example:8443/xmlrpc', flexiApiUrl: 'https://portier.ville.example:8443/api/' },
   });
   t.match(xml, /^<\?xml version="1\.0" encoding="UTF-8"\?>\n<config xmlns="http:\/\/www\.linphone\.org\/xsds\/lpconfig\.xsd"/);
   const c = parseLpConfig(xml);
-  t.same(Object.keys(c), ['sip', 'proxy_0', 'auth_info_0', 'net', 'nat_policy_0', 'auth_info_1', 'misc', 'default_actions']);
+  t.same(Object.keys(c), ['sip', 'proxy_0', 'auth_info_0', 'net', 'nat_policy_0', 'auth_info_1', 'misc', 'default_actions', 'app', 'assistant', 'account_creator']);
   t.same(c.sip, { default_proxy: '0' });
   t.same(c.proxy_0, {
     reg_proxy: '<sip:portier.ville.example:5061;transport=tls>',
@@ -54,17 +55,22 @@ t.test('one account with TURN, devices and a refresh URL', async (t) => {
   t.same(c.auth_info_1, { username: '1700000000:directrice@ecole.example.test', userid: '1700000000:directrice@ecole.example.test', passwd: 'abc+/=' }, 'the TURN credential, for any realm');
   t.same(c.misc, { 'config-uri': 'https://portier.ville.example:8443/config', transient_provisioning: '0', 'contacts-vcard-list': 'https://portier.ville.example:8443/contacts/vcard' });
   t.same(c.default_actions, { method_type: 'method_dtmf_sip_info', action_1_type: 'action_open_door', action_1_code: '*1' });
+  // Linhome's CorePreferences: [app] auto_create_push_gateway_account; [assistant] xmlrpc_url; liblinphone's [account_creator] url.
+  t.same(c.app, { auto_create_push_gateway_account: '0' }, 'no push gateway account');
+  t.same(c.assistant, { xmlrpc_url: 'https://portier.ville.example:8443/xmlrpc' });
+  t.same(c.account_creator, { url: 'https://portier.ville.example:8443/api/' }, 'FlexiAPI base, with the slash liblinphone appends paths to');
 });
 
 t.test('STUN only, no devices: transient provisioning, no password in a refresh', async (t) => {
-  const c = parseLpConfig(provisioningXml({ account: { ...account, password: null, server: { host: '2001:db8::5', port: 5060, transport: 'tcp' } }, nat: { stunServer: 'stun.example.test:3478', turn: null }, vcardUrl: null, refreshUrl: null, defaultActions: null }));
+  const c = parseLpConfig(provisioningXml({ account: { ...account, password: null, server: { host: '2001:db8::5', port: 5060, transport: 'tcp' } }, nat: { stunServer: 'stun.example.test:3478', turn: null }, vcardUrl: null, refreshUrl: null, defaultActions: null, accountManager: null }));
   t.notOk('auth_info_0' in c, 'no credentials when there is no password to give');
   t.notOk('auth_info_1' in c);
   t.equal(c.proxy_0.reg_proxy, '<sip:[2001:db8::5]:5060;transport=tcp>');
   t.same(c.nat_policy_0, { ref: 'portier', stun_server: 'stun.example.test:3478', protocols: 'stun,ice' });
   t.same(c.misc, { transient_provisioning: '1' }, 'the one-time link is forgotten once applied');
   t.notOk('default_actions' in c);
-  const none = parseLpConfig(provisioningXml({ account, nat: null, vcardUrl: null, refreshUrl: null, defaultActions: null }));
+  for (const section of ['app', 'assistant', 'account_creator']) t.notOk(section in c, `no ${section} section with push-gateway: vendor: the app's factory settings apply`);
+  const none = parseLpConfig(provisioningXml({ account, nat: null, vcardUrl: null, refreshUrl: null, defaultActions: null, accountManager: null }));
   t.notOk('nat_policy_0' in none);
   t.same(none.net, { push_notification: '1' });
   t.notOk('nat_policy_ref' in none.proxy_0);
