@@ -20,7 +20,7 @@
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { SipMessage, Uri } from '../sip/index.js';
-import { hostForUri, parseUri } from '../sip/index.js';
+import { detach, hostForUri, parseUri } from '../sip/index.js';
 import type { Destination, Endpoint } from '../transport/index.js';
 import type { SelfAddresses } from './self.js';
 
@@ -55,6 +55,39 @@ export const HANDOFF_PROOF_PARAM = 'pfa';
 /** How old a handoff proof may be (clocks of the nodes may differ a little). */
 const HANDOFF_PROOF_MS = 60_000;
 
+/**
+ * The MACs computed lately, by their input. A dialog's token and flow tokens
+ * are made for its INVITE and checked again for its ACK, BYE and every
+ * request in it: the same HMAC-SHA256 over the same input, about 2.5 µs
+ * each, a tenth of what Portier spends on a call of its own. Two
+ * generations of maps bound it (the older is dropped when the newer fills)
+ * with no work per lookup; the inputs are copied so that they do not keep
+ * the messages they were cut from.
+ */
+class RecentMacs {
+  private current = new Map<string, string>();
+  private previous = new Map<string, string>();
+
+  constructor(
+    private readonly key: Buffer,
+    /** Characters of the base64url MAC kept. */
+    private readonly length: number,
+    private readonly max = 8192,
+  ) {}
+
+  mac(input: string): string {
+    let mac = this.current.get(input);
+    if (mac !== undefined) return mac;
+    mac = this.previous.get(input) ?? createHmac('sha256', this.key).update(input).digest('base64url').slice(0, this.length);
+    if (this.current.size >= this.max) {
+      this.previous = this.current;
+      this.current = new Map();
+    }
+    this.current.set(detach(input), mac);
+    return mac;
+  }
+}
+
 /** Signs and checks dialog tokens. One key per process unless one is given. */
 export class RouteSigner {
   private readonly key: Buffer;
@@ -62,12 +95,16 @@ export class RouteSigner {
   private readonly flowKey: Buffer;
 
   private readonly handoffKey: Buffer;
+  private readonly dialogMacs: RecentMacs;
+  private readonly flowMacs: RecentMacs;
 
   /** `node`: this process (a flow lives and dies with it): handoff tokens of another process are not ours to follow. */
   constructor(key?: Buffer, readonly node: string = randomBytes(9).toString('base64url')) {
     this.key = key ?? randomBytes(32);
     this.flowKey = createHmac('sha256', this.key).update('portier flow tokens').digest();
     this.handoffKey = createHmac('sha256', this.key).update('portier node handoff').digest();
+    this.dialogMacs = new RecentMacs(this.key, 16);
+    this.flowMacs = new RecentMacs(this.flowKey, 16);
   }
 
   /** The handoff token of a flow of this node (stream connection or UDP 5-tuple). */
@@ -125,7 +162,7 @@ export class RouteSigner {
   flowToken(flow: Destination, dialogToken: string): string {
     if (flow.protocol !== 'udp' && !flow.connectionId) return '';
     const payload = Buffer.from(`${flow.protocol}|${flow.address}|${flow.port}|${flow.connectionId ?? 0}`).toString('base64url');
-    return payload + '.' + createHmac('sha256', this.flowKey).update(dialogToken).update('|').update(payload).digest('base64url').slice(0, 16);
+    return payload + '.' + this.flowMacs.mac(dialogToken + '|' + payload);
   }
 
   /** Where a flow token this server made for the dialog of `dialogToken` points; null for anything else. */
@@ -135,7 +172,7 @@ export class RouteSigner {
     if (dot <= 0) return null;
     const payload = token.slice(0, dot);
     const got = Buffer.from(token.slice(dot + 1));
-    const want = Buffer.from(createHmac('sha256', this.flowKey).update(dialogToken).update('|').update(payload).digest('base64url').slice(0, 16));
+    const want = Buffer.from(this.flowMacs.mac(dialogToken + '|' + payload));
     if (got.length !== want.length || !timingSafeEqual(got, want)) return null;
     const [protocol, address, port, id] = Buffer.from(payload, 'base64url').toString('utf8').split('|');
     if (protocol === 'udp') return { protocol, address, port: Number(port) };
@@ -144,7 +181,7 @@ export class RouteSigner {
   }
 
   token(callId: string, creatorTag: string): string {
-    return createHmac('sha256', this.key).update(callId).update('\n').update(creatorTag).digest('base64url').slice(0, 16);
+    return this.dialogMacs.mac(callId + '\n' + creatorTag);
   }
 
   /** Whether `token` was made for this request's Call-ID and its From or To tag. */

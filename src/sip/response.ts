@@ -1,7 +1,7 @@
 // Building responses to a request (RFC 3261 §8.2.6) and the Via rules of
 // the server transport (§18.2.1, §18.2.2, RFC 3581).
 
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { headerDisplayName, headerKey } from './names.js';
 import type { SipMessage } from './message.js';
 import { parseAndValidate, SipParseError } from './parser.js';
@@ -70,9 +70,20 @@ export function reasonPhrase(code: number): string {
   return REASON_PHRASES[code] ?? (code < 200 ? 'Provisional' : code < 300 ? 'OK' : 'Error');
 }
 
+// Random bytes are drawn 4 KiB at a time: one call into OpenSSL per 512
+// tokens instead of one per tag or branch (it was 5% of a proxied call).
+const POOL = Buffer.allocUnsafeSlow(4096);
+let poolOffset = POOL.length;
+
 /** A random tag or branch suffix: 64 bits of hex. */
 export function randomToken(): string {
-  return randomBytes(8).toString('hex');
+  if (poolOffset + 8 > POOL.length) {
+    randomFillSync(POOL);
+    poolOffset = 0;
+  }
+  const token = POOL.toString('hex', poolOffset, poolOffset + 8);
+  poolOffset += 8;
+  return token;
 }
 
 export interface ResponseOptions {
