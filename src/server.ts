@@ -389,7 +389,10 @@ class Server implements RunningServer {
     if (cluster !== null) this.log.info({ node: cluster.uri }, 'cluster node: other nodes reach devices registered here through this address');
     // Late forking: a device that registers while a call rings its AOR joins it (a woken app gets its call),
     // here or, with a shared store, on another node.
-    this.registrar.on('registered', (b) => this.proxy.onRegistered(bindingTarget(b, alive, cluster)));
+    // The target is only built for an AOR a call rings (it parses the Contact): not on every REGISTER.
+    this.registrar.on('registered', (b) => {
+      if (this.proxy.isWatched(b.aor)) this.proxy.onRegistered(bindingTarget(b, alive, cluster));
+    });
     // Another node wrote an AOR a call rings: only the bindings that node has just written are news
     // (an unchanged binding replayed would end a push wake as if the device had registered).
     const heard = new LRUCache<string, number>({ max: 10_000, ttl: 120_000 });

@@ -13,7 +13,7 @@ import type { Source } from '../transport/index.js';
 import type { Account, Accounts } from './users.js';
 import type { AddressSet } from './cidr.js';
 import type { Ban, SourceGuard } from './guard.js';
-import type { DigestAlgorithm, DigestAuthenticator } from './digest.js';
+import type { DigestAuthenticator } from './digest.js';
 
 /** Why an authentication did not succeed, as counted in portier_auth_failures_total{reason}. */
 export type AuthFailureReason =
@@ -103,20 +103,19 @@ export class Authenticator {
     if (creds === null || field === null) return this.challenge(code, false, source);
 
     const domain = identityUri.isSip ? canonicalHost(identityUri) : '';
-    const accounts = this.options.accounts();
-    const realm = digest.realm;
-    const result = digest.check(req.method, creds, (username: string, algorithm: DigestAlgorithm) => {
-      const a = domain === '' ? undefined : accounts.find(username, domain);
-      if (a === undefined || a.realm !== realm) return undefined;
-      return algorithm === 'MD5' ? a.ha1.md5 : a.ha1.sha256;
-    }, source.address);
+    const username = creds.params.get('username');
+    // One lookup, made whether the user exists or not (the digest costs the same either way).
+    const found = domain === '' || username === undefined ? undefined : this.options.accounts().find(username, domain);
+    const account = found !== undefined && found.realm === digest.realm ? found : null;
+    const result = digest.check(req.method, creds, account === null ? null : account.ha1, source.address);
     switch (result.kind) {
       case 'ok': {
-        const account = accounts.find(result.username, domain) as Account;
+        // 'ok' needs an HA1 to check against: the account found above.
+        const known = account as Account;
         // No registering or calling as somebody else (§22: the identity is the To of a REGISTER, the From otherwise).
-        if (userOf(identityUri.user) !== account.user) return this.fail('identity_mismatch', source, result.username);
+        if (userOf(identityUri.user) !== known.user) return this.fail('identity_mismatch', source, result.username);
         req.removeField(field);
-        return { pass: true, identity: { aor: account.aor, kind: account.kind }, how: 'digest' };
+        return { pass: true, identity: { aor: known.aor, kind: known.kind }, how: 'digest' };
       }
       case 'wrong':
         return this.fail(result.unknownUser ? 'unknown_user' : 'wrong_password', source, result.username);
@@ -152,7 +151,9 @@ export class Authenticator {
 
   private challenge(code: number, stale: boolean, source: Source): Gate {
     const name = code === 401 ? 'WWW-Authenticate' : 'Proxy-Authenticate';
-    return { pass: false, code, headers: this.options.digest.challenge(stale, source.address).map((v) => [name, v] as [string, string]) };
+    const headers: Array<[string, string]> = [];
+    for (const v of this.options.digest.challenge(stale, source.address)) headers.push([name, v]);
+    return { pass: false, code, headers };
   }
 
   private fail(reason: AuthFailureReason, source: Source, username: string | null): Gate {

@@ -11,9 +11,10 @@
 // valid credentials add an entry, and the entries are bounded and expire with
 // the nonce.
 
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import * as crypto from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { Credentials } from '../sip/index.js';
+import { detach, type Credentials } from '../sip/index.js';
 
 export type DigestAlgorithm = 'SHA-256' | 'MD5';
 
@@ -33,6 +34,12 @@ export interface DigestOptions {
 
 /** HA1 of the account behind a username for an algorithm; undefined for an unknown user. */
 export type Ha1Lookup = (username: string, algorithm: DigestAlgorithm) => string | undefined;
+
+/** The HA1 digests of the account the credentials name (as Account.ha1 holds them). */
+export interface Ha1Digests {
+  readonly md5: string;
+  readonly sha256: string;
+}
 
 /**
  * What checking one credentials value found:
@@ -55,9 +62,76 @@ export type DigestCheck =
 const NONCE_BYTES = 32; // 8 time, 8 random, 16 HMAC
 const NC = /^[0-9a-fA-F]{8}$/;
 
+// One-shot hashing (Node >= 20.12) costs a third of a Hash object.
+const oneShot: ((algorithm: string, data: string | Buffer, encoding: 'hex' | 'latin1') => string) | undefined = (
+  crypto as { hash?: (algorithm: string, data: string | Buffer, encoding: 'hex' | 'latin1') => string }
+).hash;
+
 /** The parser decodes messages as latin1 (one char per octet): hashing as latin1 gives back the octets the client hashed. */
 function hash(algorithm: DigestAlgorithm, text: string): string {
-  return createHash(algorithm === 'MD5' ? 'md5' : 'sha256').update(text, 'latin1').digest('hex');
+  const name = algorithm === 'MD5' ? 'md5' : 'sha256';
+  // One-shot hashing reads a string as UTF-8: the same octets when every char is ASCII.
+  if (oneShot !== undefined && Buffer.byteLength(text, 'utf8') === text.length) return oneShot(name, text, 'hex');
+  return createHash(name).update(text, 'latin1').digest('hex');
+}
+
+// Random bits for nonces are drawn 4 KiB at a time: one call into OpenSSL
+// per 512 challenges instead of one each (it was the dearest step of a
+// challenge).
+const POOL = Buffer.allocUnsafeSlow(4096);
+let poolOffset = POOL.length;
+
+function fillRandom8(into: Buffer, at: number): void {
+  if (poolOffset + 8 > POOL.length) {
+    randomFillSync(POOL);
+    poolOffset = 0;
+  }
+  POOL.copy(into, at, poolOffset, poolOffset + 8);
+  poolOffset += 8;
+}
+
+/**
+ * HMAC-SHA256 (RFC 2104) of a nonce's first 16 octets, the realm and the
+ * address, keyed once: the padded keys are kept, so a nonce costs two
+ * one-shot hashes instead of a new Hmac object (the same octets as
+ * createHmac gives, so nonces stay valid across versions and cluster nodes).
+ */
+class NonceMac {
+  /** ipad key, then the message: nonce head, realm, LF, address. */
+  private readonly inner: Buffer;
+  /** opad key, then the inner digest. */
+  private readonly outer = Buffer.alloc(96);
+  /** Where the address starts in `inner`. */
+  private readonly addressAt: number;
+
+  constructor(
+    private readonly secret: Buffer,
+    private readonly realm: string,
+  ) {
+    const key = Buffer.alloc(64);
+    (secret.length > 64 ? createHash('sha256').update(secret).digest() : secret).copy(key);
+    this.addressAt = 64 + 16 + Buffer.byteLength(realm, 'utf8') + 1;
+    this.inner = Buffer.alloc(this.addressAt + 192);
+    for (let i = 0; i < 64; i++) {
+      this.inner[i] = key[i] ^ 0x36;
+      this.outer[i] = key[i] ^ 0x5c;
+    }
+    this.inner.write(realm + '\n', 80, 'utf8');
+  }
+
+  /** Writes the first 16 octets of the MAC of raw[0, 16) and `address` into `out` at `at`. */
+  sign(raw: Buffer, address: string, out: Buffer, at: number): void {
+    const room = this.inner.length - this.addressAt;
+    if (oneShot === undefined || address.length > room / 3) {
+      createHmac('sha256', this.secret).update(raw.subarray(0, 16)).update(this.realm).update('\n').update(address).digest().copy(out, at, 0, 16);
+      return;
+    }
+    raw.copy(this.inner, 64, 0, 16);
+    const end = this.addressAt + this.inner.write(address, this.addressAt, 'utf8');
+    // 'latin1' output: one char per octet, without the Buffer a 'buffer' output costs.
+    this.outer.write(oneShot('sha256', this.inner.subarray(0, end), 'latin1'), 64, 'latin1');
+    out.write(oneShot('sha256', this.outer, 'latin1'), at, 16, 'latin1');
+  }
 }
 
 export class DigestAuthenticator {
@@ -67,13 +141,27 @@ export class DigestAuthenticator {
   private readonly counts: LRUCache<string, number>;
   /** An HA1 for unknown users, so that they cost the same hashing as known ones. */
   private readonly dummy = { MD5: randomBytes(16).toString('hex'), 'SHA-256': randomBytes(32).toString('hex') };
-  private readonly realmQuoted: string;
+  private readonly mac: NonceMac;
+  /** The MAC a nonce should carry, computed by nonceAge (checks are synchronous: one buffer serves). */
+  private readonly expectedMac = Buffer.alloc(16);
+  /** Challenge values around the nonce, per algorithm: before it, after it, and after it with stale=true. */
+  private readonly challengeParts: Array<readonly [string, string, string]>;
+  // H(method ":" uri) of the last check: devices register with one method
+  // and one uri (their domain), so it is mostly the same hash again.
+  private ha2Algorithm: DigestAlgorithm | null = null;
+  private ha2Input = '';
+  private ha2Value = '';
 
   constructor(private readonly options: DigestOptions) {
     this.secret = options.secret ?? randomBytes(32);
     this.clock = options.clock ?? Date.now;
     this.counts = new LRUCache({ max: options.maxTrackedNonces ?? 100_000, ttl: options.nonceLifetimeMs, ttlAutopurge: false });
-    this.realmQuoted = '"' + options.realm + '"';
+    this.mac = new NonceMac(this.secret, options.realm);
+    const before = 'Digest realm="' + options.realm + '", nonce="';
+    this.challengeParts = options.algorithms.map((alg) => {
+      const after = '", algorithm=' + alg + ', qop="auth"';
+      return [before, after, after + ', stale=true'] as const;
+    });
   }
 
   get realm(): string {
@@ -83,16 +171,17 @@ export class DigestAuthenticator {
   /** WWW-Authenticate or Proxy-Authenticate values, one per algorithm, sharing one fresh nonce for `address`. */
   challenge(stale: boolean, address = ''): string[] {
     const nonce = this.makeNonce(this.clock(), address);
-    return this.options.algorithms.map(
-      (alg) => `Digest realm=${this.realmQuoted}, nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ', stale=true' : ''}`,
-    );
+    const parts = this.challengeParts;
+    const out: string[] = [];
+    for (let i = 0; i < parts.length; i++) out.push(parts[i][0] + nonce + parts[i][stale ? 2 : 1]);
+    return out;
   }
 
   makeNonce(now = this.clock(), address = ''): string {
     const raw = Buffer.allocUnsafe(NONCE_BYTES);
     raw.writeBigUInt64BE(BigInt(Math.floor(now)), 0);
-    randomBytes(8).copy(raw, 8);
-    this.sign(raw, address).copy(raw, 16, 0, 16);
+    fillRandom8(raw, 8);
+    this.mac.sign(raw, address, raw, 16);
     return raw.toString('base64url');
   }
 
@@ -101,17 +190,27 @@ export class DigestAuthenticator {
     if (nonce.length !== 43) return -1;
     const raw = Buffer.from(nonce, 'base64url');
     if (raw.length !== NONCE_BYTES) return -1;
-    if (!timingSafeEqual(this.sign(raw, address).subarray(0, 16), raw.subarray(16))) return -1;
+    this.mac.sign(raw, address, this.expectedMac, 0);
+    if (!timingSafeEqual(this.expectedMac, raw.subarray(16))) return -1;
     const age = this.clock() - Number(raw.readBigUInt64BE(0));
     return age < 0 ? -1 : age;
   }
 
-  private sign(raw: Buffer, address: string): Buffer {
-    return createHmac('sha256', this.secret).update(raw.subarray(0, 16)).update(this.options.realm).update('\n').update(address).digest();
+  private ha2(algorithm: DigestAlgorithm, input: string): string {
+    if (algorithm !== this.ha2Algorithm || input !== this.ha2Input) {
+      this.ha2Value = hash(algorithm, input);
+      this.ha2Algorithm = algorithm;
+      this.ha2Input = detach(input); // not a view of the message text: it stays
+    }
+    return this.ha2Value;
   }
 
-  /** Checks credentials given with a request of `method`, received from `address`. */
-  check(method: string, creds: Credentials, ha1For: Ha1Lookup, address = ''): DigestCheck {
+  /**
+   * Checks credentials given with a request of `method`, received from
+   * `address`. `ha1For`: a lookup by username, or the digests of the account
+   * the caller found for the credentials' username (null: none).
+   */
+  check(method: string, creds: Credentials, ha1For: Ha1Lookup | Ha1Digests | null, address = ''): DigestCheck {
     if (creds.scheme !== 'digest') return { kind: 'malformed', why: 'not Digest' };
     const p = creds.params;
     const realm = p.get('realm');
@@ -124,7 +223,7 @@ export class DigestAuthenticator {
       return { kind: 'malformed', why: 'missing username, nonce, uri or response' };
     }
     const algParam = p.get('algorithm') ?? 'MD5';
-    const algorithm = this.options.algorithms.find((a) => a.toLowerCase() === algParam.toLowerCase());
+    const algorithm = offered(this.options.algorithms, algParam);
     if (algorithm === undefined) return { kind: 'malformed', why: `algorithm ${algParam} not offered` };
     const qop = p.get('qop');
     const cnonce = p.get('cnonce');
@@ -140,9 +239,10 @@ export class DigestAuthenticator {
     const age = this.nonceAge(nonce, address);
     if (age < 0) return { kind: 'unverifiable', why: 'bad-nonce' };
 
-    const known = ha1For(username, algorithm);
+    const known =
+      ha1For === null ? undefined : typeof ha1For === 'function' ? ha1For(username, algorithm) : algorithm === 'MD5' ? ha1For.md5 : ha1For.sha256;
     const ha1 = known ?? this.dummy[algorithm];
-    const ha2 = hash(algorithm, method + ':' + uri);
+    const ha2 = this.ha2(algorithm, method + ':' + uri);
     const expected =
       qop === undefined
         ? hash(algorithm, ha1 + ':' + nonce + ':' + ha2)
@@ -159,4 +259,11 @@ export class DigestAuthenticator {
     this.counts.set(nonce, next, { ttl: Math.max(1, this.options.nonceLifetimeMs - age) });
     return { kind: 'ok', username, algorithm };
   }
+}
+
+/** The offered algorithm `name` stands for (any case), if any. */
+function offered(algorithms: readonly DigestAlgorithm[], name: string): DigestAlgorithm | undefined {
+  const want = name.toLowerCase();
+  for (const a of algorithms) if (a.toLowerCase() === want) return a;
+  return undefined;
 }

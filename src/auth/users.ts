@@ -22,6 +22,7 @@ import { parseDomain } from '../config/hosts.js';
 import { unreadableReason } from '../config/errors.js';
 import { normaliseEscapes } from '../registrar/aor.js';
 import { URI_USER } from '../sip/chars.js';
+import { detach } from '../sip/detach.js';
 import { hostForUri } from '../sip/uri.js';
 
 export type AccountKind = 'phone' | 'door';
@@ -134,9 +135,40 @@ export function formatAccount(a: Account): string {
   return `${a.aor} kind=${a.kind} realm=${a.realm} md5=${a.ha1.md5} sha256=${a.ha1.sha256}`;
 }
 
+/**
+ * parseDomain results by text as received, null for text that is no
+ * domain. Every digest and every REGISTER looks an account up by the host
+ * of a URI, and a deployment has a handful of hosts: validating the same
+ * one again is most of a lookup. parseDomain is pure, so the cache holds
+ * across users-file reloads. Bounded: a flood of made-up hosts empties it
+ * (and then costs what no cache costs) rather than growing it.
+ */
+const domains = new Map<string, string | null>();
+const MAX_DOMAINS = 256;
+
+function domainOrNull(text: string): string | null {
+  const known = domains.get(text);
+  if (known !== undefined) return known;
+  let d: string | null;
+  try {
+    d = parseDomain(text);
+  } catch {
+    d = null;
+  }
+  if (domains.size >= MAX_DOMAINS) domains.clear();
+  domains.set(detach(text), d); // a copy: the key must not keep the message it came from
+  return d;
+}
+
 /** Accounts by AOR; lookups are one Map read. */
 export class Accounts {
   private readonly byKey = new Map<string, Account>();
+  // The last find(): for one REGISTER the gate and then the registrar ask
+  // for the same account. Accounts never change (a reload makes new ones).
+  // It keeps the strings of one request alive, no more.
+  private lastUser = '';
+  private lastDomain = '';
+  private lastFound: Account | undefined = undefined;
 
   /** Keeps the first account of each AOR. */
   constructor(accounts: Iterable<Account> = []) {
@@ -159,13 +191,13 @@ export class Accounts {
 
   /** By digest username and domain (any case, IPv6 with or without brackets). */
   find(user: string, domain: string): Account | undefined {
-    let d: string;
-    try {
-      d = parseDomain(domain);
-    } catch {
-      return undefined;
-    }
-    return this.byKey.get(keyOf(user, d));
+    if (user === this.lastUser && domain === this.lastDomain) return this.lastFound;
+    const d = domainOrNull(domain);
+    const found = d === null ? undefined : this.byKey.get(keyOf(user, d));
+    this.lastUser = user;
+    this.lastDomain = domain;
+    this.lastFound = found;
+    return found;
   }
 
   /** Every account, in file order. */

@@ -59,7 +59,9 @@ export class MemoryLocationStore implements LocationStore {
 
   async update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
     const expired = this.purge(aor, now);
-    const decision = fn(this.live(aor, now));
+    // What the purge left is live: a copy, since apply() changes the set in place.
+    const set = this.aors.get(aor);
+    const decision = fn(set === undefined ? [] : set.slice());
     const removed = decision.changes === null ? [] : this.apply(aor, decision.changes, now);
     return { result: decision.result, bindings: this.live(aor, now), removed, expired };
   }
@@ -138,11 +140,8 @@ export class MemoryLocationStore implements LocationStore {
     const set = this.aors.get(aor);
     if (set === undefined) return [];
     const out: Binding[] = [];
-    for (const b of set.slice()) {
-      if (b.expiresAt > now) continue;
-      this.drop(set, b, now);
-      out.push(b);
-    }
+    for (const b of set) if (b.expiresAt <= now) out.push(b);
+    for (const b of out) this.drop(set, b, now);
     if (set.length === 0) this.aors.delete(aor);
     return out;
   }
@@ -150,26 +149,26 @@ export class MemoryLocationStore implements LocationStore {
   private apply(aor: string, changes: ChangeSet, now: number): Binding[] {
     let set = this.aors.get(aor);
     const removed: Binding[] = [];
-    if (set !== undefined) {
-      for (const key of changes.remove ?? []) {
+    if (set !== undefined && changes.remove !== undefined) {
+      for (const key of changes.remove) {
         const b = byKey(set, key);
         if (b === undefined) continue;
         this.drop(set, b, now);
         removed.push(b);
       }
     }
-    for (const b of changes.put ?? []) {
+    for (const b of changes.put ?? NO_BINDINGS) {
       if (b.aor !== aor) throw new Error(`binding for ${b.aor} put under ${aor}`);
       if (set === undefined) {
         set = [];
         this.aors.set(aor, set);
       }
       const old = byKey(set, b.key);
-      const kept = new Set(b.gruu?.temp ?? []);
+      const kept = b.gruu?.temp ?? NO_TOKENS;
       if (old !== undefined) {
         // Tokens the new version no longer carries have ended.
-        for (const t of old.gruu?.temp ?? []) {
-          if (kept.has(t)) continue;
+        for (const t of old.gruu?.temp ?? NO_TOKENS) {
+          if (kept.includes(t)) continue;
           this.tempIndex.delete(t);
           this.retire('t ' + t, now);
         }
@@ -248,6 +247,9 @@ function freezeBinding(b: Binding): Binding {
     gruu: b.gruu === null ? null : Object.freeze({ pub: b.gruu.pub, temp: Object.freeze(b.gruu.temp.slice()) }),
   });
 }
+
+const NO_TOKENS: readonly string[] = Object.freeze([]);
+const NO_BINDINGS: readonly Binding[] = Object.freeze([]);
 
 // Most bindings have no Path and no extra parameters: they share these.
 const NO_PATH: readonly string[] = Object.freeze([]);

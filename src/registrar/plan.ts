@@ -67,16 +67,15 @@ export function planRegister(current: readonly Binding[], contacts: readonly Gra
     return { ok: true, changes: { remove: current.map((b) => b.key) }, writes: [], removals };
   }
 
-  const byKey = new Map(current.map((b) => [b.key, b]));
   const writes = new Map<string, Write>();
   const removals = new Map<string, Removal>();
 
   for (const { intent, expires } of contacts) {
-    let existing = byKey.get(intent.key) ?? null;
+    let existing = withKey(current, intent.key);
     // A device that registered this address without an instance before is
     // the same binding now that it names itself: take that one over rather
     // than fork calls to it twice.
-    if (existing === null && intent.instance !== null) existing = byKey.get('u:' + intent.uriKey) ?? null;
+    if (existing === null && intent.instance !== null) existing = withKey(current, 'u:' + intent.uriKey);
     if (existing !== null && isStale(existing)) return { ok: false, reason: 'stale', binding: existing };
 
     if (expires === 0) {
@@ -111,14 +110,26 @@ export function planRegister(current: readonly Binding[], contacts: readonly Gra
   return { ok: true, changes: { remove, put }, writes: [...writes.values()], removals: [...removals.values()] };
 }
 
+/** The binding with that key. An AOR has a few (registrar.max-bindings): a search costs less than building a Map. */
+function withKey(bindings: readonly Binding[], key: string): Binding | null {
+  for (const b of bindings) if (b.key === key) return b;
+  return null;
+}
+
+// Where own() copies through: one buffer for every copy, not one each.
+const SCRATCH = Buffer.allocUnsafeSlow(4096);
+
 /**
  * A copy of `s` that does not share memory with the message it was cut
  * from. V8 keeps a substring as a view of its parent: a binding holding the
  * Call-ID would keep the whole REGISTER text alive (about 1 KB) for as long
- * as the registration lasts.
+ * as the registration lasts. Through octets, so that the copy is a string of
+ * its own (a slice of a concatenation would still be a view, of a smaller one).
  */
 function own(s: string): string {
-  return s.length === 0 ? s : Buffer.from(s, 'latin1').toString('latin1');
+  if (s.length === 0) return s;
+  if (s.length > SCRATCH.length) return Buffer.from(s, 'latin1').toString('latin1');
+  return SCRATCH.toString('latin1', 0, SCRATCH.write(s, 0, 'latin1'));
 }
 
 /**

@@ -161,6 +161,31 @@ export interface RegistrarStats {
 
 const STREAM_PROTOCOLS: ReadonlySet<string> = new Set(['tcp', 'tls', 'ws', 'wss']);
 
+/** The Supported value of every 200. */
+const SUPPORTED = REGISTRAR_OPTION_TAGS.join(', ');
+
+/** An option tag of a Require the registrar does not implement. */
+function notOurs(tag: string): boolean {
+  return !REGISTRAR_OPTION_TAGS.includes(tag);
+}
+
+// Most REGISTERs come without a Path: they share this one.
+const NO_PATH: readonly string[] = Object.freeze([]);
+
+// The Date of a 200 (RFC 3261 §20.17) has one-second resolution: written
+// once per second rather than once per REGISTER.
+let dateSecond = NaN;
+let dateText = '';
+
+function httpDate(now: number): string {
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
+  }
+  return dateText;
+}
+
 /** The bindings registered over one stream connection of this process, and that connection's Source. */
 interface FlowBindings {
   source: Source;
@@ -366,7 +391,8 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     }
 
     // Step 2: Require is processed as a UAS does (§8.2.2.3).
-    const unsupported = req.tokens('require').filter((t) => !REGISTRAR_OPTION_TAGS.includes(t));
+    const require = req.tokens('require');
+    const unsupported = require.length === 0 ? require : require.filter(notOurs);
     if (unsupported.length > 0) {
       return fail(420, 'bad-extension', 'unsupported extension', [['Unsupported', unsupported.join(', ')]]);
     }
@@ -385,7 +411,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
 
     // Step 6: `Contact: *` only alone and with Expires: 0.
     const contactLines = req.getAll('contact');
-    const star = contactLines.some((v) => v === '*');
+    const star = contactLines.includes('*');
     if (star) {
       if (contactLines.length !== 1) return fail(400, 'bad-request', 'Contact: * with other contacts', [], aor);
       if (req.expires() !== 0) return fail(400, 'bad-request', 'Contact: * requires Expires: 0', [], aor);
@@ -416,27 +442,28 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
 
     const pathAddrs = req.addresses('path');
     if (pathAddrs === null) return fail(400, 'bad-request', 'malformed Path header', [], aor);
-    const path = pathAddrs.map((a) => a.raw);
-    const supported = new Set(req.tokens('supported'));
+    const path = pathAddrs.length === 0 ? NO_PATH : pathAddrs.map((a) => a.raw);
+    const supported = req.tokens('supported');
     // RFC 5626 §6. Portier is the device's first hop when the REGISTER has
     // one Via and no Path: the connection it came on is the device's flow.
     const edge = path.length === 0 && req.viaOrNull()?.length === 1;
-    const wantsOutbound = supported.has('outbound') || req.tokens('require').includes('outbound');
-    const flowContacts = granted.some((g) => g.intent.regId !== null);
+    const wantsOutbound = supported.includes('outbound') || require.includes('outbound');
+    let flowContacts = false;
+    for (const g of granted) if (g.intent.regId !== null) flowContacts = true;
     // Through an edge proxy, outbound needs that proxy's `ob` in the Path it added (the bottom one).
     const firstHopOutbound = edge || (pathAddrs.length > 0 && pathAddrs[pathAddrs.length - 1].uri.params.has('ob'));
-    if (flowContacts && !firstHopOutbound && req.tokens('require').includes('outbound')) {
+    if (flowContacts && !firstHopOutbound && require.includes('outbound')) {
       return fail(439, 'bad-extension', 'the first hop does not support outbound', [], aor);
     }
     const outbound: OutboundReply | null =
       wantsOutbound && flowContacts && firstHopOutbound
         ? { flowTimer: edge && STREAM_PROTOCOLS.has(source.protocol) ? this.config.flowTimer : null }
         : null;
-    const ok = (outcome: RegisterOutcome, bindings: Binding[]): RegisterResult =>
-      this.success(outcome, aor, scheme, sortBindings(bindings), now, supported, path, outbound);
 
     // No Contact: a query (§10.2.3); nothing changes.
-    if (!star && granted.length === 0) return ok('fetched', await this.store.get(aor, now));
+    if (!star && granted.length === 0) {
+      return this.success('fetched', aor, scheme, await this.store.get(aor, now), now, supported, path, outbound);
+    }
 
     const cseq = req.cseq().seq;
     const callId = req.callId();
@@ -449,7 +476,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
         source,
         userAgent: req.get('user-agent') ?? null,
         path: ownPath === undefined ? path : [ownPath, ...path],
-        issueTempGruu: supported.has('gruu'),
+        issueTempGruu: supported.includes('gruu'),
         maxTempGruus: this.config.maxTempGruus,
         maxBindings: this.config.maxBindingsPerAor,
         mintToken: mintTempGruuToken,
@@ -474,7 +501,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
       if (flowBound) this.indexFlow(binding);
       this.emit('registered', binding, previous);
     }
-    return ok('registered', outcome.bindings);
+    return this.success('registered', aor, scheme, outcome.bindings, now, supported, path, outbound);
   }
 
   /**
@@ -503,6 +530,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
   }
 
   private unindexFlow(aor: string, key: string): void {
+    if (this.flowOf.size === 0) return; // nothing registered over a stream here: no key to build
     const ref = bindingRef(aor, key);
     const id = this.flowOf.get(ref);
     if (id === undefined) return;
@@ -513,31 +541,32 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     if (flow.refs.size === 0) this.flows.delete(id);
   }
 
-  /** §10.3 step 8: the 200 lists every current binding. */
+  /** §10.3 step 8: the 200 lists every current binding. `supported`: the REGISTER's option tags. */
   private success(
     outcome: RegisterOutcome,
     aor: string,
     scheme: 'sip' | 'sips',
     bindings: Binding[],
     now: number,
-    supported: ReadonlySet<string>,
+    supported: readonly string[],
     path: readonly string[],
     outbound: OutboundReply | null,
   ): RegisterResult {
+    sortBindings(bindings);
     const headers: Array<[string, string]> = [];
-    const withGruu = supported.has('gruu');
+    const withGruu = supported.includes('gruu');
     for (const b of bindings) headers.push(['Contact', formatContact(b, now, withGruu ? this.gruusOf(b, scheme) : null)]);
     // RFC 3327 §5.3: the Path the registrar stored goes back to the UA, which
     // asked for it with Supported: path.
-    if (path.length > 0 && supported.has('path')) headers.push(['Path', path.join(', ')]);
+    if (path.length > 0 && supported.includes('path')) headers.push(['Path', path.join(', ')]);
     // RFC 5626 §6: the UA learns that its flow is in use (and, over a
     // stream straight to Portier, how often to keep it alive).
     if (outbound !== null) {
       headers.push(['Require', 'outbound']);
       if (outbound.flowTimer !== null) headers.push(['Flow-Timer', String(outbound.flowTimer)]);
     }
-    headers.push(['Supported', REGISTRAR_OPTION_TAGS.join(', ')]);
-    headers.push(['Date', new Date(now).toUTCString()]);
+    headers.push(['Supported', SUPPORTED]);
+    headers.push(['Date', httpDate(now)]);
     return { status: 200, reason: reasonPhrase(200), headers, outcome, detail: null, aor, bindings };
   }
 

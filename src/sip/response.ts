@@ -2,9 +2,9 @@
 // the server transport (§18.2.1, §18.2.2, RFC 3581).
 
 import { randomFillSync } from 'node:crypto';
+import { isToken } from './chars.js';
+import { HeaderField, SipMessage } from './message.js';
 import { headerDisplayName, headerKey } from './names.js';
-import type { SipMessage } from './message.js';
-import { parseAndValidate, SipParseError } from './parser.js';
 import { stripBrackets } from './uri.js';
 import type { Via } from './via.js';
 
@@ -96,8 +96,69 @@ export interface ResponseOptions {
   contentType?: string;
 }
 
-// Lines copied from the request into every response (§8.2.6.2).
+// Lines copied from the request into every response (§8.2.6.2), and their names.
 const COPIED = ['via', 'from', 'to', 'call-id', 'cseq'];
+const COPIED_NAMES = COPIED.map(headerDisplayName);
+
+const NO_BODY = Buffer.alloc(0);
+
+/** CR and LF would end the line early: they become spaces. No regex for the values that have none. */
+function oneLine(v: string): string {
+  return v.indexOf('\r') === -1 && v.indexOf('\n') === -1 ? v : v.replace(/[\r\n]/g, ' ');
+}
+
+// Each header line of the last head written: its key, where it starts and
+// where its colon is. buildResponse makes the message's fields from them
+// instead of parsing its own output again. Heads are written synchronously,
+// so one set serves every call.
+const lineKeys: string[] = [];
+const lineStarts: number[] = [];
+const lineColons: number[] = [];
+
+function addLine(text: string, key: string, name: string, value: string): string {
+  lineKeys.push(key);
+  lineStarts.push(text.length);
+  lineColons.push(text.length + name.length);
+  return text + name + ': ' + value + '\r\n';
+}
+
+function bodyOf(opts: ResponseOptions): Buffer {
+  return opts.body === undefined ? NO_BODY : typeof opts.body === 'string' ? Buffer.from(opts.body, 'utf8') : opts.body;
+}
+
+/** The start line and header lines, ending with the empty line; fills lineKeys, lineStarts and lineColons. */
+function writeHead(req: SipMessage, code: number, opts: ResponseOptions, body: Buffer): string {
+  lineKeys.length = 0;
+  lineStarts.length = 0;
+  lineColons.length = 0;
+  let text = 'SIP/2.0 ' + code + ' ' + oneLine(opts.reason ?? reasonPhrase(code)) + '\r\n';
+  const fields = req.headerFields();
+  for (let k = 0; k < COPIED.length; k++) {
+    const key = COPIED[k];
+    for (const f of fields) {
+      if (f.key !== key) continue;
+      let v = f.value;
+      if (key === 'to' && code !== 100) {
+        const to = req.toOrNull();
+        if (to !== null && to.tag === null) v += ';tag=' + (opts.toTag ?? randomToken());
+      }
+      text = addLine(text, key, COPIED_NAMES[k], v);
+    }
+  }
+  if (opts.headers) {
+    for (const [name, value] of opts.headers) {
+      const key = headerKey(name);
+      text = addLine(text, key, headerDisplayName(key), oneLine(value));
+    }
+  }
+  if (body.length > 0 && opts.contentType) text = addLine(text, 'content-type', 'Content-Type', opts.contentType);
+  return addLine(text, 'content-length', 'Content-Length', String(body.length)) + '\r\n';
+}
+
+function octets(head: string, body: Buffer): Buffer {
+  const bytes = Buffer.from(head, 'latin1');
+  return body.length === 0 ? bytes : Buffer.concat([bytes, body]);
+}
 
 /**
  * Builds a response to `req` as octets. Via (all of them, in order), From,
@@ -106,36 +167,37 @@ const COPIED = ['via', 'from', 'to', 'call-id', 'cseq'];
  * long as they have a Via.
  */
 export function buildResponseBytes(req: SipMessage, code: number, opts: ResponseOptions = {}): Buffer {
-  const reason = (opts.reason ?? reasonPhrase(code)).replace(/[\r\n]/g, ' ');
-  let text = 'SIP/2.0 ' + code + ' ' + reason + '\r\n';
-  for (const key of COPIED) {
-    for (const f of req.headerFields()) {
-      if (f.key !== key) continue;
-      let v = f.value;
-      if (key === 'to' && code !== 100) {
-        const to = req.toOrNull();
-        if (to !== null && to.tag === null) v += ';tag=' + (opts.toTag ?? randomToken());
-      }
-      text += headerDisplayName(key) + ': ' + v + '\r\n';
-    }
-  }
-  if (opts.headers) {
-    for (const [name, value] of opts.headers) {
-      text += headerDisplayName(headerKey(name)) + ': ' + value.replace(/[\r\n]/g, ' ') + '\r\n';
-    }
-  }
-  const body = opts.body === undefined ? Buffer.alloc(0) : typeof opts.body === 'string' ? Buffer.from(opts.body, 'utf8') : opts.body;
-  if (body.length > 0 && opts.contentType) text += 'Content-Type: ' + opts.contentType + '\r\n';
-  text += 'Content-Length: ' + body.length + '\r\n\r\n';
-  const head = Buffer.from(text, 'latin1');
-  return body.length === 0 ? head : Buffer.concat([head, body]);
+  const body = bodyOf(opts);
+  return octets(writeHead(req, code, opts, body), body);
 }
 
-/** As buildResponseBytes, parsed back: a response message to hand to the transaction layer. */
+/** 'SIP/2.0 NNN ': where the reason phrase starts. */
+const REASON_AT = 12;
+
+/**
+ * As buildResponseBytes, as a message to hand to the transaction layer: the
+ * message the parser would make of those octets, its fields made from where
+ * the head put each line rather than by parsing it again (that was as dear
+ * as building it). Serializing it gives the octets back unchanged.
+ */
 export function buildResponse(req: SipMessage, code: number, opts: ResponseOptions = {}): SipMessage {
-  const r = parseAndValidate(buildResponseBytes(req, code, opts), { transport: 'tcp' });
-  if (r instanceof SipParseError) throw new Error('built an invalid response: ' + r.reason);
-  return r;
+  if (!Number.isInteger(code) || code < 100 || code > 699) throw new Error('built an invalid response: malformed status code');
+  const body = bodyOf(opts);
+  const head = writeHead(req, code, opts, body);
+  const bytes = octets(head, body);
+  // Read back from the octets, as the parser would: a char beyond latin1 went out as one octet.
+  const src = bytes.toString('latin1', 0, head.length);
+  const fields: HeaderField[] = [];
+  const n = lineKeys.length;
+  for (let i = 0; i < n; i++) {
+    const start = lineStarts[i];
+    const colon = lineColons[i];
+    if (!isToken(src, start, colon)) throw new Error('built an invalid response: malformed header name');
+    const end = (i + 1 < n ? lineStarts[i + 1] : head.length - 2) - 2;
+    fields.push(new HeaderField(lineKeys[i], src, start, end, colon + 1, false, true));
+  }
+  const startLineEnd = lineStarts[0] - 2;
+  return new SipMessage(false, '', '', code, src.slice(REASON_AT, startLineEnd), 'SIP/2.0', bytes, startLineEnd, fields, head.length, bytes.length);
 }
 
 /**

@@ -1,6 +1,6 @@
 // Digest checking in isolation (RFC 3261 §22.4, RFC 7616 §3.4, RFC 8760):
 // responses computed here from the RFC formulas, a clock moved by hand.
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import t from 'tap';
 import { DigestAuthenticator, type DigestAlgorithm } from '../../src/auth/digest.js';
 import { parseCredentials, type Credentials } from '../../src/sip/index.js';
@@ -140,4 +140,60 @@ t.test('a full nonce-count table keeps authenticating, and still refuses a repla
   const last = d.makeNonce();
   t.equal(d.check('REGISTER', creds({ nonce: last }), lookup).kind, 'ok', '51 nonces with a table of 10');
   t.same(d.check('REGISTER', creds({ nonce: last }), lookup), { kind: 'unverifiable', why: 'replay' }, 'the newest entry is kept');
+});
+
+t.test('nonce MACs are the HMAC-SHA256 createHmac gives: nonces stay valid across versions and cluster nodes', async (t) => {
+  const secret = Buffer.alloc(32, 7);
+  const now = 1_700_000_000_000;
+  const d = new DigestAuthenticator({ realm: REALM, algorithms: ['SHA-256'], nonceLifetimeMs: 300_000, clock: () => now, secret });
+  // A 100-character address takes the long way (no room in the scratch buffer): same MAC.
+  for (const address of ['', '192.0.2.10', '2001:db8::1', 'fe80::1%eth0', 'x'.repeat(100)]) {
+    const raw = Buffer.from(d.makeNonce(now, address), 'base64url');
+    const mac = createHmac('sha256', secret).update(raw.subarray(0, 16)).update(REALM).update('\n').update(address).digest();
+    t.same(raw.subarray(16), mac.subarray(0, 16), `address ${JSON.stringify(address.slice(0, 20))}`);
+    t.equal(d.nonceAge(raw.toString('base64url'), address), 0);
+  }
+  // A key longer than a SHA-256 block is hashed first (RFC 2104 §2).
+  const long = Buffer.alloc(100, 9);
+  const dl = new DigestAuthenticator({ realm: REALM, algorithms: ['SHA-256'], nonceLifetimeMs: 300_000, clock: () => now, secret: long });
+  const raw = Buffer.from(dl.makeNonce(now, '192.0.2.10'), 'base64url');
+  t.same(raw.subarray(16), createHmac('sha256', long).update(raw.subarray(0, 16)).update(REALM + '\n192.0.2.10').digest().subarray(0, 16));
+});
+
+t.test('nonces drawn past one pool of random bytes are all different and all verify', async (t) => {
+  const { d } = setup();
+  const seen = new Set<string>();
+  for (let i = 0; i < 1200; i++) seen.add(d.makeNonce());
+  t.equal(seen.size, 1200);
+  let bad = 0;
+  for (const n of seen) if (d.nonceAge(n) !== 0) bad++;
+  t.equal(bad, 0);
+});
+
+t.test('the account digests may be given instead of a lookup; null is an unknown user', async (t) => {
+  const { d } = setup();
+  const digests = { md5: ha1('MD5', 'alice', ACCOUNTS.alice), sha256: ha1('SHA-256', 'alice', ACCOUNTS.alice) };
+  t.same(d.check('REGISTER', creds({ nonce: d.makeNonce() }), digests), { kind: 'ok', username: 'alice', algorithm: 'SHA-256' });
+  t.same(d.check('REGISTER', creds({ nonce: d.makeNonce(), alg: 'MD5' }), digests), { kind: 'ok', username: 'alice', algorithm: 'MD5' });
+  t.same(d.check('REGISTER', creds({ nonce: d.makeNonce(), pw: 'guess' }), digests), { kind: 'wrong', username: 'alice', unknownUser: false });
+  t.same(d.check('REGISTER', creds({ nonce: d.makeNonce() }), null), { kind: 'wrong', username: 'alice', unknownUser: true });
+});
+
+t.test('H(method:uri) is worked out for each request: another uri or method is never taken for the last one', async (t) => {
+  const { d } = setup();
+  t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce(), uri: 'sip:example.test' }), lookup).kind, 'ok');
+  t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce(), uri: 'sip:other.test' }), lookup).kind, 'ok');
+  t.equal(d.check('INVITE', creds({ nonce: d.makeNonce(), uri: 'sip:other.test', method: 'INVITE' }), lookup).kind, 'ok');
+  // Answered for INVITE, presented with a REGISTER: wrong.
+  t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce(), uri: 'sip:other.test', method: 'INVITE' }), lookup).kind, 'wrong');
+  t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce(), uri: 'sip:other.test', alg: 'MD5' }), lookup).kind, 'ok', 'same input, other algorithm');
+  // Non-ASCII octets (latin1, as the parser decodes them) hash as those octets.
+  const uri = 'sip:caf\u00e9@example.test';
+  t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce(), uri }), lookup).kind, 'wrong', 'the test hashes UTF-8, Portier the octets');
+  const nonce = d.makeNonce();
+  const a1 = ha1('SHA-256', 'alice', ACCOUNTS.alice);
+  const a2 = createHash('sha256').update(`REGISTER:${uri}`, 'latin1').digest('hex');
+  const response = createHash('sha256').update(`${a1}:${nonce}:00000001:0a4f113b:auth:${a2}`, 'latin1').digest('hex');
+  const c = parseCredentials(`Digest username="alice", realm="${REALM}", nonce="${nonce}", uri="${uri}", response="${response}", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="0a4f113b"`)!;
+  t.equal(d.check('REGISTER', c, lookup).kind, 'ok', 'latin1 octets');
 });

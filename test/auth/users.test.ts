@@ -125,6 +125,37 @@ t.test('parse/format round trip', async (t) => {
   t.equal(parsed.find('%61lice', 'example.test')?.aor, 'alice@example.test', 'escapes of unreserved characters compare equal');
 });
 
+t.test('find: the same answers in any order, across many domains and after a reload', async (t) => {
+  const alice = makeAccount('alice@example.test', 'pw-one-1234', 'example.test', 'phone');
+  const bob = makeAccount('bob@example.test', 'pw-two-1234', 'example.test', 'door');
+  const v6 = makeAccount('carol@[2001:db8::1]', 'pw-three-123', 'example.test', 'phone');
+  const accounts = new Accounts([alice, bob, v6]);
+  // Asked again and again, interleaved: the last answer is never handed to another question.
+  for (let i = 0; i < 3; i++) {
+    t.equal(accounts.find('alice', 'example.test'), alice);
+    t.equal(accounts.find('alice', 'example.test'), alice);
+    t.equal(accounts.find('bob', 'example.test'), bob);
+    t.equal(accounts.find('alice', 'other.test'), undefined);
+    t.equal(accounts.find('Alice', 'example.test'), undefined);
+    t.equal(accounts.find('alice', 'EXAMPLE.test'), alice);
+    t.equal(accounts.find('carol', '[2001:DB8:0::1]'), v6);
+    t.equal(accounts.find('carol', '2001:db8::1'), v6);
+    t.equal(accounts.find('alice', 'example.test:5060'), undefined, 'no port in a domain');
+    t.equal(accounts.find('alice', ''), undefined);
+  }
+  // More made-up hosts than the domain cache holds: it starts again, answers stay right.
+  for (let i = 0; i < 600; i++) t.equal(accounts.find('alice', `host-${i}.test`), undefined);
+  t.equal(accounts.find('alice', 'Example.Test'), alice);
+  t.equal(accounts.find('bob', 'not a domain'), undefined);
+  t.equal(accounts.find('bob', 'example.test'), bob);
+  // A reload is new Accounts: bob is gone there, alice has a new password.
+  const alice2 = makeAccount('alice@example.test', 'pw-new-12345', 'example.test', 'phone');
+  const reloaded = new Accounts([alice2]);
+  t.equal(reloaded.find('bob', 'example.test'), undefined);
+  t.equal(reloaded.find('alice', 'example.test'), alice2);
+  t.equal(accounts.find('alice', 'example.test'), alice, 'the old set still answers as it was');
+});
+
 t.test('parseUsers: bad lines are reported with their line number, the rest loads', async (t) => {
   const good = makeAccount('alice@example.test', 'pw-one-1234', 'example.test', 'phone');
   const h = `md5=${good.ha1.md5} sha256=${good.ha1.sha256}`;

@@ -2,7 +2,7 @@
 // sent (test/fixtures/traces 01, 02, 04) and with REGISTERs built to probe
 // each rule: bindings, expiry, ordering, GRUUs, Path, push parameters.
 import t from 'tap';
-import { parseAndValidate, parseUri, SipParseError, type SipMessage } from '../../src/sip/index.js';
+import { buildResponse, parseAndValidate, parseUri, SipParseError, type SipMessage } from '../../src/sip/index.js';
 import {
   buildRegisterResponse,
   MemoryLocationStore,
@@ -725,4 +725,59 @@ t.test('a store that cannot be written: 503 with Retry-After, and other errors s
     throw new Error('a bug');
   };
   await t.rejects(registrar.register(register({ user: 'carol' }), udpSource()), /a bug/, 'not every error is an outage');
+});
+
+/** What a parser makes of a message's octets, in words that compare. */
+function shape(m: SipMessage) {
+  return {
+    status: m.status,
+    reason: m.reason,
+    version: m.version,
+    fields: m.headerFields().map((f) => [f.key, f.name, f.value, f.fromSource]),
+    body: m.body.toString('latin1'),
+    to: m.to().tag,
+    via: m.via().map((v) => v.branch),
+    contacts: (m.contacts() ?? []).map((c) => c.uriText),
+    modified: m.isModified,
+  };
+}
+
+t.test('the responses the registrar gives are the messages their own octets parse to', async (t) => {
+  const { registrar, clock } = setup({ minExpires: 120 });
+  const cases: Array<[string, SipMessage]> = [
+    ['linphonec with GRUU', trace('01-register-udp-initial.sip')],
+    ['two contacts, Path, Supported: path', register({ contacts: ['<sip:a@192.0.2.1:5060>;expires=600', '<sip:a@192.0.2.2:5060>;q=0.5'], supported: 'path, gruu', extra: ['Path: <sip:edge.test;lr>'] })],
+    ['423 with Min-Expires and a Warning', register({ user: 'bob', expires: 60 })],
+    ['fetch', register({ user: 'alice', contacts: [] })],
+    ['404', register({ domain: 'elsewhere.test', ruri: `sip:${DOMAIN}` })],
+  ];
+  for (const [name, req] of cases) {
+    clock.advance(0.7);
+    const result = await registrar.register(req, udpSource());
+    if (result.status === 200) t.equal(result.headers.find(([n]) => n === 'Date')?.[1], new Date(clock.now()).toUTCString(), `${name}: Date of this second`);
+    const built = buildRegisterResponse(req, result, { toTag: 'fixed' });
+    const reparsed = parseAndValidate(built.toBuffer(), { transport: 'tcp' });
+    if (reparsed instanceof SipParseError) throw new Error(reparsed.reason);
+    t.same(shape(built), shape(reparsed), `${name}: ${result.status}`);
+    t.ok(built.toBuffer().equals(reparsed.toBuffer()));
+  }
+  // A header added afterwards (Feature-Caps) is written as the parser's message would write it.
+  const req = register({ user: 'carol' });
+  const built = buildRegisterResponse(req, await registrar.register(req, udpSource()), { toTag: 'fixed' });
+  const reparsed = parseAndValidate(built.toBuffer(), { transport: 'tcp' }) as SipMessage;
+  built.appendHeader('Feature-Caps', '*;+sip.pns="apns"');
+  reparsed.appendHeader('Feature-Caps', '*;+sip.pns="apns"');
+  t.equal(built.toString(), reparsed.toString());
+});
+
+t.test('buildResponse: CR and LF in a reason or a value become spaces; chars beyond latin1 read as the octet sent', async (t) => {
+  const req = register();
+  const r = buildResponse(req, 403, { reason: 'No\r\nWay', headers: [['Warning', '399 portier "\u20ac\nx"'], ['x-extra', 'a\rb']], toTag: 't' });
+  const back = parseAndValidate(r.toBuffer(), { transport: 'tcp' }) as SipMessage;
+  t.equal(r.reason, 'No  Way');
+  t.same(shape(r), shape(back));
+  t.equal(r.get('x-extra'), 'a b');
+  t.equal(r.get('warning'), back.get('warning'));
+  t.throws(() => buildResponse(req, 99), /invalid response/);
+  t.throws(() => buildResponse(req, 200, { headers: [['Bad Name', 'x']] }), /invalid response/);
 });
