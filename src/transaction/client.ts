@@ -10,6 +10,7 @@ import type { SipMessage } from '../sip/index.js';
 import type { Destination } from '../transport/index.js';
 import { isReliable } from './destination.js';
 import { buildAckBytes } from './messages.js';
+import { octetsOf, retained } from './retained.js';
 import type { TimerHandle, TimerTarget } from './timer-wheel.js';
 import { Timer, TransactionState, type ClientTransactionOwner, type TransactionContext } from './types.js';
 
@@ -204,8 +205,8 @@ export abstract class ClientTransaction implements TimerTarget {
 
 /** §17.1.1 (figure 5) as changed by RFC 6026 (figure 4). */
 export class InviteClientTransaction extends ClientTransaction {
-  /** The ACK for the non-2xx final, resent for each retransmission of it. */
-  private ack: Buffer | null = null;
+  /** The ACK for the non-2xx final (as retained() keeps it, for Timer D), resent for each retransmission of it. */
+  private ack: string | null = null;
 
   /** @internal */
   constructor(ctx: TransactionContext, key: string, request: SipMessage, dest: Destination, owner: ClientTransactionOwner, branch: string) {
@@ -236,9 +237,10 @@ export class InviteClientTransaction extends ClientTransaction {
           this.passUp(res, false);
         } else {
           this.currentState = TransactionState.Completed;
-          this.ack = buildAckBytes(this.req!, res);
+          const ack = buildAckBytes(this.req!, res);
+          this.ack = retained(ack);
           this.finalReceived();
-          this.send(this.ack);
+          this.send(ack);
           if (!this.reliable) this.wait(Timer.D, this.ctx.timerD);
           else this.cancelTimers();
           this.passUp(res, this.reliable);
@@ -254,7 +256,7 @@ export class InviteClientTransaction extends ClientTransaction {
           // The server did not get our ACK: send it again, tell nobody.
           this.ctx.retransmissionsAbsorbed++;
           this.ctx.retransmissionsSent++;
-          this.send(this.ack!);
+          this.send(octetsOf(this.ack!));
         } else if (status >= 200) {
           // A 2xx after a non-2xx (a misbehaving fork): a proxy must still
           // forward it, or the call is left half set up.

@@ -3,7 +3,6 @@
 // (§8.1.1.7).
 
 import { parseAndValidate, randomToken, SipParseError, type SipMessage } from '../sip/index.js';
-import { retained } from './retained.js';
 
 /** The RFC 3261 magic cookie that starts every branch Portier makes. */
 export const BRANCH_COOKIE = 'z9hG4bK';
@@ -20,8 +19,7 @@ export function newBranch(): string {
  * transaction), and the To of the response, which carries the tag.
  */
 export function buildAckBytes(invite: SipMessage, response: SipMessage): Buffer {
-  // Kept for Timer D (32 s) to answer retransmitted finals.
-  return retained(Buffer.from(derivedRequest(invite, 'ACK', response.get('to') ?? invite.get('to') ?? ''), 'latin1'));
+  return Buffer.from(derivedRequest(invite, 'ACK', response.get('to') ?? invite.get('to') ?? ''), 'latin1');
 }
 
 /** buildAckBytes as a message. */

@@ -1,15 +1,19 @@
 // Bytes a transaction keeps for its Timers D, G, H, J: up to 32 s.
 
 /**
- * `bytes` in a buffer of its own. Small buffers are slices of Node's shared
- * 8 KiB pool, and one slice kept alive keeps its whole slab: at a thousand
- * calls a second, two BYE responses held for Timer J pinned each 8 KiB slab,
- * four times the bytes they needed. Copying the few that are kept is cheaper
- * than that memory and the garbage collection it costs.
+ * `bytes` as kept for a retransmission: a latin1 string, one character per
+ * octet, which gives the same octets back. A small Buffer is a slice of
+ * Node's shared 8 KiB pool (one kept slice keeps its whole slab: two BYE
+ * responses held for Timer J pinned each slab), and a Buffer of its own
+ * costs two objects and an off-heap allocation besides its bytes. A string
+ * is one object of its length, and retransmissions, which need the Buffer
+ * again, are rare.
  */
-export function retained(bytes: Buffer): Buffer {
-  if (bytes.byteLength === bytes.buffer.byteLength) return bytes;
-  const own = Buffer.allocUnsafeSlow(bytes.byteLength);
-  bytes.copy(own);
-  return own;
+export function retained(bytes: Buffer): string {
+  return bytes.toString('latin1');
+}
+
+/** The octets of what retained() kept. */
+export function octetsOf(kept: string): Buffer {
+  return Buffer.from(kept, 'latin1');
 }

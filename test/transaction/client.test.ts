@@ -327,9 +327,7 @@ t.test('a client transaction lets go of its request at the final; handOver() mov
   t.match(transport.sent[0].text, /^ACK /);
   layer.receive(response(second, 487, { toTag: 'callee' }), DOWNSTREAM);
   t.equal(transport.sent.length, 2, 'a retransmitted 487 gets the ACK again');
-  t.equal(transport.sent[1].text, transport.sent[0].text);
-  const ack = transport.sent[1].data;
-  t.equal(ack.byteLength, ack.buffer.byteLength, 'the ACK kept for Timer D is a buffer of its own');
+  t.ok(transport.sent[1].data.equals(transport.sent[0].data), 'the ACK kept for Timer D, octet for octet');
 
   const options = outgoing('OPTIONS', newBranch());
   const tx3 = layer.sendRequest(options, UDP_DEST, owner);
