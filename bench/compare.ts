@@ -285,7 +285,8 @@ async function step(server: string, rate: number): Promise<{ ok: boolean; line: 
   return { ok, line, genPct, j };
 }
 
-async function searchMaxCalls(server: string): Promise<{ rate: number; genBound: boolean; genPct: number; steps: string[] }> {
+/** A step search of the highest sustained rate: up the ladder until a step fails, then a bisection to 10%. */
+async function searchRate(run: (rate: number) => Promise<{ ok: boolean; line: string; genPct: number }>): Promise<{ rate: number; genBound: boolean; genPct: number; steps: string[] }> {
   const steps: string[] = [];
   const ladder = [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000, 20000].filter((r) => r <= MAX_RATE);
   let pass = 0;
@@ -293,33 +294,28 @@ async function searchMaxCalls(server: string): Promise<{ rate: number; genBound:
   let fail = 0;
   let n = 0;
   const maxSteps = QUICK ? 3 : 10;
-  for (const r of ladder) {
-    if (n >= maxSteps) break;
+  const tryRate = async (rate: number): Promise<boolean> => {
     n++;
-    const s = await step(server, r);
-    steps.push(s.line);
-    process.stderr.write(`    ${s.line}\n`);
-    if (!s.ok) {
-      fail = r;
-      break;
-    }
-    pass = r;
-    passGen = s.genPct;
-  }
-  // Bisect between the last sustained rate and the first that was not, to 10% of it.
-  while (fail > 0 && n < maxSteps && fail - pass > Math.max(250, pass * 0.1)) {
-    n++;
-    const mid = Math.round((pass + fail) / 2 / 50) * 50;
-    const s = await step(server, mid);
+    const s = await run(rate);
     steps.push(s.line);
     process.stderr.write(`    ${s.line}\n`);
     if (s.ok) {
-      pass = mid;
+      pass = rate;
       passGen = s.genPct;
-    } else fail = mid;
+    } else fail = rate;
+    return s.ok;
+  };
+  for (const r of ladder) {
+    if (n >= maxSteps || !(await tryRate(r))) break;
   }
+  // Bisect between the last sustained rate and the first that was not, to 10% of it.
+  while (fail > 0 && n < maxSteps && fail - pass > Math.max(250, pass * 0.1)) await tryRate(Math.round((pass + fail) / 2 / 50) * 50);
   // The generator near a full core at the best rate: the server may do more.
   return { rate: pass, genBound: passGen >= 85 || (fail === 0 && pass > 0), genPct: passGen, steps };
+}
+
+function searchMaxCalls(server: string): Promise<{ rate: number; genBound: boolean; genPct: number; steps: string[] }> {
+  return searchRate((rate) => step(server, rate));
 }
 
 async function measure(server: string): Promise<Figures> {
@@ -489,36 +485,11 @@ async function sippFigures(server: string): Promise<{ fixed: SippResult; max: nu
   process.stderr.write(`\n${server} with SIPp\n`);
   const fixed = await sippRun(server, 1000, 10);
   process.stderr.write(`    fixed ${fixed.line}\n`);
-  const steps: string[] = [];
-  let pass = 0;
-  let passGen = NaN;
-  let fail = 0;
-  let n = 0;
-  const maxSteps = QUICK ? 3 : 10;
-  for (const r of [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000, 20000].filter((x) => x <= MAX_RATE)) {
-    if (n++ >= maxSteps) break;
-    const s = await sippRun(server, r, 5);
-    steps.push(s.line);
-    process.stderr.write(`    ${s.line}\n`);
-    if (!s.ok) {
-      fail = r;
-      break;
-    }
-    pass = r;
-    passGen = s.sippCpuPct;
-  }
-  while (fail > 0 && n < maxSteps && fail - pass > Math.max(250, pass * 0.1)) {
-    n++;
-    const mid = Math.round((pass + fail) / 2 / 50) * 50;
-    const s = await sippRun(server, mid, 5);
-    steps.push(s.line);
-    process.stderr.write(`    ${s.line}\n`);
-    if (s.ok) {
-      pass = mid;
-      passGen = s.sippCpuPct;
-    } else fail = mid;
-  }
-  return { fixed, max: pass, genBound: passGen >= 85 || (fail === 0 && pass > 0), steps };
+  const found = await searchRate(async (rate) => {
+    const r = await sippRun(server, rate, 5);
+    return { ok: r.ok, line: r.line, genPct: r.sippCpuPct };
+  });
+  return { fixed, max: found.rate, genBound: found.genBound, steps: found.steps };
 }
 
 // ---------------------------------------------------------------- report

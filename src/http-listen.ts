@@ -43,3 +43,10 @@ export function closeHttp(server: Server): Promise<void> {
     server.closeAllConnections();
   });
 }
+
+/** The path of a request's URL, without its query. */
+export function requestPath(url: string | undefined): string {
+  const u = url ?? '/';
+  const q = u.indexOf('?');
+  return q < 0 ? u : u.slice(0, q);
+}

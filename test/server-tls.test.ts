@@ -7,8 +7,8 @@ import { writeFileSync } from 'node:fs';
 import { loadConfig } from '../src/config/index.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
-import { parseAndValidate, SipMessage, StreamFramer } from '../src/sip/index.js';
 import { makeTestCerts, opensslMissing } from './helpers/certs.js';
+import { replyCollector } from './helpers/ua.js';
 
 const missing = opensslMissing();
 
@@ -40,19 +40,8 @@ t.test('OPTIONS over TLS to a server with a tls listener: 200, Via transport TLS
     sock.once('secureConnect', resolve);
     sock.once('error', reject);
   });
-  const replies: SipMessage[] = [];
+  const { replies, framer } = replyCollector('tls');
   let pongs = 0;
-  const framer = new StreamFramer(
-    {
-      onFrame: (b) => {
-        const m = parseAndValidate(b, { transport: 'tls' });
-        if (m instanceof SipMessage) replies.push(m);
-      },
-      onPing: () => {},
-      onFramingError: () => {},
-    },
-    { maxMessageSize: 65535 },
-  );
   sock.on('data', (d: Buffer) => {
     if (d.equals(Buffer.from('\r\n'))) pongs++;
     else framer.push(d);

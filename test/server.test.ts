@@ -9,7 +9,8 @@ import { promisify } from 'node:util';
 import { parseConfig } from '../src/config/index.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
-import { parseAndValidate, SipMessage, SipParseError, StreamFramer } from '../src/sip/index.js';
+import { parseAndValidate, SipMessage, SipParseError } from '../src/sip/index.js';
+import { replyCollector } from './helpers/ua.js';
 import { until } from './helpers/wait.js';
 
 const config = parseConfig(
@@ -117,19 +118,8 @@ t.test('without rport the reply goes to the Via sent-by port (RFC 3261 §18.2.2)
 t.test('OPTIONS over TCP, two requests on one connection, a CRLF ping answered', async (t) => {
   const sock = net.connect(tcpPort, '127.0.0.1');
   await new Promise<void>((r) => sock.once('connect', () => r()));
-  const replies: SipMessage[] = [];
+  const { replies, framer } = replyCollector('tcp');
   let pongs = 0;
-  const framer = new StreamFramer(
-    {
-      onFrame: (b) => {
-        const m = parseAndValidate(b, { transport: 'tcp' });
-        if (m instanceof SipMessage) replies.push(m);
-      },
-      onPing: () => {},
-      onFramingError: () => {},
-    },
-    { maxMessageSize: 65535 },
-  );
   sock.on('data', (d) => {
     if (d.equals(Buffer.from('\r\n'))) pongs++;
     else framer.push(d);

@@ -14,7 +14,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { HttpListen } from '../config/index.js';
-import { closeHttp, httpAddress, listenHttp } from '../http-listen.js';
+import { closeHttp, httpAddress, listenHttp, requestPath } from '../http-listen.js';
 
 /** Readiness checks by name (listeners, storage, ...): each ok or not, with a reason a person can read. */
 export interface Readiness {
@@ -85,9 +85,7 @@ export class MetricsHttpServer {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const path = q < 0 ? url : url.slice(0, q);
+    const path = requestPath(req.url);
     if (!ROUTES.has(path) || (path === '/status' && this.pages.status === undefined)) return plain(res, 404, 'not found\n');
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');

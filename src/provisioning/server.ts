@@ -31,7 +31,7 @@ import { DigestAuthenticator, type DigestAlgorithm } from '../auth/digest.js';
 import { ha1, parseAor, type Account, type Accounts } from '../auth/users.js';
 import type { Config, ProvisioningConfig } from '../config/index.js';
 import { readTurnSecret, tokensPath } from '../config/provisioning.js';
-import { closeHttp, httpAddress, listenHttp } from '../http-listen.js';
+import { closeHttp, httpAddress, listenHttp, requestPath } from '../http-listen.js';
 import { RoutingNames } from '../routing/names.js';
 import { parseCredentials, parseUri } from '../sip/index.js';
 import { FLEXIAPI_NOT_FOUND, MAX_REQUEST_BODY, answerXmlRpc, renderXmlRpc } from './account-manager.js';
@@ -171,9 +171,7 @@ export class ProvisioningServer {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const path = q < 0 ? url : url.slice(0, q);
+    const path = requestPath(req.url);
     const link = /^\/p\/([^/]*)$/.exec(path);
     if (path === '/xmlrpc' || path === '/api' || path.startsWith('/api/')) return this.guard(req, res, logPathOf(path), () => this.accountManager(req, res, path));
     const known = link !== null || path === '/config' || path === '/contacts/vcard';

@@ -21,28 +21,33 @@ export const BRANCH_MAGIC = 'z9hG4bK-pt';
  * a proxied call.)
  */
 export function loopHash(req: SipMessage): string {
-  const h = { a: 0x811c9dc5, b: 0x01000193 ^ 0x5bd1e995 };
-  mix(h, req.uri);
-  mix(h, req.callId());
-  mix(h, req.from().tag ?? '');
-  mix(h, req.to().tag ?? '');
-  mix(h, String(req.cseq().seq));
-  mix(h, req.get('proxy-require') ?? '');
-  for (const r of req.getAll('route')) mix(h, r);
-  return ((h.a >>> 0).toString(36).padStart(7, '0') + (h.b >>> 0).toString(36).padStart(7, '0')).slice(0, 12);
+  laneA = 0x811c9dc5;
+  laneB = 0x5ad1e806;
+  mix(req.uri);
+  mix(req.callId());
+  mix(req.from().tag ?? '');
+  mix(req.to().tag ?? '');
+  mix(String(req.cseq().seq));
+  mix(req.get('proxy-require') ?? '');
+  for (const r of req.getAll('route')) mix(r);
+  return ((laneA >>> 0).toString(36).padStart(7, '0') + (laneB >>> 0).toString(36).padStart(7, '0')).slice(0, 12);
 }
 
-/** One field and a separator into both lanes (different primes, so the lanes differ). */
-function mix(h: { a: number; b: number }, s: string): void {
-  let a = h.a;
-  let b = h.b;
+// The two lanes of the hash being computed (one at a time: no object per request).
+let laneA = 0;
+let laneB = 0;
+
+/** One field and a separator into both lanes (different multipliers, so the lanes differ). */
+function mix(s: string): void {
+  let a = laneA;
+  let b = laneB;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x0100_0197);
+    b = Math.imul(b ^ c, 0x01000197);
   }
-  h.a = Math.imul(a ^ 0xff, 0x01000193);
-  h.b = Math.imul(b ^ 0xff, 0x0100_0197);
+  laneA = Math.imul(a ^ 0xff, 0x01000193);
+  laneB = Math.imul(b ^ 0xff, 0x01000197);
 }
 
 /** A fresh branch for one forwarded copy of `req`, with the loop hash in it. */

@@ -1195,11 +1195,12 @@ class ProxyCall implements BranchOwner, TimerTarget {
       return;
     }
     if (status >= 600 && this.isInvite) {
+      const reason = `SIP;cause=${status};text="${(res.reason || 'Declined').replace(/["\\]/g, '')}"`;
       if (this.planned && b.target.member !== undefined) {
         // In a ring group one person declining stops their own devices,
         // not their colleagues': the group rings on, then overflows.
-        for (const o of this.branches) if (o !== b && o.final === 0 && o.target.member === b.target.member) this.cancelBranch(o, `SIP;cause=${status};text="${(res.reason || 'Declined').replace(/["\\]/g, '')}"`, 'declined-elsewhere');
-      } else this.cancelOthers(b, `SIP;cause=${status};text="${(res.reason || 'Declined').replace(/["\\]/g, '')}"`, 'declined-elsewhere');
+        for (const o of this.branches) if (o !== b && o.final === 0 && o.target.member === b.target.member) this.cancelBranch(o, reason, 'declined-elsewhere');
+      } else this.cancelOthers(b, reason, 'declined-elsewhere');
     }
     // 480 from the cluster node that held the device's flow: that flow is gone, as a 408 would say.
     const flowGone = status === 408 || status === 503 || (status === 480 && b.target.flow === null && b.target.path.length > 0);

@@ -23,6 +23,21 @@ export function tlsHandshakeFailed(ctx: StreamContext, local: Endpoint | null, r
 }
 
 /** The peer of a new inbound socket, or null when it was refused (and destroyed). */
+/** The options of a TLS listener (sips over TLS and WSS alike): the certificate, TLS 1.2+, client certificates as configured. */
+export function tlsServerOptions(ctx: StreamContext): tls.TlsOptions {
+  const t = ctx.tls;
+  return {
+    cert: t.cert,
+    key: t.key,
+    ca: t.ca,
+    minVersion: t.minVersion,
+    requestCert: t.verifyClients !== false,
+    rejectUnauthorized: t.verifyClients === 'required',
+    // A handshake is bounded like the wait for the first message.
+    handshakeTimeout: ctx.limits.firstMessageTimeoutMs,
+  };
+}
+
 export function admitSocket(ctx: StreamContext, socket: net.Socket, protocol: Protocol, local: Endpoint | null): Accepted | null {
   const address = socket.remoteAddress;
   const port = socket.remotePort;

@@ -12,7 +12,7 @@ import {
   StreamFramer,
   type FramerSink,
 } from '../sip/framer.js';
-import { admitSocket, StreamListener, tlsHandshakeFailed } from './accept.js';
+import { admitSocket, StreamListener, tlsHandshakeFailed, tlsServerOptions } from './accept.js';
 import { now, type CloseReason, type ConnectionTable, type StreamConnection } from './connections.js';
 import {
   endpointKey,
@@ -323,17 +323,7 @@ export class TcpListener extends StreamListener<StreamProtocol> {
     super(spec, host, spec.protocol === 'tls' ? 'tls' : 'tcp');
     this.ctx = ctx;
     if (this.protocol === 'tls') {
-      const t = ctx.tls;
-      const server = tls.createServer({
-        cert: t.cert,
-        key: t.key,
-        ca: t.ca,
-        minVersion: t.minVersion,
-        requestCert: t.verifyClients !== false,
-        rejectUnauthorized: t.verifyClients === 'required',
-        // A handshake is bounded like the wait for the first message.
-        handshakeTimeout: ctx.limits.firstMessageTimeoutMs,
-      });
+      const server = tls.createServer(tlsServerOptions(ctx));
       server.on('secureConnection', this.onConnection);
       server.on('tlsClientError', this.onTlsClientError);
       this.server = server;

@@ -17,7 +17,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { admitSocket, StreamListener, tlsHandshakeFailed } from './accept.js';
+import { admitSocket, StreamListener, tlsHandshakeFailed, tlsServerOptions } from './accept.js';
 import { now, type CloseReason, type StreamConnection } from './connections.js';
 import type { StreamContext } from './tcp.js';
 import { endpointKey, type Endpoint, type ListenSpec, type Source, type WsSettings } from './types.js';
@@ -261,17 +261,7 @@ export class WsListener extends StreamListener<WsProtocol> {
       handleProtocols: (protocols: Set<string>) => (protocols.has(SIP_SUBPROTOCOL) ? SIP_SUBPROTOCOL : false),
     });
     if (this.protocol === 'wss') {
-      const t = ctx.tls;
-      const server = https.createServer({
-        cert: t.cert,
-        key: t.key,
-        ca: t.ca,
-        minVersion: t.minVersion,
-        requestCert: t.verifyClients !== false,
-        rejectUnauthorized: t.verifyClients === 'required',
-        // A handshake is bounded like the wait for the first message.
-        handshakeTimeout: ctx.limits.firstMessageTimeoutMs,
-      });
+      const server = https.createServer(tlsServerOptions(ctx));
       server.on('secureConnection', this.onConnection);
       server.on('tlsClientError', this.onTlsClientError);
       this.server = server;

@@ -140,13 +140,19 @@ export interface InteropPortier {
  * digest accounts from `dir/users` in realm example.test, metrics on, nothing
  * kept between runs (a ban or binding in a file would leak into the next test).
  * `extra` adds YAML lines (`auth:` children indented by two spaces go right after it).
+ * `domains` and `listen` replace `[example.test]` and `[udp:127.0.0.1:0]`
+ * (UDP first, so that `port` stays the UDP listener's).
  */
-export async function interopPortier(t: Test, dir: string, o: { auth?: string[]; extra?: string[] } = {}): Promise<InteropPortier> {
+export async function interopPortier(
+  t: Test,
+  dir: string,
+  o: { auth?: string[]; extra?: string[]; domains?: string[]; listen?: string[] } = {},
+): Promise<InteropPortier> {
   const config = parseConfig(
     [
-      'domains: [example.test]',
+      `domains: [${(o.domains ?? ['example.test']).join(', ')}]`,
       'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0]',
+      `listen: [${(o.listen ?? ['udp:127.0.0.1:0']).join(', ')}]`,
       'auth:',
       '  users: users',
       '  realm: example.test',

@@ -168,6 +168,48 @@ function parse(bytes: Buffer): SipMessage {
   return m;
 }
 
+/**
+ * The head of a response to `req` (§8.2.6), up to and with the blank line:
+ * status line, the Vias, From, Call-ID and CSeq copied, `to` as given (with
+ * the tag the caller chose), `headers`, and Content-Type application/sdp when
+ * the body (of `bodyLength` bytes) is not empty.
+ */
+export function responseHead(req: SipMessage, code: number, reason: string, to: string, headers: string[], bodyLength: number): string {
+  const lines = [
+    `SIP/2.0 ${code} ${reason}`,
+    ...req.getAll('via').map((v) => 'Via: ' + v),
+    'From: ' + req.get('from'),
+    'To: ' + to,
+    'Call-ID: ' + req.callId(),
+    'CSeq: ' + req.get('cseq'),
+    ...headers,
+    ...(bodyLength > 0 ? ['Content-Type: application/sdp'] : []),
+    `Content-Length: ${bodyLength}`,
+  ];
+  return lines.join('\r\n') + '\r\n\r\n';
+}
+
+/**
+ * A framer for the bytes a raw TCP or TLS socket receives: each whole
+ * message that parses as SIP goes into `replies`; pings and framing errors
+ * are ignored. The caller pushes the socket's data into `framer`.
+ */
+export function replyCollector(transport: 'tcp' | 'tls'): { replies: SipMessage[]; framer: StreamFramer } {
+  const replies: SipMessage[] = [];
+  const framer = new StreamFramer(
+    {
+      onFrame: (b) => {
+        const m = parseAndValidate(b, { transport });
+        if (m instanceof SipMessage) replies.push(m);
+      },
+      onPing: () => {},
+      onFramingError: () => {},
+    },
+    { maxMessageSize: 65535 },
+  );
+  return { replies, framer };
+}
+
 export function defaultSdp(user: string): string {
   const id = Math.floor(Math.random() * 1e6);
   const port = 20000 + 2 * Math.floor(Math.random() * 5000);
@@ -721,18 +763,8 @@ export class ServerTx {
     let to = req.get('to')!;
     if (code > 100 && req.to().tag === null) to += ';tag=' + (o.toTag ?? this.call?.localTag ?? rnd(5));
     const body = Buffer.from(o.body ?? '', 'utf8');
-    const lines = [
-      `SIP/2.0 ${code} ${REASONS[code] ?? 'Response'}`,
-      ...req.getAll('via').map((v) => 'Via: ' + v),
-      'From: ' + req.get('from'),
-      'To: ' + to,
-      'Call-ID: ' + req.callId(),
-      'CSeq: ' + req.get('cseq'),
-      ...(o.headers ?? []),
-      ...(body.length > 0 ? ['Content-Type: application/sdp'] : []),
-      `Content-Length: ${body.length}`,
-    ];
-    const bytes = Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1'), body]);
+    const head = responseHead(req, code, REASONS[code] ?? 'Response', to, o.headers ?? [], body.length);
+    const bytes = Buffer.concat([Buffer.from(head, 'latin1'), body]);
     const msg = parse(bytes);
     this.last = { bytes, msg };
     if (code >= 200) this.finalStatus = code;

@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { parseAndValidate, SipMessage, SipParseError, type NameAddr } from '../../src/sip/index.js';
-import { defaultSdp, digestCredentials, challengesOf, type Match, matches } from './ua.js';
+import { defaultSdp, digestCredentials, challengesOf, type Match, matches, responseHead } from './ua.js';
 
 const rnd = (bytes = 8): string => randomBytes(bytes).toString('hex');
 const newBranch = (): string => 'z9hG4bK' + rnd();
@@ -289,18 +289,8 @@ export class WsUA {
     let to = req.get('to')!;
     if (req.to().tag === null && code > 100) to += ';tag=' + (o.toTag ?? rnd(5));
     const body = Buffer.from(o.body ?? '', 'utf8');
-    const lines = [
-      `SIP/2.0 ${code} ${REASONS[code] ?? 'Response'}`,
-      ...req.getAll('via').map((v) => 'Via: ' + v),
-      'From: ' + req.get('from'),
-      'To: ' + to,
-      'Call-ID: ' + req.callId(),
-      'CSeq: ' + req.get('cseq'),
-      ...(o.headers ?? []),
-      ...(body.length > 0 ? ['Content-Type: application/sdp'] : []),
-      `Content-Length: ${body.length}`,
-    ];
-    this.transmit(parse(Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'utf8'), body])));
+    const head = responseHead(req, code, REASONS[code] ?? 'Response', to, o.headers ?? [], body.length);
+    this.transmit(parse(Buffer.concat([Buffer.from(head, 'utf8'), body])));
   }
 
   private onRequest(req: SipMessage): void {

@@ -8,11 +8,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { parseConfig } from '../../src/config/index.js';
 import { CODE_CLASSES, METHODS } from '../../src/metrics/index.js';
-import { createLogger } from '../../src/log.js';
-import { startServer } from '../../src/server.js';
-import { runTool, scrape, toolMissing, usersLine } from '../helpers/tools.js';
+import { interopPortier, runTool, scrape, toolMissing, usersLine } from '../helpers/tools.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ALERTS = join(root, 'conf', 'prometheus-alerts.yml');
@@ -39,21 +36,11 @@ interface Panel {
 /** What a scrape exposes: metric → label name → values seen. */
 async function exposed(t: Test): Promise<Map<string, Map<string, Set<string>>>> {
   const dir = t.testdir({ users: usersLine('gate', 'pw-1', { kind: 'door' }) + '\n' });
-  const config = parseConfig(
-    [
-      'domains: [example.test]',
-      'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
-      'auth: {users: users, realm: example.test}',
-      'log: {level: fatal}',
-      'metrics: {listen: 127.0.0.1:0}',
-      // A provider, so that the push metrics are registered; nothing is ever pushed here.
-      'push: {generic: {url: "http://127.0.0.1:9/$token"}}',
-    ].join('\n'),
-    join(dir, 'portier.yaml'),
-  );
-  const server = await startServer(config, createLogger('fatal'));
-  t.teardown(() => server.stop());
+  const { server } = await interopPortier(t, dir, {
+    listen: ['udp:127.0.0.1:0', 'tcp:127.0.0.1:0'],
+    // A provider, so that the push metrics are registered; nothing is ever pushed here.
+    extra: ['push: {generic: {url: "http://127.0.0.1:9/$token"}}'],
+  });
   const text = await scrape(server.metricsAddress()!.port);
   const out = new Map<string, Map<string, Set<string>>>();
   const add = (name: string) => {

@@ -4,12 +4,11 @@
 import t from 'tap';
 import dgram from 'node:dgram';
 import http from 'node:http';
-import { join } from 'node:path';
 import { parseConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { parseAndValidate, SipParseError, type SipMessage } from '../../src/sip/index.js';
-import { metric, usersLine } from '../helpers/tools.js';
+import { interopPortier, metric, usersLine } from '../helpers/tools.js';
 import { until } from '../helpers/wait.js';
 import { redisServerMissing, startRedisServer } from '../storage/redis-server.js';
 
@@ -93,19 +92,11 @@ t.test('with accounts: devices by account kind, door stations online and offline
         usersLine('far', 'secret-4', { kind: 'door', domain: 'other.test' }),
       ].join('\n') + '\n',
   });
-  const config = parseConfig(
-    [
-      'domains: [example.test, other.test]',
-      'storage: {type: memory}',
-      'listen: [udp:127.0.0.1:0, tcp:127.0.0.1:0]',
-      'auth: {users: users, realm: example.test, trusted: [127.0.0.1]}',
-      'log: {level: fatal}',
-      'metrics: {listen: 127.0.0.1:0}',
-    ].join('\n'),
-    join(dir, 'portier.yaml'),
-  );
-  const server = await startServer(config, createLogger('fatal'));
-  t.teardown(() => server.stop());
+  const { server } = await interopPortier(t, dir, {
+    domains: ['example.test', 'other.test'],
+    listen: ['udp:127.0.0.1:0', 'tcp:127.0.0.1:0'],
+    auth: ['trusted: [127.0.0.1]'],
+  });
   const p = ports(server);
 
   let text = await scrape(p.http);

@@ -12,10 +12,10 @@ import { loadConfig, type Config } from '../../src/config/index.js';
 import { createLogger, type Logger } from '../../src/log.js';
 import { reloadConfig } from '../../src/cli/reload.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { parseAndValidate, SipMessage, StreamFramer } from '../../src/sip/index.js';
+import type { SipMessage } from '../../src/sip/index.js';
 import { makeTestCerts, opensslMissing } from '../helpers/certs.js';
 import { usersLine } from '../helpers/tools.js';
-import { UA, type UAOptions } from '../helpers/ua.js';
+import { replyCollector, UA, type UAOptions } from '../helpers/ua.js';
 import { until } from '../helpers/wait.js';
 
 interface Started {
@@ -199,18 +199,7 @@ t.test('a new certificate: new TLS and WSS handshakes see it, an established TLS
 
 /** OPTIONS requests down an open TLS socket, one at a time. */
 function sipOverTls(sock: tls.TLSSocket, port: number) {
-  const replies: SipMessage[] = [];
-  const framer = new StreamFramer(
-    {
-      onFrame: (b) => {
-        const m = parseAndValidate(b, { transport: 'tls' });
-        if (m instanceof SipMessage) replies.push(m);
-      },
-      onPing: () => {},
-      onFramingError: () => {},
-    },
-    { maxMessageSize: 65535 },
-  );
+  const { replies, framer } = replyCollector('tls');
   sock.on('data', (d: Buffer) => framer.push(d));
   return {
     async ask(n: number): Promise<SipMessage> {
