@@ -1213,7 +1213,19 @@ function maybeComplete(call: Call): void {
   completed++;
   lastCompletion = now();
   active.delete(call);
+  forget(call);
   settled();
+}
+
+/**
+ * A completed call leaves the tables at once: every transaction of it has ended on both sides, and
+ * what would still come (a retransmission Portier had no reason to send) is counted as stray. Kept,
+ * 25,000 calls' objects would each survive the scavenges and promote: the generator's own GC pauses
+ * (8-12 ms) were then the tail of the setup latency it measures, for Kamailio as for Portier.
+ */
+function forget(call: Call): void {
+  calls.delete(call.callId);
+  for (const leg of call.legs) if (leg.ph.legs.get(call.callId) === leg) leg.ph.legs.delete(call.callId);
 }
 
 /** `reason` is the failure's kind, counted; `detail` (which device...) goes to the trace only. */
