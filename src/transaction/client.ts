@@ -25,7 +25,7 @@ export abstract class ClientTransaction implements TimerTarget {
   protected bytes: Buffer | null;
   /** Timer A or E. */
   protected retransmitTimer: TimerHandle | null = null;
-  /** Timer B or F, then D, K or M. */
+  /** Timer B or F (D, K and M are wheel waits, without a handle). */
   protected waitTimer: TimerHandle | null = null;
   protected interval = 0;
 
@@ -40,8 +40,6 @@ export abstract class ClientTransaction implements TimerTarget {
     request: SipMessage,
     readonly dest: Destination,
     owner: ClientTransactionOwner,
-    /** The top Via's branch: the transaction's id (§17.1.3). */
-    readonly branch: string,
     initial: TransactionState,
   ) {
     this.ctx = ctx;
@@ -61,6 +59,11 @@ export abstract class ClientTransaction implements TimerTarget {
    */
   get request(): SipMessage | null {
     return this.req;
+  }
+
+  /** The top Via's branch: the transaction's id (§17.1.3). Cut from the key, which holds it already. */
+  get branch(): string {
+    return this.key.slice(0, this.key.length - this.method.length - 1);
   }
 
   get owner(): ClientTransactionOwner {
@@ -196,10 +199,14 @@ export abstract class ClientTransaction implements TimerTarget {
     this.bytes = null;
   }
 
-  /** Replaces Timer B/F by the wait of the Completed or Accepted state. */
+  /**
+   * Replaces Timer B/F by the wait of the Completed or Accepted state: a
+   * wheel wait, without a handle, which nearly always runs out; when the
+   * transaction ended before, its firing finds it Terminated.
+   */
   protected wait(kind: number, ms: number): void {
     this.cancelTimers();
-    this.waitTimer = this.ctx.wheel.schedule(this, kind, ms);
+    this.ctx.wheel.wait(this, kind, ms);
   }
 }
 
@@ -209,8 +216,8 @@ export class InviteClientTransaction extends ClientTransaction {
   private ack: string | null = null;
 
   /** @internal */
-  constructor(ctx: TransactionContext, key: string, request: SipMessage, dest: Destination, owner: ClientTransactionOwner, branch: string) {
-    super(ctx, key, request, dest, owner, branch, TransactionState.Calling);
+  constructor(ctx: TransactionContext, key: string, request: SipMessage, dest: Destination, owner: ClientTransactionOwner) {
+    super(ctx, key, request, dest, owner, TransactionState.Calling);
   }
 
   override get isInvite(): boolean {
@@ -284,7 +291,6 @@ export class InviteClientTransaction extends ClientTransaction {
         return;
       case Timer.D:
       case Timer.M:
-        this.waitTimer = null;
         this.terminate();
         return;
     }
@@ -294,8 +300,8 @@ export class InviteClientTransaction extends ClientTransaction {
 /** §17.1.2 (figure 6). */
 export class NonInviteClientTransaction extends ClientTransaction {
   /** @internal */
-  constructor(ctx: TransactionContext, key: string, request: SipMessage, dest: Destination, owner: ClientTransactionOwner, branch: string) {
-    super(ctx, key, request, dest, owner, branch, TransactionState.Trying);
+  constructor(ctx: TransactionContext, key: string, request: SipMessage, dest: Destination, owner: ClientTransactionOwner) {
+    super(ctx, key, request, dest, owner, TransactionState.Trying);
   }
 
   receiveResponse(res: SipMessage): void {
@@ -332,7 +338,6 @@ export class NonInviteClientTransaction extends ClientTransaction {
         if (state === TransactionState.Trying || state === TransactionState.Proceeding) this.timeout();
         return;
       case Timer.K:
-        this.waitTimer = null;
         this.terminate();
         return;
     }

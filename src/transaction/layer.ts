@@ -89,10 +89,10 @@ export class TransactionLayer implements TransactionContext {
     if (this.clients.has(key)) throw new Error('a client transaction with branch ' + branch + ' and method ' + method + ' exists');
     let tx: ClientTransaction;
     if (method === 'INVITE') {
-      tx = new InviteClientTransaction(this, key, req, dest, owner, detach(branch));
+      tx = new InviteClientTransaction(this, key, req, dest, owner);
       this.clientInvite++;
     } else {
-      tx = new NonInviteClientTransaction(this, key, req, dest, owner, detach(branch));
+      tx = new NonInviteClientTransaction(this, key, req, dest, owner);
       this.clientNonInvite++;
     }
     this.clients.set(key, tx);
@@ -137,6 +137,15 @@ export class TransactionLayer implements TransactionContext {
   stop(): void {
     for (const tx of this.servers.values()) tx.abandon();
     for (const tx of this.clients.values()) tx.abandon();
+    // Their last waits have no handle to cancel; on a wheel of its own, stop() below drops them.
+    if (!this.ownsWheel) {
+      const servers = this.servers;
+      const clients = this.clients;
+      this.wheel.dropWaits((t) => {
+        const key = (t as { key?: unknown }).key;
+        return typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t);
+      });
+    }
     this.servers.clear();
     this.clients.clear();
     this.serverInvite = this.serverNonInvite = this.clientInvite = this.clientNonInvite = 0;

@@ -114,7 +114,7 @@ export abstract class ServerTransaction implements TimerTarget {
 export class InviteServerTransaction extends ServerTransaction {
   /** Timer G. */
   private retransmitTimer: TimerHandle | null = null;
-  /** Timer H, then I; or L. */
+  /** Timer H (Timers I and L are wheel waits, without a handle). */
   private waitTimer: TimerHandle | null = null;
   private interval = 0;
   /**
@@ -163,7 +163,7 @@ export class InviteServerTransaction extends ServerTransaction {
       // Accepted resends nothing: the 2xx is the TU's to retransmit.
       this.lastResponse = null;
       this.finalSent();
-      this.waitTimer = this.ctx.wheel.schedule(this, Timer.L, 64 * this.ctx.t1);
+      this.ctx.wheel.wait(this, Timer.L, 64 * this.ctx.t1);
       return true;
     }
     this.currentState = TransactionState.Completed;
@@ -203,7 +203,7 @@ export class InviteServerTransaction extends ServerTransaction {
     this.currentState = TransactionState.Confirmed;
     this.cancelTimers();
     if (this.reliable) this.terminate();
-    else this.waitTimer = this.ctx.wheel.schedule(this, Timer.I, this.ctx.t4);
+    else this.ctx.wheel.wait(this, Timer.I, this.ctx.t4);
     return true;
   }
 
@@ -231,7 +231,7 @@ export class InviteServerTransaction extends ServerTransaction {
         return;
       case Timer.I:
       case Timer.L:
-        this.waitTimer = null;
+        // A wait (no handle): the transaction may have ended already, and terminate() then does nothing.
         this.terminate();
         return;
     }
@@ -251,7 +251,7 @@ export class InviteServerTransaction extends ServerTransaction {
 
 /** §17.2.2 (figure 8). */
 export class NonInviteServerTransaction extends ServerTransaction {
-  /** The NoFinal guard, then Timer J. */
+  /** The NoFinal guard (Timer J is a wheel wait, without a handle). */
   private waitTimer: TimerHandle | null;
 
   /** @internal */
@@ -284,7 +284,7 @@ export class NonInviteServerTransaction extends ServerTransaction {
       return true;
     }
     this.lastResponse = retained(bytes);
-    this.waitTimer = this.ctx.wheel.schedule(this, Timer.J, 64 * this.ctx.t1);
+    this.ctx.wheel.wait(this, Timer.J, 64 * this.ctx.t1);
     return true;
   }
 
@@ -295,8 +295,8 @@ export class NonInviteServerTransaction extends ServerTransaction {
   }
 
   onTimer(kind: number): void {
-    if (kind !== Timer.J && kind !== Timer.NoFinal) return;
-    this.waitTimer = null;
+    if (kind === Timer.NoFinal) this.waitTimer = null;
+    else if (kind !== Timer.J) return; // Timer J is a wait: terminate() does nothing if it ended already
     this.terminate();
   }
 

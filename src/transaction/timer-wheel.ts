@@ -19,6 +19,13 @@
 // Targets get `onTimer(kind)`: the transaction itself is the target and the
 // kind says which timer fired, so nothing is allocated per timer but the
 // handle.
+//
+// The waits that end a transaction (Timers D, I, J, K, L, M) nearly always
+// run out, and at a thousand calls a second some 100,000 of them are
+// pending for their 32 s. They go on wait lanes instead: one FIFO per delay,
+// whose due ticks only grow, so it stays sorted with no handle at all: a
+// wait costs two array slots, and cannot be cancelled (the target checks
+// its own state when it fires).
 
 /** Whatever a timer fires on. `kind` is the number given to schedule(). */
 export interface TimerTarget {
@@ -58,6 +65,53 @@ export class TimerHandle {
   }
 }
 
+/** The waits of one delay, in the order they fire: a ring of targets, kinds and due ticks. */
+class WaitLane {
+  targets: Array<TimerTarget | null>;
+  kinds: Uint8Array;
+  dues: Float64Array;
+  head = 0;
+  count = 0;
+
+  constructor(readonly delayMs: number) {
+    this.targets = new Array<TimerTarget | null>(64).fill(null);
+    this.kinds = new Uint8Array(64);
+    this.dues = new Float64Array(64);
+  }
+
+  push(target: TimerTarget, kind: number, due: number): void {
+    let cap = this.targets.length;
+    if (this.count === cap) {
+      this.grow(cap * 2);
+      cap *= 2;
+    }
+    const i = (this.head + this.count) & (cap - 1);
+    // Due ticks of one delay only grow; a clock that stepped back must not make the FIFO unsorted.
+    const last = this.count === 0 ? 0 : this.dues[(i - 1) & (cap - 1)];
+    this.targets[i] = target;
+    this.kinds[i] = kind;
+    this.dues[i] = due > last ? due : last;
+    this.count++;
+  }
+
+  private grow(cap: number): void {
+    const old = this.targets.length;
+    const targets = new Array<TimerTarget | null>(cap).fill(null);
+    const kinds = new Uint8Array(cap);
+    const dues = new Float64Array(cap);
+    for (let k = 0; k < this.count; k++) {
+      const j = (this.head + k) & (old - 1);
+      targets[k] = this.targets[j];
+      kinds[k] = this.kinds[j];
+      dues[k] = this.dues[j];
+    }
+    this.targets = targets;
+    this.kinds = kinds;
+    this.dues = dues;
+    this.head = 0;
+  }
+}
+
 export interface TimerWheelOptions {
   /** Length of one tick in ms. Default 10. */
   resolutionMs?: number;
@@ -76,6 +130,8 @@ export interface TimerWheelOptions {
 }
 
 const DEFAULT_RESOLUTION_MS = 10;
+/** runWaits() found no target throwing (a thrown value can be anything, undefined included). */
+const NO_ERROR: unique symbol = Symbol('no error');
 const DEFAULT_SLOTS = 4096;
 
 export class TimerWheel {
@@ -94,6 +150,8 @@ export class TimerWheel {
   private stopped = false;
   /** A reused sentinel: the slot being processed is moved onto it first. */
   private readonly pending: TimerHandle;
+  /** wait(): one lane per delay (a handful: 64*T1, T4, Timer D). */
+  private lanes: WaitLane[] = [];
   private readonly onInterval: () => void;
 
   constructor(opts: TimerWheelOptions = {}) {
@@ -132,16 +190,7 @@ export class TimerWheel {
    */
   schedule(target: TimerTarget, kind: number, delayMs: number): TimerHandle {
     if (this.stopped) return new TimerHandle(target, kind, null);
-    const res = this.resolutionMs;
-    const now = this.clock();
-    if (this.live === 0) {
-      // Nothing is pending, so the ticks the wheel slept through hold
-      // nothing to fire: skip them instead of walking them on the next tick.
-      const t = Math.floor(now / res);
-      if (t > this.currentTick) this.currentTick = t;
-    }
-    let due = Math.ceil((now + (delayMs > 0 ? delayMs : 0)) / res);
-    if (!(due > this.currentTick)) due = this.currentTick + 1; // also catches NaN
+    const due = this.dueTick(delayMs);
     const h = new TimerHandle(target, kind, this);
     h.due = due;
     const head = this.slots[due & this.mask];
@@ -151,12 +200,72 @@ export class TimerWheel {
     h.next = head;
     last.next = h;
     head.prev = h;
+    this.added();
+    return h;
+  }
+
+  /**
+   * Calls target.onTimer(kind) once, `delayMs` from now, like schedule(),
+   * but with no handle: it cannot be cancelled, and nothing is allocated
+   * for it. For waits that nearly always run out (a transaction's last
+   * state), whose target ignores a firing it no longer needs. `kind` is
+   * 0-255. Waits of one delay fire in the order given; in a tick, after the
+   * schedule()d timers of that tick. stop() drops them; so does dropWaits().
+   */
+  wait(target: TimerTarget, kind: number, delayMs: number): void {
+    if (this.stopped) return;
+    const due = this.dueTick(delayMs);
+    const lanes = this.lanes;
+    let lane: WaitLane | undefined;
+    for (let i = 0; i < lanes.length; i++) {
+      if (lanes[i].delayMs === delayMs) {
+        lane = lanes[i];
+        break;
+      }
+    }
+    if (lane === undefined) {
+      lane = new WaitLane(delayMs);
+      this.lanes = [...lanes, lane];
+    }
+    lane.push(target, kind, due);
+    this.added();
+  }
+
+  /** Drops the pending wait()s whose target `drop` picks (a layer that stops on a shared wheel). */
+  dropWaits(drop: (target: TimerTarget) => boolean): void {
+    for (const lane of this.lanes) {
+      const cap = lane.targets.length;
+      for (let k = 0; k < lane.count; k++) {
+        const j = (lane.head + k) & (cap - 1);
+        const t = lane.targets[j];
+        if (t !== null && drop(t)) {
+          lane.targets[j] = null;
+          this.live--;
+        }
+      }
+    }
+  }
+
+  /** The tick a timer `delayMs` from now is due in: never the current one. */
+  private dueTick(delayMs: number): number {
+    const res = this.resolutionMs;
+    const now = this.clock();
+    if (this.live === 0) {
+      // Nothing is pending, so the ticks the wheel slept through hold
+      // nothing to fire: skip them instead of walking them on the next tick.
+      const t = Math.floor(now / res);
+      if (t > this.currentTick) this.currentTick = t;
+    }
+    const due = Math.ceil((now + (delayMs > 0 ? delayMs : 0)) / res);
+    return due > this.currentTick ? due : this.currentTick + 1; // also catches NaN
+  }
+
+  private added(): void {
     this.live++;
     if (this.interval === null && !this.manual) {
-      this.interval = setInterval(this.onInterval, res);
+      this.interval = setInterval(this.onInterval, this.resolutionMs);
       this.interval.unref();
     }
-    return h;
   }
 
   /** Cancels a timer (same as handle.cancel()). */
@@ -211,6 +320,8 @@ export class TimerWheel {
     // stop() called from a target while a slot is being processed.
     const p = this.pending;
     while (p.next !== p) this.cancel(p.next);
+    this.dropWaits(() => true);
+    for (const lane of this.lanes) lane.head = lane.count = 0;
   }
 
   private runUntil(lastTick: number, setClock: boolean): void {
@@ -223,7 +334,17 @@ export class TimerWheel {
       }
       const tick = ++this.currentTick;
       const head = this.slots[tick & this.mask];
-      if (head.next === head) continue;
+      if (head.next === head) {
+        if (this.lanes.length !== 0) {
+          if (setClock) this.manualTime = tick * this.resolutionMs;
+          const e = this.runWaits(tick);
+          if (e !== NO_ERROR && !failed) {
+            failed = true;
+            error = e;
+          }
+        }
+        continue;
+      }
       if (setClock) this.manualTime = tick * this.resolutionMs;
       // Move the slot's list onto `pending`, then take timers off it one at
       // a time. A target may cancel any other timer, including ones still on
@@ -264,7 +385,39 @@ export class TimerWheel {
           }
         }
       }
+      if (this.lanes.length !== 0) {
+        const e = this.runWaits(tick);
+        if (e !== NO_ERROR && !failed) {
+          failed = true;
+          error = e;
+        }
+      }
     }
     if (failed) throw error;
+  }
+
+  /** Fires the waits due by `tick`; the first error a target threw, or NO_ERROR. */
+  private runWaits(tick: number): unknown {
+    let error: unknown = NO_ERROR;
+    for (const lane of this.lanes) {
+      while (lane.count !== 0) {
+        const cap = lane.targets.length;
+        const i = lane.head;
+        if (lane.dues[i] > tick) break;
+        const target = lane.targets[i];
+        const kind = lane.kinds[i];
+        lane.targets[i] = null;
+        lane.head = (i + 1) & (cap - 1);
+        lane.count--;
+        if (target === null) continue; // dropped: already uncounted
+        this.live--;
+        try {
+          target.onTimer(kind);
+        } catch (err) {
+          if (error === NO_ERROR) error = err;
+        }
+      }
+    }
+    return error;
   }
 }

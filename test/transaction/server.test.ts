@@ -330,7 +330,8 @@ CSeq: 1 OPTIONS
 Content-Length: 0
 
 `);
-  layer.receive(withRport, source('udp', '203.0.113.9', 40_000));
+  const natted = source('udp', '203.0.113.9', 40_000);
+  layer.receive(withRport, natted);
   user.requests[0].tx.respond(response(withRport, 200));
   const noRport = msg(`OPTIONS sip:example.com SIP/2.0
 Via: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKplain;received=203.0.113.9
@@ -344,7 +345,8 @@ Content-Length: 0
 `);
   layer.receive(noRport, source('udp', '203.0.113.9', 40_000));
   user.requests[1].tx.respond(response(noRport, 200));
-  t.same(transport.sent[0].dest, { protocol: 'udp', address: '203.0.113.9', port: 40_000, local: { protocol: 'udp', address: '192.0.2.1', port: 5060 } });
+  t.match(transport.sent[0].dest, { protocol: 'udp', address: '203.0.113.9', port: 40_000, local: { protocol: 'udp', address: '192.0.2.1', port: 5060 } });
+  t.equal(transport.sent[0].dest, natted, 'at the source port: the source itself, no copy kept');
   t.same(transport.sent[1].dest.port, 5070);
   t.same(transport.sent[1].dest.address, '203.0.113.9');
 });

@@ -196,3 +196,103 @@ t.test('the Node timer drives a real wheel and goes idle when empty', async (t) 
   });
   t.ok(late >= 20, 'restarts after idling');
 });
+
+t.test('wait(): no handle, fires once at its deadline, in order per delay, after the tick’s timers', async (t) => {
+  const wheel = new TimerWheel({ manual: true });
+  const r = new Recorder(wheel);
+  t.equal(wheel.wait(r, 7, 32_000), undefined, 'nothing to cancel');
+  wheel.schedule(r, 1, 32_000);
+  wheel.wait(r, 8, 5_000);
+  wheel.advance(1_000);
+  wheel.wait(r, 9, 32_000); // same lane as 7, due later
+  wheel.wait(r, 10, 4_995); // the 5 s lane: rounded up to the tick of kind 8's
+  t.equal(wheel.size, 5);
+  wheel.advance(3_999);
+  t.same(r.fired, [], 'never early');
+  wheel.advance(1);
+  t.same(r.fired, [[8, 5_000]]);
+  wheel.advance(1_000);
+  t.same(r.fired, [[8, 5_000], [10, 6_000]]);
+  wheel.advance(26_000);
+  t.same(r.fired.slice(2), [[1, 32_000], [7, 32_000]], 'the schedule()d timer of the tick first');
+  wheel.advance(1_000);
+  t.same(r.fired.slice(4), [[9, 33_000]]);
+  t.equal(wheel.size, 0);
+});
+
+t.test('wait(): a lane grows past its ring and wraps around, keeping the order', async (t) => {
+  const wheel = new TimerWheel({ manual: true });
+  const r = new Recorder(wheel);
+  // Fill, drain half, refill beyond the first capacity (64): the ring wraps, then grows.
+  for (let k = 0; k < 50; k++) wheel.wait(r, k, 100);
+  wheel.advance(100);
+  t.equal(r.fired.length, 50);
+  for (let k = 0; k < 200; k++) {
+    wheel.wait(r, k % 256, 1000);
+    if (k % 40 === 39) wheel.advance(10);
+  }
+  t.equal(wheel.size, 200);
+  wheel.advance(2_000);
+  t.same(
+    r.fired.slice(50).map(([k]) => k),
+    Array.from({ length: 200 }, (_, k) => k),
+    'every wait once, in the order given',
+  );
+  t.equal(wheel.size, 0);
+});
+
+t.test('wait(): a target may wait again from its firing; a thrown error surfaces after the tick', async (t) => {
+  const wheel = new TimerWheel({ manual: true });
+  const r = new Recorder(wheel);
+  let again = 3;
+  const chain: TimerTarget = {
+    onTimer: (kind) => {
+      r.onTimer(kind);
+      if (--again > 0) wheel.wait(chain, kind + 1, 100);
+    },
+  };
+  wheel.wait(chain, 1, 100);
+  wheel.advance(1_000);
+  t.same(r.fired, [[1, 100], [2, 200], [3, 300]]);
+  const bad: TimerTarget = {
+    onTimer: () => {
+      throw new Error('boom');
+    },
+  };
+  wheel.wait(bad, 1, 100);
+  wheel.wait(r, 4, 100);
+  t.throws(() => wheel.advance(100), /boom/);
+  t.same(r.fired.at(-1), [4, 1_100], 'the next wait still fired');
+  t.equal(wheel.size, 0);
+});
+
+t.test('wait(): stop() and dropWaits() drop pending waits', async (t) => {
+  const wheel = new TimerWheel({ manual: true });
+  const r = new Recorder(wheel);
+  const other = new Recorder(wheel);
+  wheel.wait(r, 1, 100);
+  wheel.wait(other, 2, 100);
+  wheel.wait(r, 3, 200);
+  wheel.dropWaits((target) => target === r);
+  t.equal(wheel.size, 1);
+  wheel.advance(1_000);
+  t.same(r.fired, [], 'dropped');
+  t.same(other.fired, [[2, 100]]);
+  wheel.wait(r, 4, 100);
+  wheel.stop();
+  t.equal(wheel.size, 0);
+  wheel.wait(r, 5, 100);
+  t.equal(wheel.size, 0, 'a stopped wheel takes no waits');
+});
+
+t.test('wait(): an injected clock that steps back does not make a lane fire out of order', async (t) => {
+  let now = 10_000;
+  const wheel = new TimerWheel({ manual: true, now: () => now });
+  const r = new Recorder(wheel);
+  wheel.wait(r, 1, 1_000);
+  now = 9_000; // stepped back
+  wheel.wait(r, 2, 1_000);
+  now = 11_000;
+  wheel.tick();
+  t.same(r.fired.map(([k]) => k), [1, 2], 'the second not before the first');
+});
