@@ -2,7 +2,8 @@
 // (RFC 3261 §18.3 framing does not apply); it is handed up as received.
 
 import dgram from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { lookup as dnsLookup } from 'node:dns';
+import { isIP, isIPv6 } from 'node:net';
 import { bindingResponse, isBindingIndication, isStun } from './stun.js';
 import type {
   Endpoint,
@@ -16,6 +17,19 @@ import type {
 
 const CR = 0x0d;
 const LF = 0x0a;
+
+/**
+ * dgram resolves every destination, an IP literal too, through dns.lookup(),
+ * which answers a literal on the next tick: an object and a tick per
+ * datagram sent, seven per proxied call. Portier sends to addresses it has
+ * resolved already; a literal is answered at once, anything else still goes
+ * to dns.lookup().
+ */
+function literalLookup(address: string, family: unknown, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const kind = isIP(address);
+  if (kind !== 0) callback(null, address, kind);
+  else dnsLookup(address, family as number, callback);
+}
 
 export class UdpListener {
   readonly spec: ListenSpec;
@@ -47,6 +61,7 @@ export class UdpListener {
       type: this.family === 6 ? 'udp6' : 'udp4',
       // So that [::] and 0.0.0.0 can be bound side by side, each family on its own socket.
       ipv6Only: this.family === 6,
+      lookup: literalLookup as unknown as dgram.SocketOptions['lookup'],
     };
     if (limits.udpRecvBufferSize) options.recvBufferSize = limits.udpRecvBufferSize;
     if (limits.udpSendBufferSize) options.sendBufferSize = limits.udpSendBufferSize;

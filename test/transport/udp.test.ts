@@ -122,6 +122,18 @@ function decodeStun(res: Buffer): Decoded {
   return { type, txid: Buffer.from(txid), family, port, address, fingerprintOk };
 }
 
+t.test('a destination given by name is still resolved (literals skip dns.lookup)', TEST_TIMEOUT, async (t) => {
+  const h = await startLayer(t, [{ protocol: 'udp', host: '127.0.0.1', port: 0 }]);
+  const c = await client(t, 4);
+  h.layer.send(Buffer.from('by literal'), { protocol: 'udp', address: '127.0.0.1', port: c.port });
+  h.layer.send(Buffer.from('by name'), { protocol: 'udp', address: 'localhost', port: c.port });
+  await until(() => c.got.length === 2, 'both datagrams');
+  t.same(c.got.map((b) => b.toString()).sort(), ['by literal', 'by name']);
+  h.layer.send(Buffer.from('nowhere'), { protocol: 'udp', address: 'no-such-host.invalid', port: c.port });
+  await until(() => h.layer.stats.dropped['send-error'] === 1, 'a name that does not resolve is a counted send error');
+  t.equal(c.got.length, 2);
+});
+
 t.test('a datagram is delivered with its Source, and a reply reaches the client', TEST_TIMEOUT, async (t) => {
   const h = await startLayer(t, [{ protocol: 'udp', host: '127.0.0.1', port: 0 }]);
   const [local] = h.layer.listening();
