@@ -213,7 +213,9 @@ export class TimerWheel {
    * schedule()d timers of that tick. stop() drops them; so does dropWaits().
    */
   wait(target: TimerTarget, kind: number, delayMs: number): void {
+    if (!(kind >= 0 && kind <= 255 && Number.isInteger(kind))) throw new RangeError('a wait kind is an integer in 0-255');
     if (this.stopped) return;
+    if (!(delayMs > 0)) delayMs = 0; // one lane for every delay of zero or less (and NaN)
     const due = this.dueTick(delayMs);
     const lanes = this.lanes;
     let lane: WaitLane | undefined;

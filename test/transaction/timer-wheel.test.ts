@@ -283,6 +283,17 @@ t.test('wait(): stop() and dropWaits() drop pending waits', async (t) => {
   t.equal(wheel.size, 0);
   wheel.wait(r, 5, 100);
   t.equal(wheel.size, 0, 'a stopped wheel takes no waits');
+  t.throws(() => wheel.wait(r, 256, 100), RangeError, 'kinds are kept in a byte');
+});
+
+t.test('wait(): zero, negative and NaN delays fire on the next tick, from one lane', async (t) => {
+  const wheel = new TimerWheel({ manual: true });
+  const r = new Recorder(wheel);
+  wheel.wait(r, 1, 0);
+  wheel.wait(r, 2, -5);
+  wheel.wait(r, 3, Number.NaN);
+  wheel.advance(10);
+  t.same(r.fired, [[1, 10], [2, 10], [3, 10]]);
 });
 
 t.test('wait(): an injected clock that steps back does not make a lane fire out of order', async (t) => {
