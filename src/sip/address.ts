@@ -17,25 +17,46 @@ import {
   trimEnd,
   unquote,
 } from './chars.js';
-import { parseParams, type Params } from './params.js';
+import { findParam, paramsMap, parseParams, type Params } from './params.js';
 import { parseUri, Uri } from './uri.js';
 
 export class NameAddr {
   private parsedUri: Uri | undefined;
+  private cParams: Params | undefined;
+  private cTag: string | null | undefined;
 
   constructor(
     /** As written: a quoted-string with its quotes, or tokens; null when absent. */
     readonly displayName: string | null,
     /** The URI's text (inside the <> when there are). */
     readonly uriText: string,
-    /** Header parameters (after the URI): tag, expires, q, +sip.instance, reg-id... */
-    readonly params: Params,
+    /**
+     * Header parameters (after the URI): tag, expires, q, +sip.instance,
+     * reg-id...; null: read from `src[paramsStart, rawEnd)`, checked by
+     * parseParams, when first asked for.
+     */
+    params: Params | null,
     private readonly src: string,
     private readonly rawStart: number,
     private readonly rawEnd: number,
     /** True when the URI was enclosed in <>. */
     readonly angle: boolean,
-  ) {}
+    private readonly paramsStart: number = rawEnd,
+  ) {
+    this.parsedUri = undefined;
+    this.cParams = params ?? undefined;
+    this.cTag = undefined;
+  }
+
+  /** Header parameters (after the URI): tag, expires, q, +sip.instance, reg-id... Made on first use: From and To are mostly asked for their tag only. */
+  get params(): Params {
+    let p = this.cParams;
+    if (p === undefined) {
+      p = paramsMap(this.src, this.paramsStart, this.rawEnd);
+      this.cParams = p;
+    }
+    return p;
+  }
 
   /** The value's text as written, from the display name to the last parameter. */
   get raw(): string {
@@ -61,11 +82,19 @@ export class NameAddr {
   }
 
   get tag(): string | null {
-    return this.params.get('tag') ?? null;
+    const p = this.cParams;
+    if (p !== undefined) return p.get('tag') ?? null;
+    let t = this.cTag;
+    if (t === undefined) {
+      t = findParam(this.src, this.paramsStart, this.rawEnd, 'tag') ?? null;
+      this.cTag = t;
+    }
+    return t;
   }
 
   param(name: string): string | null | undefined {
-    return this.params.get(name);
+    const p = this.cParams;
+    return p !== undefined ? p.get(name) : findParam(this.src, this.paramsStart, this.rawEnd, name);
   }
 
   /** The display name without quotes and quoted-pair escapes. */
@@ -78,18 +107,15 @@ export class NameAddr {
   }
 }
 
-export interface Parsed<T> {
-  value: T;
-  /** Index just past the element (at ',' or the end). */
-  end: number;
-}
+/** Where the last element parseNameAddrAt read ends: at ',' or the end (parsing is synchronous: no object per element). */
+let elementEnd = 0;
 
 /**
  * Parses one name-addr or addr-spec with its parameters at s[i]; stops at a
- * ',' that ends the element when `inList`, else requires the end of the string.
- * Null on a syntax error.
+ * ',' that ends the element when `inList` (its end in elementEnd), else
+ * requires the end of the string. Null on a syntax error.
  */
-export function parseNameAddrAt(s: string, i: number, end: number, inList: boolean): Parsed<NameAddr> | null {
+function parseNameAddrAt(s: string, i: number, end: number, inList: boolean): NameAddr | null {
   i = skipWs(s, i, end);
   const start = i;
   let display: string | null = null;
@@ -140,12 +166,12 @@ export function parseNameAddrAt(s: string, i: number, end: number, inList: boole
     i = gt + 1;
   }
   if (!looksLikeUri(s, uriStart, uriEnd)) return null;
-  const params: Params = new Map();
-  const pe = parseParams(s, i, end, params);
+  const pe = parseParams(s, i, end, null);
   if (pe < 0) return null;
   if (!inList && pe !== end) return null;
   const rawEnd = trimEnd(s, start, pe);
-  return { value: new NameAddr(display, s.slice(uriStart, uriEnd), params, s, start, rawEnd, angle), end: pe };
+  elementEnd = pe;
+  return new NameAddr(display, s.slice(uriStart, uriEnd), null, s, start, rawEnd, angle, i);
 }
 
 /** scheme ":" and no white space or angle brackets: the cheap part of URI syntax, checked for every From and To. */
@@ -163,8 +189,7 @@ function looksLikeUri(s: string, start: number, end: number): boolean {
 
 /** Parses a single-valued name-addr/addr-spec header value s[start, end) (From, To). */
 export function parseNameAddr(s: string, start = 0, end = s.length): NameAddr | null {
-  const r = parseNameAddrAt(s, start, end, false);
-  return r === null ? null : r.value;
+  return parseNameAddrAt(s, start, end, false);
 }
 
 /**
@@ -172,14 +197,22 @@ export function parseNameAddr(s: string, start = 0, end = s.length): NameAddr | 
  * Route, Record-Route, Path). Null on a syntax error or an empty element.
  */
 export function parseNameAddrList(s: string, into: NameAddr[], start = 0, end = s.length): boolean {
+  return nameAddrsAt(s, into, into.length, start, end) >= 0;
+}
+
+/**
+ * parseNameAddrList storing the values at into[n], into[n + 1]... (over
+ * what is there): how many `into` holds after them, or -1 on an error.
+ */
+export function nameAddrsAt(s: string, into: Array<NameAddr | undefined>, n: number, start: number, end: number): number {
   let i = start;
   for (;;) {
-    const r = parseNameAddrAt(s, i, end, true);
-    if (r === null) return false;
-    into.push(r.value);
-    i = skipWs(s, r.end, end);
-    if (i >= end) return true;
-    if (s.charCodeAt(i) !== COMMA) return false;
+    const a = parseNameAddrAt(s, i, end, true);
+    if (a === null) return -1;
+    into[n++] = a;
+    i = skipWs(s, elementEnd, end);
+    if (i >= end) return n;
+    if (s.charCodeAt(i) !== COMMA) return -1;
     i++;
   }
 }

@@ -12,28 +12,56 @@
 // to several branches costs one small array per branch.
 
 import { BACKSLASH, COMMA, CR, DQUOTE, HT, LAQUOT, LF, MAX_UINT32, parseDigits, quotedStringEnd, skipWs, SP, trimEnd } from './chars.js';
-import { NameAddr, parseNameAddr, parseNameAddrList } from './address.js';
-import { headerDisplayName, headerKey, LIST_HEADERS } from './names.js';
+import { NameAddr, nameAddrsAt, parseNameAddr } from './address.js';
+import { headerDisplayName, headerKey, LIST_HEADERS, methodAt } from './names.js';
 import { parseUri, type Uri } from './uri.js';
-import { parseVias, type Via } from './via.js';
+import { viasAt, type Via } from './via.js';
 
 /** One header field line. `src[lineStart, lineEnd)` is the whole field without its final CRLF. */
 export class HeaderField {
   private cached: string | undefined;
+  /** valueStart * 4 + (folded ? 1 : 0) + (fromSource ? 2 : 0): three facts in one slot of an object made per header line. */
+  private readonly meta: number;
+  /** Full lower-case name (compact forms expanded). */
+  readonly key: string;
+  readonly src: string;
+  readonly lineStart: number;
+  readonly lineEnd: number;
 
   constructor(
-    /** Full lower-case name (compact forms expanded). */
-    readonly key: string,
-    readonly src: string,
-    readonly lineStart: number,
-    readonly lineEnd: number,
+    key: string,
+    src: string,
+    lineStart: number,
+    lineEnd: number,
     /** Offset just past the colon. */
-    readonly valueStart: number,
+    valueStart: number,
     /** True when the value continues on further lines (RFC 3261 §7.3.1 folding). */
-    readonly folded: boolean,
+    folded: boolean,
     /** True when the bytes are those of the message's source Buffer at the same offsets. */
-    readonly fromSource: boolean,
-  ) {}
+    fromSource: boolean,
+  ) {
+    this.cached = undefined;
+    this.meta = valueStart * 4 + (folded ? 1 : 0) + (fromSource ? 2 : 0);
+    this.key = key;
+    this.src = src;
+    this.lineStart = lineStart;
+    this.lineEnd = lineEnd;
+  }
+
+  /** Offset just past the colon. */
+  get valueStart(): number {
+    return this.meta >>> 2;
+  }
+
+  /** True when the value continues on further lines (RFC 3261 §7.3.1 folding). */
+  get folded(): boolean {
+    return (this.meta & 1) !== 0;
+  }
+
+  /** True when the bytes are those of the message's source Buffer at the same offsets. */
+  get fromSource(): boolean {
+    return (this.meta & 2) !== 0;
+  }
 
   /** The name as written on the wire. */
   get name(): string {
@@ -148,13 +176,62 @@ export function splitList(v: string): string[] {
   return out;
 }
 
+/**
+ * True when a list header line may hold more than one element: it has a
+ * comma outside quoted strings and <> (where splitList would cut). Read in
+ * place; otherwise elementsOf gives one element, or none for an empty value.
+ */
+function hasSecondElement(key: string, f: HeaderField): boolean {
+  if (!LIST_HEADERS.has(key)) return false;
+  const v = f.text;
+  const n = f.end;
+  let i = f.start;
+  while (i < n) {
+    const c = v.charCodeAt(i);
+    if (c === DQUOTE) {
+      const qe = quotedStringEnd(v, i, n);
+      i = qe < 0 ? n : qe;
+      continue;
+    }
+    if (c === LAQUOT) {
+      const gt = v.indexOf('>', i);
+      i = gt < 0 || gt >= n ? n : gt + 1;
+      continue;
+    }
+    if (c === COMMA) return true;
+    i++;
+  }
+  return false;
+}
+
 /** The elements of one field value: split on commas for list headers only (LIST_HEADERS). */
 function elementsOf(key: string, value: string): string[] {
   return LIST_HEADERS.has(key) ? splitList(value) : [value];
 }
 
-const CRLF = Buffer.from('\r\n', 'latin1');
 const UNSET = -2;
+
+// Vias and addresses are parsed into one array that keeps its size, then
+// copied out at their count: an array grown by push from [] takes room
+// for 17 (parsing is synchronous, so one serves every message).
+const SCRATCH: Array<Via | NameAddr | undefined> = [];
+
+/** Drops what SCRATCH holds: it must not keep a message's values (and text) alive. */
+function clearScratch(): void {
+  for (let i = 0; i < SCRATCH.length && SCRATCH[i] !== undefined; i++) SCRATCH[i] = undefined;
+}
+
+type Latin1Buffer = Buffer & { latin1Write(s: string, offset: number, length: number): number };
+
+/**
+ * src[start, end) into out at pos; returns the position after. Short runs
+ * byte by byte: Buffer#copy makes a view of the source for every call.
+ */
+function copyRun(src: Buffer, out: Buffer, pos: number, start: number, end: number): number {
+  if (end - start > 256) return pos + src.copy(out, pos, start, end);
+  for (let k = start; k < end; k++) out[pos++] = src[k];
+  return pos;
+}
 
 export class SipMessage {
   readonly isRequest: boolean;
@@ -293,8 +370,18 @@ export class SipMessage {
   /** Values of every header field of that name, one per line, in order. */
   getAll(name: string): string[] {
     const key = headerKey(name);
+    const f = this.fields;
+    let first = -1;
+    let n = 0;
+    for (let i = 0; i < f.length; i++) {
+      if (f[i].key !== key) continue;
+      if (n++ === 0) first = i;
+    }
+    // Mostly none or one line (a Route, a Contact): an array of that size, not one grown by push.
+    if (n === 0) return [];
+    if (n === 1) return [f[first].value];
     const out: string[] = [];
-    for (const f of this.fields) if (f.key === key) out.push(f.value);
+    for (let i = first; i < f.length; i++) if (f[i].key === key) out.push(f[i].value);
     return out;
   }
 
@@ -306,35 +393,41 @@ export class SipMessage {
   values(name: string): string[] {
     const key = headerKey(name);
     const out: string[] = [];
-    for (const f of this.fields) if (f.key === key) for (const v of elementsOf(key, f.value)) out.push(v);
+    const f = this.fields;
+    for (let i = 0; i < f.length; i++) if (f[i].key === key) for (const v of elementsOf(key, f[i].value)) out.push(v);
     return out;
   }
 
   /** Option tags or tokens of a list header, lower-cased (Supported, Require, Proxy-Require, Allow...). */
   tokens(name: string): string[] {
-    return this.values(name).map((v) => v.toLowerCase());
+    const v = this.values(name); // a fresh array: lower-cased in place, no closure or second array per call
+    for (let i = 0; i < v.length; i++) v[i] = v[i].toLowerCase();
+    return v;
   }
 
   /** Number of header fields of that name. */
   count(name: string): number {
     const key = headerKey(name);
     let n = 0;
-    for (const f of this.fields) if (f.key === key) n++;
+    const f = this.fields;
+    for (let i = 0; i < f.length; i++) if (f[i].key === key) n++;
     return n;
   }
 
   /** All Via values, top first; null if one is malformed. */
   viaOrNull(): Via[] | null {
     if (this.cVia === undefined) {
-      const out: Via[] = [];
-      let ok = true;
-      for (const f of this.fields) {
-        if (f.key === 'via' && !parseVias(f.text, out, f.start, f.end)) {
-          ok = false;
-          break;
+      let n = 0;
+      const fields = this.fields;
+      for (let i = 0; i < fields.length; i++) {
+        const f = fields[i];
+        if (f.key === 'via') {
+          n = viasAt(f.text, SCRATCH as Via[], n, f.start, f.end);
+          if (n < 0) break;
         }
       }
-      this.cVia = ok ? out : null;
+      this.cVia = n < 0 ? null : (SCRATCH.slice(0, n) as Via[]);
+      clearScratch();
     }
     return this.cVia;
   }
@@ -415,12 +508,17 @@ export class SipMessage {
   }
 
   private parseAddressList(key: string, allowStar: boolean): NameAddr[] | null {
-    const out: NameAddr[] = [];
-    for (const f of this.fields) {
+    let n = 0;
+    const fields = this.fields;
+    for (let i = 0; i < fields.length; i++) {
+      const f = fields[i];
       if (f.key !== key) continue;
       if (allowStar && f.end - f.start === 1 && f.text.charCodeAt(f.start) === 0x2a) continue;
-      if (!parseNameAddrList(f.text, out, f.start, f.end)) return null;
+      n = nameAddrsAt(f.text, SCRATCH as NameAddr[], n, f.start, f.end);
+      if (n < 0) break;
     }
+    const out = n < 0 ? null : n === 0 ? [] : (SCRATCH.slice(0, n) as NameAddr[]);
+    clearScratch();
     return out;
   }
 
@@ -453,7 +551,7 @@ export class SipMessage {
       this.version,
       this.source,
       this.startLineEnd,
-      this.fields.slice(),
+      copyFields(this.fields),
       this.bodyStart,
       this.messageEnd,
     );
@@ -482,7 +580,7 @@ export class SipMessage {
   prependHeader(name: string, value: string): void {
     const key = headerKey(name);
     const i = this.findIndex(key);
-    this.fields.splice(i === -1 ? 0 : i, 0, HeaderField.create(key, value));
+    this.insertAt(i === -1 ? 0 : i, HeaderField.create(key, value));
     this.changed(key);
   }
 
@@ -498,10 +596,14 @@ export class SipMessage {
     const key = headerKey(name);
     const i = this.findIndex(key);
     const field = HeaderField.create(key, value);
-    if (i === -1) this.fields.push(field);
+    const f = this.fields;
+    if (i === -1) f.push(field);
     else {
-      this.fields[i] = field;
-      this.fields = this.fields.filter((f, j) => j <= i || f.key !== key);
+      f[i] = field;
+      // The other lines of that name go, in place.
+      let w = i + 1;
+      for (let r = i + 1; r < f.length; r++) if (f[r].key !== key) f[w++] = f[r];
+      f.length = w;
     }
     this.changed(key);
   }
@@ -509,9 +611,11 @@ export class SipMessage {
   /** Removes every line of that name. Returns how many were removed. */
   removeHeader(name: string): number {
     const key = headerKey(name);
-    const before = this.fields.length;
-    this.fields = this.fields.filter((f) => f.key !== key);
-    const n = before - this.fields.length;
+    const f = this.fields;
+    let w = 0;
+    for (let r = 0; r < f.length; r++) if (f[r].key !== key) f[w++] = f[r];
+    const n = f.length - w;
+    f.length = w;
     if (n > 0) this.changed(key);
     return n;
   }
@@ -520,7 +624,7 @@ export class SipMessage {
   removeField(field: HeaderField): boolean {
     const i = this.fields.indexOf(field);
     if (i === -1) return false;
-    this.fields.splice(i, 1);
+    this.removeAt(i);
     this.changed(field.key);
     return true;
   }
@@ -534,10 +638,14 @@ export class SipMessage {
     const key = headerKey(name);
     const i = this.findIndex(key);
     if (i === -1) return false;
-    const rest = elementsOf(key, this.fields[i].value);
-    rest.shift();
-    if (rest.length === 0) this.fields.splice(i, 1);
-    else this.fields[i] = HeaderField.create(key, rest.join(', '));
+    const f = this.fields[i];
+    if (!hasSecondElement(key, f)) this.removeAt(i);
+    else {
+      const rest = elementsOf(key, f.value);
+      rest.shift();
+      if (rest.length === 0) this.removeAt(i);
+      else this.fields[i] = HeaderField.create(key, rest.join(', '));
+    }
     this.changed(key);
     return true;
   }
@@ -550,9 +658,13 @@ export class SipMessage {
       this.prependHeader(key, value);
       return;
     }
-    const rest = elementsOf(key, this.fields[i].value);
-    rest[0] = value;
-    this.fields[i] = HeaderField.create(key, rest.join(', '));
+    const f = this.fields[i];
+    if (!hasSecondElement(key, f)) this.fields[i] = HeaderField.create(key, value);
+    else {
+      const rest = elementsOf(key, f.value);
+      rest[0] = value;
+      this.fields[i] = HeaderField.create(key, rest.join(', '));
+    }
     this.changed(key);
   }
 
@@ -560,6 +672,21 @@ export class SipMessage {
     const f = this.fields;
     for (let i = 0; i < f.length; i++) if (f[i].key === key) return i;
     return -1;
+  }
+
+  /** splice(i, 0, field) without the array of removed elements splice returns. */
+  private insertAt(i: number, field: HeaderField): void {
+    const f = this.fields;
+    f.push(field);
+    for (let j = f.length - 1; j > i; j--) f[j] = f[j - 1];
+    f[i] = field;
+  }
+
+  /** splice(i, 1) without the array of removed elements splice returns. */
+  private removeAt(i: number): void {
+    const f = this.fields;
+    for (let j = i; j < f.length - 1; j++) f[j] = f[j + 1];
+    f.pop();
   }
 
   private changed(key: string): void {
@@ -598,7 +725,7 @@ export class SipMessage {
     if (!this.modified) return this.source.subarray(0, this.messageEnd);
     const src = this.source;
     const fields = this.fields;
-    const startLen = this.startLine === null ? this.startLineEnd : Buffer.byteLength(this.startLine, 'latin1');
+    const startLen = this.startLine === null ? this.startLineEnd : this.startLine.length;
     let total = startLen + 2;
     let hasLength = false;
     for (let i = 0; i < fields.length; i++) {
@@ -612,39 +739,60 @@ export class SipMessage {
       total += lengthLine.length + 2;
     }
     total += 2 + this.bodyLength;
-    const out = Buffer.allocUnsafe(total);
-    let pos: number;
-    if (this.startLine === null) pos = src.copy(out, 0, 0, this.startLineEnd);
-    else pos = out.write(this.startLine, 0, 'latin1');
-    pos += CRLF.copy(out, pos);
-    let i = 0;
-    while (i < fields.length) {
+    const out = Buffer.allocUnsafe(total) as Latin1Buffer;
+    let pos = 0;
+    // Source lines that follow each other are copied in one piece: src[runStart, runEnd), pending.
+    let runStart = -1;
+    let runEnd = -1;
+    if (this.startLine === null) {
+      runStart = 0;
+      runEnd = this.startLineEnd;
+    } else {
+      pos = out.latin1Write(this.startLine, 0, this.startLine.length);
+      out[pos++] = CR;
+      out[pos++] = LF;
+    }
+    for (let i = 0; i < fields.length; i++) {
       const f = fields[i];
       if (f.fromSource) {
-        // Extend over following fields that sit right after this one in the source.
-        let runEnd = f.lineEnd;
-        let j = i + 1;
-        while (j < fields.length && fields[j].fromSource && fields[j].lineStart === runEnd + 2) {
-          runEnd = fields[j].lineEnd;
-          j++;
+        if (runStart >= 0 && f.lineStart === runEnd + 2) {
+          runEnd = f.lineEnd;
+          continue;
         }
-        pos += src.copy(out, pos, f.lineStart, runEnd);
-        i = j;
-      } else {
-        pos += f.lineStart === 0 && f.lineEnd === f.src.length ? out.write(f.src, pos, 'latin1') : out.write(f.src.slice(f.lineStart, f.lineEnd), pos, 'latin1');
-        i++;
+        if (runStart >= 0) {
+          pos = copyRun(src, out, pos, runStart, runEnd);
+          out[pos++] = CR;
+          out[pos++] = LF;
+        }
+        runStart = f.lineStart;
+        runEnd = f.lineEnd;
+        continue;
       }
+      if (runStart >= 0) {
+        pos = copyRun(src, out, pos, runStart, runEnd);
+        out[pos++] = CR;
+        out[pos++] = LF;
+        runStart = -1;
+      }
+      const s = f.src;
+      if (f.lineStart === 0 && f.lineEnd === s.length) pos += out.latin1Write(s, pos, s.length);
+      else for (let k = f.lineStart; k < f.lineEnd; k++) out[pos++] = s.charCodeAt(k);
+      out[pos++] = CR;
+      out[pos++] = LF;
+    }
+    if (runStart >= 0) {
+      pos = copyRun(src, out, pos, runStart, runEnd);
       out[pos++] = CR;
       out[pos++] = LF;
     }
     if (lengthLine !== null) {
-      pos += out.write(lengthLine, pos, 'latin1');
+      pos += out.latin1Write(lengthLine, pos, lengthLine.length);
       out[pos++] = CR;
       out[pos++] = LF;
     }
     out[pos++] = CR;
     out[pos++] = LF;
-    src.copy(out, pos, this.bodyStart, this.messageEnd);
+    copyRun(src, out, pos, this.bodyStart, this.messageEnd);
     return out;
   }
 
@@ -652,6 +800,17 @@ export class SipMessage {
   toString(): string {
     return this.toBuffer().toString('latin1');
   }
+}
+
+/**
+ * The fields of a clone, in an array grown by push: room for 17 lines, so
+ * the Via and Record-Route a forwarded copy gains mostly fit without the
+ * array being copied again (slice() would make it just as long as now).
+ */
+function copyFields(fields: HeaderField[]): HeaderField[] {
+  const out: HeaderField[] = [];
+  for (let i = 0; i < fields.length; i++) out.push(fields[i]);
+  return out;
 }
 
 const NULL_ADDR = new NameAddr(null, 'sip:invalid', new Map(), '', 0, 0, false);
@@ -673,5 +832,5 @@ function parseCSeq(v: string, start: number, n: number, hint: string): CSeq | nu
   }
   // Reuse the request's method string when they match (the usual case).
   if (n - ms === hint.length && v.startsWith(hint, ms)) return { seq, method: hint };
-  return { seq, method: v.slice(ms, n) };
+  return { seq, method: methodAt(v, ms, n) };
 }

@@ -196,6 +196,10 @@ export function headerKey(name: string): string {
 
 /** The spelling Portier writes for a lower-case header name. */
 export function headerDisplayName(key: string): string {
+  return DISPLAY.get(key) ?? spell(key);
+}
+
+function spell(key: string): string {
   const c = CANONICAL[key];
   if (typeof c === 'string') return c; // not `constructor` & co. from Object.prototype
   let out = '';
@@ -207,6 +211,21 @@ export function headerDisplayName(key: string): string {
   }
   return out;
 }
+
+const METHODS = ['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'PRACK', 'UPDATE', 'INFO', 'MESSAGE', 'REFER', 'SUBSCRIBE', 'NOTIFY', 'PUBLISH'];
+
+/** s[start, end), as the constant when it is one of the usual methods (case-sensitive): no string per message. */
+export function methodAt(s: string, start: number, end: number): string {
+  for (let k = 0; k < METHODS.length; k++) {
+    const m = METHODS[k];
+    if (m.length === end - start && s.startsWith(m, start)) return m;
+  }
+  return s.slice(start, end);
+}
+
+/** headerDisplayName of every known header, spelled once: Portier writes Via, Max-Forwards, Record-Route... per message. */
+const DISPLAY = new Map<string, string>();
+for (const key of new Set(KNOWN.values())) DISPLAY.set(key, spell(key));
 
 /**
  * Headers whose value is a comma-separated list of elements. Only these are

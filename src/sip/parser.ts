@@ -9,6 +9,7 @@
 
 import { CR, HT, isToken, LF, MAX_UINT32, parseDigits, scan, SP, trimEnd, WORD } from './chars.js';
 import { HeaderField, SipMessage } from './message.js';
+import { REASON_PHRASES } from './response.js';
 import {
   H_CALL_ID,
   H_CONTENT_LENGTH,
@@ -21,6 +22,7 @@ import {
   H_VIA,
   headerKeyAt,
   lastHeaderId,
+  methodAt,
 } from './names.js';
 
 export interface ParseLimits {
@@ -87,18 +89,35 @@ function limitsOf(opts: ParseOptions | undefined): ParseLimits {
   };
 }
 
-/** True when s[i..] starts with "SIP/" in any case. */
-function startsWithSipSlash(s: string): boolean {
-  return s.length > 4 && (s.charCodeAt(0) | 0x20) === 0x73 && (s.charCodeAt(1) | 0x20) === 0x69 && (s.charCodeAt(2) | 0x20) === 0x70 && s.charCodeAt(3) === 0x2f;
+/** True when s[b, e) is longer than 4 chars and starts with "SIP/" in any case. */
+function startsWithSipSlash(s: string, b: number, e: number): boolean {
+  return e - b > 4 && (s.charCodeAt(b) | 0x20) === 0x73 && (s.charCodeAt(b + 1) | 0x20) === 0x69 && (s.charCodeAt(b + 2) | 0x20) === 0x70 && s.charCodeAt(b + 3) === 0x2f;
 }
 
-/** -1: not SIP-Version syntax; 0: SIP/2.0; 1: another version. */
-function versionKind(v: string): number {
-  if (!startsWithSipSlash(v)) return -1;
-  const dot = v.indexOf('.', 4);
-  if (dot < 5 || dot === v.length - 1) return -1;
-  if (parseDigits(v, 4, dot, 1e6) < 0 || parseDigits(v, dot + 1, v.length, 1e6) < 0) return -1;
-  return v.length === 7 && v.charCodeAt(4) === 0x32 && v.charCodeAt(6) === 0x30 ? 0 : 1;
+/** -1: s[b, e) is not SIP-Version syntax; 0: SIP/2.0; 1: another version. */
+function versionKind(s: string, b: number, e: number): number {
+  if (!startsWithSipSlash(s, b, e)) return -1;
+  const dot = indexIn(s, 0x2e, b + 4, e);
+  if (dot < b + 5 || dot === e - 1) return -1;
+  if (parseDigits(s, b + 4, dot, 1e6) < 0 || parseDigits(s, dot + 1, e, 1e6) < 0) return -1;
+  return e - b === 7 && s.charCodeAt(b + 4) === 0x32 && s.charCodeAt(b + 6) === 0x30 ? 0 : 1;
+}
+
+/** Index of the first char `c` in s[from, end), or -1. */
+function indexIn(s: string, c: number, from: number, end: number): number {
+  for (let i = from; i < end; i++) if (s.charCodeAt(i) === c) return i;
+  return -1;
+}
+
+/** s[b, e), as the constant when it is `SIP/2.0` (nearly always): no string per message. */
+function versionAt(s: string, b: number, e: number): string {
+  return e - b === 7 && s.startsWith('SIP/2.0', b) ? 'SIP/2.0' : s.slice(b, e);
+}
+
+/** s[b, e), as the constant when it is the usual phrase of that status. */
+function reasonAt(s: string, b: number, e: number, status: number): string {
+  const usual = REASON_PHRASES[status];
+  return usual !== undefined && usual.length === e - b && s.startsWith(usual, b) ? usual : s.slice(b, e);
 }
 
 /**
@@ -147,7 +166,6 @@ function parse(input: Buffer, opts: ParseOptions | undefined): SipMessage | SipP
   const slEnd = head.indexOf('\r\n');
   if (slEnd > limits.maxLineLength) return new SipParseError(0, 'start line too long');
   if (head.indexOf('\n') < slEnd || head.indexOf('\r') < slEnd) return new SipParseError(0, 'bare CR or LF in the start line');
-  const line = head.slice(0, slEnd);
   let isRequest: boolean;
   let method = '';
   let uri = '';
@@ -155,32 +173,34 @@ function parse(input: Buffer, opts: ParseOptions | undefined): SipMessage | SipP
   let reason = '';
   let version: string;
   let startError: SipParseError | null = null;
-  if (startsWithSipSlash(line)) {
+  // Read in place in head[0, slEnd): only the Request-URI is cut out; the
+  // method, version and reason phrase are constants when they are the usual ones.
+  if (startsWithSipSlash(head, 0, slEnd)) {
     // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
     isRequest = false;
-    const sp1 = line.indexOf(' ');
+    const sp1 = indexIn(head, SP, 0, slEnd);
     if (sp1 === -1) return new SipParseError(0, 'malformed status line');
-    version = line.slice(0, sp1);
-    let sp2 = line.indexOf(' ', sp1 + 1);
-    if (sp2 === -1) sp2 = line.length;
-    status = sp2 - sp1 - 1 === 3 ? parseDigits(line, sp1 + 1, sp2, 699) : -1;
+    version = versionAt(head, 0, sp1);
+    let sp2 = indexIn(head, SP, sp1 + 1, slEnd);
+    if (sp2 === -1) sp2 = slEnd;
+    status = sp2 - sp1 - 1 === 3 ? parseDigits(head, sp1 + 1, sp2, 699) : -1;
     if (status < 100) return new SipParseError(0, 'malformed status code');
-    reason = sp2 < line.length ? line.slice(sp2 + 1) : '';
-    if (versionKind(version) !== 0) return new SipParseError(0, 'unsupported SIP version in a response');
+    reason = sp2 < slEnd ? reasonAt(head, sp2 + 1, slEnd, status) : '';
+    if (versionKind(head, 0, sp1) !== 0) return new SipParseError(0, 'unsupported SIP version in a response');
   } else {
     // Request-Line = Method SP Request-URI SP SIP-Version, single SPs.
     isRequest = true;
-    const sp1 = line.indexOf(' ');
-    const sp2 = sp1 === -1 ? -1 : line.indexOf(' ', sp1 + 1);
+    const sp1 = indexIn(head, SP, 0, slEnd);
+    const sp2 = sp1 === -1 ? -1 : indexIn(head, SP, sp1 + 1, slEnd);
     if (sp1 <= 0 || sp2 === -1) return new SipParseError(0, 'malformed request line');
-    method = line.slice(0, sp1);
-    uri = line.slice(sp1 + 1, sp2);
-    version = line.slice(sp2 + 1);
-    if (!isToken(line, 0, sp1)) return new SipParseError(0, 'malformed request method');
-    if (uri.length === 0 || line.indexOf(' ', sp2 + 1) !== -1 || line.indexOf('\t') !== -1) {
+    method = methodAt(head, 0, sp1);
+    uri = head.slice(sp1 + 1, sp2);
+    version = versionAt(head, sp2 + 1, slEnd);
+    if (!isToken(head, 0, sp1)) return new SipParseError(0, 'malformed request method');
+    if (uri.length === 0 || indexIn(head, SP, sp2 + 1, slEnd) !== -1 || indexIn(head, HT, 0, slEnd) !== -1) {
       startError = new SipParseError(400, 'malformed request line (white space)');
     } else {
-      const vk = versionKind(version);
+      const vk = versionKind(head, sp2 + 1, slEnd);
       if (vk < 0) startError = new SipParseError(400, 'malformed SIP version');
       else if (vk > 0) startError = new SipParseError(505, 'SIP version not supported');
     }
@@ -316,7 +336,7 @@ function checkHeaders(msg: SipMessage, fields: readonly HeaderField[]): string |
       if (contacts === null) return 'malformed Contact header';
       for (const c of contacts) {
         if (!c.uriIsValid) return 'malformed Contact URI';
-        const e = c.params.get('expires');
+        const e = c.param('expires');
         if (e !== undefined && (e === null || parseDigits(e, 0, e.length, MAX_UINT32) < 0)) return 'malformed Contact expires';
       }
       if (msg.isContactStar() && msg.count('contact') > 1) return 'Contact: * with other contacts';

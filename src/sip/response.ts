@@ -110,54 +110,120 @@ function oneLine(v: string): string {
 // Each header line of the last head written: its key, where it starts and
 // where its colon is. buildResponse makes the message's fields from them
 // instead of parsing its own output again. Heads are written synchronously,
-// so one set serves every call.
+// so one set serves every call; entries past lineCount are left over from
+// a longer head (the arrays keep their size).
 const lineKeys: string[] = [];
 const lineStarts: number[] = [];
 const lineColons: number[] = [];
+let lineCount = 0;
 
-function addLine(text: string, key: string, name: string, value: string): string {
-  lineKeys.push(key);
-  lineStarts.push(text.length);
-  lineColons.push(text.length + name.length);
-  return text + name + ': ' + value + '\r\n';
+// The head is written as octets into one scratch Buffer (grown when a head
+// does not fit), then copied with the body into the message's own: no
+// string per line, and no string of the whole head but the one read back.
+type Latin1Buffer = Buffer & { latin1Write(s: string, offset: number, length: number): number; latin1Slice(start: number, end: number): string };
+let head = Buffer.allocUnsafeSlow(4096) as Latin1Buffer;
+let headLen = 0;
+
+function reserve(n: number): void {
+  if (headLen + n <= head.length) return;
+  const bigger = Buffer.allocUnsafeSlow(Math.max(head.length * 2, headLen + n)) as Latin1Buffer;
+  head.copy(bigger, 0, 0, headLen);
+  head = bigger;
+}
+
+/** s as latin1 octets (a char beyond latin1 as its low octet, as Buffer.from(s, 'latin1') writes it). */
+function put(s: string): void {
+  reserve(s.length);
+  headLen += head.latin1Write(s, headLen, s.length);
+}
+
+/** s[start, end) as put() would write it, without slicing it out. */
+function putRange(s: string, start: number, end: number): void {
+  reserve(end - start);
+  const h = head;
+  let p = headLen;
+  for (let k = start; k < end; k++) h[p++] = s.charCodeAt(k);
+  headLen = p;
+}
+
+function putCrlf(): void {
+  reserve(2);
+  head[headLen++] = 0x0d;
+  head[headLen++] = 0x0a;
+}
+
+/** A header line `name: ` starts: noted for buildResponse. */
+function startLine(key: string, name: string): void {
+  lineKeys[lineCount] = key;
+  lineStarts[lineCount] = headLen;
+  lineColons[lineCount] = headLen + name.length;
+  lineCount++;
+  put(name);
+  put(': ');
 }
 
 function bodyOf(opts: ResponseOptions): Buffer {
   return opts.body === undefined ? NO_BODY : typeof opts.body === 'string' ? Buffer.from(opts.body, 'utf8') : opts.body;
 }
 
-/** The start line and header lines, ending with the empty line; fills lineKeys, lineStarts and lineColons. */
-function writeHead(req: SipMessage, code: number, opts: ResponseOptions, body: Buffer): string {
-  lineKeys.length = 0;
-  lineStarts.length = 0;
-  lineColons.length = 0;
-  let text = 'SIP/2.0 ' + code + ' ' + oneLine(opts.reason ?? reasonPhrase(code)) + '\r\n';
+/**
+ * The response as octets: the start line and header lines, the empty line,
+ * the body. Fills lineKeys, lineStarts and lineColons (lineCount of
+ * them); headLen is where the body starts.
+ */
+function writeMessage(req: SipMessage, code: number, opts: ResponseOptions, body: Buffer): Buffer {
+  lineCount = 0;
+  headLen = 0;
+  put('SIP/2.0 ');
+  if (Number.isInteger(code) && code >= 100 && code <= 999) {
+    reserve(3);
+    head[headLen++] = 0x30 + Math.floor(code / 100);
+    head[headLen++] = 0x30 + (Math.floor(code / 10) % 10);
+    head[headLen++] = 0x30 + (code % 10);
+  } else put(String(code));
+  put(' ');
+  put(oneLine(opts.reason ?? reasonPhrase(code)));
+  putCrlf();
   const fields = req.headerFields();
   for (let k = 0; k < COPIED.length; k++) {
     const key = COPIED[k];
-    for (const f of fields) {
+    for (let i = 0; i < fields.length; i++) {
+      const f = fields[i];
       if (f.key !== key) continue;
-      let v = f.value;
+      startLine(key, COPIED_NAMES[k]);
+      if (f.folded) put(f.value);
+      else putRange(f.src, f.start, f.end);
       if (key === 'to' && code !== 100) {
         const to = req.toOrNull();
-        if (to !== null && to.tag === null) v += ';tag=' + (opts.toTag ?? randomToken());
+        if (to !== null && to.tag === null) {
+          put(';tag=');
+          put(opts.toTag ?? randomToken());
+        }
       }
-      text = addLine(text, key, COPIED_NAMES[k], v);
+      putCrlf();
     }
   }
   if (opts.headers) {
     for (const [name, value] of opts.headers) {
       const key = headerKey(name);
-      text = addLine(text, key, headerDisplayName(key), oneLine(value));
+      startLine(key, headerDisplayName(key));
+      put(oneLine(value));
+      putCrlf();
     }
   }
-  if (body.length > 0 && opts.contentType) text = addLine(text, 'content-type', 'Content-Type', opts.contentType);
-  return addLine(text, 'content-length', 'Content-Length', String(body.length)) + '\r\n';
-}
-
-function octets(head: string, body: Buffer): Buffer {
-  const bytes = Buffer.from(head, 'latin1');
-  return body.length === 0 ? bytes : Buffer.concat([bytes, body]);
+  if (body.length > 0 && opts.contentType) {
+    startLine('content-type', 'Content-Type');
+    put(opts.contentType);
+    putCrlf();
+  }
+  startLine('content-length', 'Content-Length');
+  put(String(body.length));
+  putCrlf();
+  putCrlf();
+  const out = Buffer.allocUnsafe(headLen + body.length);
+  for (let i = 0; i < headLen; i++) out[i] = head[i];
+  if (body.length > 0) body.copy(out, headLen);
+  return out;
 }
 
 /**
@@ -167,8 +233,7 @@ function octets(head: string, body: Buffer): Buffer {
  * long as they have a Via.
  */
 export function buildResponseBytes(req: SipMessage, code: number, opts: ResponseOptions = {}): Buffer {
-  const body = bodyOf(opts);
-  return octets(writeHead(req, code, opts, body), body);
+  return writeMessage(req, code, opts, bodyOf(opts));
 }
 
 /** 'SIP/2.0 NNN ': where the reason phrase starts. */
@@ -183,21 +248,28 @@ const REASON_AT = 12;
 export function buildResponse(req: SipMessage, code: number, opts: ResponseOptions = {}): SipMessage {
   if (!Number.isInteger(code) || code < 100 || code > 699) throw new Error('built an invalid response: malformed status code');
   const body = bodyOf(opts);
-  const head = writeHead(req, code, opts, body);
-  const bytes = octets(head, body);
+  const bytes = writeMessage(req, code, opts, body);
+  const len = headLen;
   // Read back from the octets, as the parser would: a char beyond latin1 went out as one octet.
-  const src = bytes.toString('latin1', 0, head.length);
+  const src = (bytes as Latin1Buffer).latin1Slice(0, len);
   const fields: HeaderField[] = [];
-  const n = lineKeys.length;
+  const n = lineCount;
   for (let i = 0; i < n; i++) {
     const start = lineStarts[i];
     const colon = lineColons[i];
     if (!isToken(src, start, colon)) throw new Error('built an invalid response: malformed header name');
-    const end = (i + 1 < n ? lineStarts[i + 1] : head.length - 2) - 2;
+    const end = (i + 1 < n ? lineStarts[i + 1] : len - 2) - 2;
     fields.push(new HeaderField(lineKeys[i], src, start, end, colon + 1, false, true));
   }
   const startLineEnd = lineStarts[0] - 2;
-  return new SipMessage(false, '', '', code, src.slice(REASON_AT, startLineEnd), 'SIP/2.0', bytes, startLineEnd, fields, head.length, bytes.length);
+  return new SipMessage(false, '', '', code, reasonOf(src, code, startLineEnd), 'SIP/2.0', bytes, startLineEnd, fields, len, bytes.length);
+}
+
+/** The reason phrase of a built start line: the constant itself when it is the usual one. */
+function reasonOf(src: string, code: number, end: number): string {
+  const usual = REASON_PHRASES[code];
+  if (usual !== undefined && end - REASON_AT === usual.length && src.startsWith(usual, REASON_AT)) return usual;
+  return src.slice(REASON_AT, end);
 }
 
 /**
@@ -207,18 +279,7 @@ export function buildResponse(req: SipMessage, code: number, opts: ResponseOptio
  * when nothing needs to change.
  */
 export function stampedVia(via: Via, sourceAddress: string, sourcePort: number): string | null {
-  const wantsRport = via.params.has('rport');
-  const sentBy = stripBrackets(via.host).toLowerCase();
-  const needReceived = wantsRport || sentBy !== sourceAddress.toLowerCase();
-  if (!needReceived && !wantsRport) return null;
-  let out = 'SIP/2.0/' + via.transport + ' ' + via.host + (via.port !== null ? ':' + via.port : '');
-  for (const [k, v] of via.params) {
-    if (k === 'received') continue;
-    if (k === 'rport') out += ';rport=' + sourcePort;
-    else out += v === null ? ';' + k : ';' + k + '=' + v;
-  }
-  if (needReceived) out += ';received=' + sourceAddress;
-  return out;
+  return via.stamped(sourceAddress, sourcePort);
 }
 
 /** Where a response goes over UDP (§18.2.2 and RFC 3581 §4): the source address, and the source port when rport was used. */
