@@ -7,6 +7,7 @@
 
 import type { HeaderField, SipMessage, Uri } from '../sip/index.js';
 import { parseCredentials } from '../sip/index.js';
+import { parseDigestCredentials, type DigestCredentials } from '../sip/credentials.js';
 import { canonicalHost, normaliseEscapes } from '../registrar/aor.js';
 import { URI_USER } from '../sip/chars.js';
 import type { Source } from '../transport/index.js';
@@ -90,12 +91,15 @@ export class Authenticator {
     const key = kind === 'register' ? 'authorization' : 'proxy-authorization';
     const digest = this.options.digest;
     let field: HeaderField | null = null;
-    let creds = null;
-    for (const f of req.headerFields()) {
+    let creds: DigestCredentials | null = null;
+    const fields = req.headerFields();
+    for (let i = 0; i < fields.length; i++) {
+      const f = fields[i];
       if (f.key !== key) continue;
-      const c = parseCredentials(f.value);
+      // Read in place: no copy of the value.
+      const c = parseDigestCredentials(f.text, f.start, f.end);
       if (c === null) return this.fail('malformed', source, null);
-      if (c.params.get('realm') !== digest.realm) continue; // someone else's (§22.3)
+      if (c.realm !== digest.realm) continue; // someone else's (§22.3)
       field = f;
       creds = c;
       break;
@@ -103,7 +107,7 @@ export class Authenticator {
     if (creds === null || field === null) return this.challenge(code, false, source);
 
     const domain = identityUri.isSip ? canonicalHost(identityUri) : '';
-    const username = creds.params.get('username');
+    const username = creds.username;
     // One lookup, made whether the user exists or not (the digest costs the same either way).
     const found = domain === '' || username === undefined ? undefined : this.options.accounts().find(username, domain);
     const account = found !== undefined && found.realm === digest.realm ? found : null;
@@ -129,7 +133,7 @@ export class Authenticator {
       case 'other-realm':
         return this.challenge(code, false, source);
       case 'malformed':
-        return this.fail('malformed', source, creds.params.get('username') ?? null);
+        return this.fail('malformed', source, creds.username ?? null);
     }
   }
 
@@ -151,9 +155,7 @@ export class Authenticator {
 
   private challenge(code: number, stale: boolean, source: Source): Gate {
     const name = code === 401 ? 'WWW-Authenticate' : 'Proxy-Authenticate';
-    const headers: Array<[string, string]> = [];
-    for (const v of this.options.digest.challenge(stale, source.address)) headers.push([name, v]);
-    return { pass: false, code, headers };
+    return { pass: false, code, headers: this.options.digest.challengeHeaders(name, stale, source.address) };
   }
 
   private fail(reason: AuthFailureReason, source: Source, username: string | null): Gate {

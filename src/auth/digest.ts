@@ -13,8 +13,8 @@
 
 import * as crypto from 'node:crypto';
 import { createHash, createHmac, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
 import { detach, type Credentials } from '../sip/index.js';
+import { DigestCredentials } from '../sip/credentials.js';
 
 export type DigestAlgorithm = 'SHA-256' | 'MD5';
 
@@ -60,7 +60,18 @@ export type DigestCheck =
   | { kind: 'malformed'; why: string };
 
 const NONCE_BYTES = 32; // 8 time, 8 random, 16 HMAC
-const NC = /^[0-9a-fA-F]{8}$/;
+/** Characters of a nonce: 32 octets in base64url, unpadded. */
+const NONCE_CHARS = 43;
+
+/** nc-value = 8LHEX (RFC 7616 §3.4; upper-case hex tolerated, as before). */
+function isNc(s: string): boolean {
+  if (s.length !== 8) return false;
+  for (let i = 0; i < 8; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x66))) return false;
+  }
+  return true;
+}
 
 // One-shot hashing (Node >= 20.12) costs a third of a Hash object.
 const oneShot: ((algorithm: string, data: string | Buffer, encoding: 'hex' | 'latin1') => string) | undefined = (
@@ -103,6 +114,11 @@ class NonceMac {
   private readonly outer = Buffer.alloc(96);
   /** Where the address starts in `inner`. */
   private readonly addressAt: number;
+  /** inner[0, viewEnd): the view of the last sign(), kept while addresses keep their length (a view is an object). */
+  private view: Buffer;
+  private viewEnd: number;
+  /** The address `inner` holds now. */
+  private address = '';
 
   constructor(
     private readonly secret: Buffer,
@@ -117,6 +133,8 @@ class NonceMac {
       this.outer[i] = key[i] ^ 0x5c;
     }
     this.inner.write(realm + '\n', 80, 'utf8');
+    this.viewEnd = this.addressAt;
+    this.view = this.inner.subarray(0, this.viewEnd);
   }
 
   /** Writes the first 16 octets of the MAC of raw[0, 16) and `address` into `out` at `at`. */
@@ -126,36 +144,135 @@ class NonceMac {
       createHmac('sha256', this.secret).update(raw.subarray(0, 16)).update(this.realm).update('\n').update(address).digest().copy(out, at, 0, 16);
       return;
     }
-    raw.copy(this.inner, 64, 0, 16);
-    const end = this.addressAt + this.inner.write(address, this.addressAt, 'utf8');
+    // By hand: Buffer.copy of part of a buffer makes a view of it first.
+    const inner = this.inner;
+    for (let i = 0; i < 16; i++) inner[64 + i] = raw[i];
+    // The address stays in `inner` from one nonce to the next: written again only when it changes.
+    if (address !== this.address) {
+      const end = this.addressAt + inner.write(address, this.addressAt, 'utf8');
+      if (end !== this.viewEnd) {
+        this.viewEnd = end;
+        this.view = inner.subarray(0, end);
+      }
+      this.address = address; // an address string (from the socket), not a view of a message
+    }
     // 'latin1' output: one char per octet, without the Buffer a 'buffer' output costs.
-    this.outer.write(oneShot('sha256', this.inner.subarray(0, end), 'latin1'), 64, 'latin1');
+    this.outer.write(oneShot('sha256', this.view, 'latin1'), 64, 'latin1');
     out.write(oneShot('sha256', this.outer, 'latin1'), at, 16, 'latin1');
+  }
+}
+
+/**
+ * The nonce-count table, least recently written first: a Map from key to a
+ * slot, and the slots in a doubly linked list over arrays (what lru-cache
+ * does, without its option objects and TTL bookkeeping: no TTL is needed,
+ * see DigestAuthenticator.counts). Writing an entry makes it the most
+ * recent; past `max` entries the least recent one's slot is reused. Not a
+ * Map used as a queue: V8 walks over the holes that deletions leave at the
+ * front of a Map, so evicting its first key gets slower with every eviction.
+ */
+class NonceCounts {
+  private readonly slots = new Map<string, number>();
+  private readonly keys: string[] = [];
+  private readonly values: number[] = [];
+  private readonly prev: number[] = [];
+  private readonly next: number[] = [];
+  /** Least and most recently written slots; -1 while empty. */
+  private oldest = -1;
+  private newest = -1;
+
+  constructor(private readonly max: number) {
+    if (!Number.isInteger(max) || max < 1) throw new RangeError('maxTrackedNonces must be a positive integer');
+  }
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  get(key: string): number | undefined {
+    const i = this.slots.get(key);
+    return i === undefined ? undefined : this.values[i];
+  }
+
+  set(key: string, value: number): void {
+    let i = this.slots.get(key);
+    if (i !== undefined) {
+      this.values[i] = value;
+      if (i !== this.newest) {
+        this.unlink(i);
+        this.append(i);
+      }
+      return;
+    }
+    if (this.keys.length < this.max) {
+      i = this.keys.length;
+      this.keys.push(key);
+      this.values.push(value);
+      this.prev.push(-1);
+      this.next.push(-1);
+    } else {
+      i = this.oldest;
+      this.slots.delete(this.keys[i]);
+      this.unlink(i);
+      this.keys[i] = key;
+      this.values[i] = value;
+    }
+    this.append(i);
+    this.slots.set(key, i);
+  }
+
+  private unlink(i: number): void {
+    const p = this.prev[i];
+    const n = this.next[i];
+    if (p === -1) this.oldest = n;
+    else this.next[p] = n;
+    if (n === -1) this.newest = p;
+    else this.prev[n] = p;
+  }
+
+  private append(i: number): void {
+    this.prev[i] = this.newest;
+    this.next[i] = -1;
+    if (this.newest === -1) this.oldest = i;
+    else this.next[this.newest] = i;
+    this.newest = i;
   }
 }
 
 export class DigestAuthenticator {
   private readonly secret: Buffer;
   private readonly clock: () => number;
-  /** nonce → highest nonce-count used with it; Infinity for a used nonce without qop. */
-  private readonly counts: LRUCache<string, number>;
+  /**
+   * Nonce (its first 16 octets, time and random, as a latin1 string of its
+   * own: not a view of the request text) → highest nonce-count used with it;
+   * Infinity for a used nonce without qop. No TTL: a nonce past its lifetime
+   * is answered stale before its count is looked at, so an entry matters
+   * only while it is younger; the table is bounded by maxTrackedNonces.
+   */
+  private readonly counts: NonceCounts;
   /** An HA1 for unknown users, so that they cost the same hashing as known ones. */
   private readonly dummy = { MD5: randomBytes(16).toString('hex'), 'SHA-256': randomBytes(32).toString('hex') };
   private readonly mac: NonceMac;
   /** The MAC a nonce should carry, computed by nonceAge (checks are synchronous: one buffer serves). */
   private readonly expectedMac = Buffer.alloc(16);
+  /** A nonce decoded by nonceAge (its octets stay there for check()), a few octets spare so that nothing is cut off. */
+  private readonly nonceRaw = Buffer.alloc(NONCE_BYTES + 8);
+  private readonly nonceMacView = this.nonceRaw.subarray(16, NONCE_BYTES);
+  /** A nonce being made. */
+  private readonly newNonce = Buffer.alloc(NONCE_BYTES);
   /** Challenge values around the nonce, per algorithm: before it, after it, and after it with stale=true. */
   private readonly challengeParts: Array<readonly [string, string, string]>;
   // H(method ":" uri) of the last check: devices register with one method
   // and one uri (their domain), so it is mostly the same hash again.
   private ha2Algorithm: DigestAlgorithm | null = null;
-  private ha2Input = '';
+  private ha2Method = '';
+  private ha2Uri = '';
   private ha2Value = '';
 
   constructor(private readonly options: DigestOptions) {
     this.secret = options.secret ?? randomBytes(32);
     this.clock = options.clock ?? Date.now;
-    this.counts = new LRUCache({ max: options.maxTrackedNonces ?? 100_000, ttl: options.nonceLifetimeMs, ttlAutopurge: false });
+    this.counts = new NonceCounts(options.maxTrackedNonces ?? 100_000);
     this.mac = new NonceMac(this.secret, options.realm);
     const before = 'Digest realm="' + options.realm + '", nonce="';
     this.challengeParts = options.algorithms.map((alg) => {
@@ -177,9 +294,21 @@ export class DigestAuthenticator {
     return out;
   }
 
+  /** challenge() as header lines named `name` (WWW-Authenticate or Proxy-Authenticate), for a response. */
+  challengeHeaders(name: string, stale: boolean, address = ''): Array<[string, string]> {
+    const nonce = this.makeNonce(this.clock(), address);
+    const parts = this.challengeParts;
+    const out: Array<[string, string]> = [];
+    for (let i = 0; i < parts.length; i++) out.push([name, parts[i][0] + nonce + parts[i][stale ? 2 : 1]]);
+    return out;
+  }
+
   makeNonce(now = this.clock(), address = ''): string {
-    const raw = Buffer.allocUnsafe(NONCE_BYTES);
-    raw.writeBigUInt64BE(BigInt(Math.floor(now)), 0);
+    const raw = this.newNonce;
+    // The time as a 64-bit big-endian integer, in two halves (no BigInt).
+    const t = Math.floor(now);
+    raw.writeUInt32BE(Math.floor(t / 0x1_0000_0000) >>> 0, 0);
+    raw.writeUInt32BE(t >>> 0, 4);
     fillRandom8(raw, 8);
     this.mac.sign(raw, address, raw, 16);
     return raw.toString('base64url');
@@ -187,20 +316,22 @@ export class DigestAuthenticator {
 
   /** Milliseconds since the nonce was made for `address`, or -1 when this process did not make it for that address. */
   nonceAge(nonce: string, address = ''): number {
-    if (nonce.length !== 43) return -1;
-    const raw = Buffer.from(nonce, 'base64url');
-    if (raw.length !== NONCE_BYTES) return -1;
+    if (nonce.length !== NONCE_CHARS) return -1;
+    const raw = this.nonceRaw;
+    if (raw.write(nonce, 0, 'base64url') !== NONCE_BYTES) return -1;
     this.mac.sign(raw, address, this.expectedMac, 0);
-    if (!timingSafeEqual(this.expectedMac, raw.subarray(16))) return -1;
-    const age = this.clock() - Number(raw.readBigUInt64BE(0));
+    if (!timingSafeEqual(this.expectedMac, this.nonceMacView)) return -1;
+    const age = this.clock() - (raw.readUInt32BE(0) * 0x1_0000_0000 + raw.readUInt32BE(4));
     return age < 0 ? -1 : age;
   }
 
-  private ha2(algorithm: DigestAlgorithm, input: string): string {
-    if (algorithm !== this.ha2Algorithm || input !== this.ha2Input) {
-      this.ha2Value = hash(algorithm, input);
+  private ha2(algorithm: DigestAlgorithm, method: string, uri: string): string {
+    if (algorithm !== this.ha2Algorithm || method !== this.ha2Method || uri !== this.ha2Uri) {
+      this.ha2Value = hash(algorithm, method + ':' + uri);
       this.ha2Algorithm = algorithm;
-      this.ha2Input = detach(input); // not a view of the message text: it stays
+      // Not views of the message text: they stay.
+      this.ha2Method = detach(method);
+      this.ha2Uri = detach(uri);
     }
     return this.ha2Value;
   }
@@ -210,60 +341,91 @@ export class DigestAuthenticator {
    * `address`. `ha1For`: a lookup by username, or the digests of the account
    * the caller found for the credentials' username (null: none).
    */
-  check(method: string, creds: Credentials, ha1For: Ha1Lookup | Ha1Digests | null, address = ''): DigestCheck {
-    if (creds.scheme !== 'digest') return { kind: 'malformed', why: 'not Digest' };
-    const p = creds.params;
-    const realm = p.get('realm');
+  check(method: string, creds: Credentials | DigestCredentials, ha1For: Ha1Lookup | Ha1Digests | null, address = ''): DigestCheck {
+    return this.verify(method, creds instanceof DigestCredentials ? creds : DigestCredentials.of(creds), ha1For, address);
+  }
+
+  private verify(method: string, p: DigestCredentials, ha1For: Ha1Lookup | Ha1Digests | null, address: string): DigestCheck {
+    if (p.scheme !== 'digest') return { kind: 'malformed', why: 'not Digest' };
+    const realm = p.realm;
     if (realm !== this.options.realm) return realm === undefined ? { kind: 'malformed', why: 'no realm' } : { kind: 'other-realm' };
-    const username = p.get('username');
-    const nonce = p.get('nonce');
-    const uri = p.get('uri');
-    const response = p.get('response');
+    const username = p.username;
+    const nonce = p.nonce;
+    const uri = p.uri;
+    const response = p.response;
     if (username === undefined || username === '' || nonce === undefined || uri === undefined || response === undefined) {
       return { kind: 'malformed', why: 'missing username, nonce, uri or response' };
     }
-    const algParam = p.get('algorithm') ?? 'MD5';
+    const algParam = p.algorithm ?? 'MD5';
     const algorithm = offered(this.options.algorithms, algParam);
     if (algorithm === undefined) return { kind: 'malformed', why: `algorithm ${algParam} not offered` };
-    const qop = p.get('qop');
-    const cnonce = p.get('cnonce');
-    const ncText = p.get('nc');
+    const qop = p.qop;
+    const cnonce = p.cnonce;
+    const ncText = p.nc;
     let nc = 0;
     if (qop !== undefined) {
-      if (qop.toLowerCase() !== 'auth') return { kind: 'malformed', why: `qop ${qop} not offered` };
-      if (cnonce === undefined || ncText === undefined || !NC.test(ncText)) return { kind: 'malformed', why: 'qop=auth needs cnonce and nc' };
+      if (!isAuth(qop)) return { kind: 'malformed', why: `qop ${qop} not offered` };
+      if (cnonce === undefined || ncText === undefined || !isNc(ncText)) return { kind: 'malformed', why: 'qop=auth needs cnonce and nc' };
       nc = parseInt(ncText, 16);
       if (nc === 0) return { kind: 'malformed', why: 'nc must start at 1' };
     }
 
     const age = this.nonceAge(nonce, address);
     if (age < 0) return { kind: 'unverifiable', why: 'bad-nonce' };
+    // The nonce's key in the count table: its first 16 octets (time and random, which the MAC
+    // just proved are ours for this address), as they are in nonceRaw now.
+    const key = this.nonceRaw.toString('latin1', 0, 16);
 
     const known =
       ha1For === null ? undefined : typeof ha1For === 'function' ? ha1For(username, algorithm) : algorithm === 'MD5' ? ha1For.md5 : ha1For.sha256;
     const ha1 = known ?? this.dummy[algorithm];
-    const ha2 = this.ha2(algorithm, method + ':' + uri);
+    const ha2 = this.ha2(algorithm, method, uri);
     const expected =
       qop === undefined
         ? hash(algorithm, ha1 + ':' + nonce + ':' + ha2)
-        : hash(algorithm, ha1 + ':' + nonce + ':' + ncText + ':' + cnonce + ':' + qop.toLowerCase() + ':' + ha2);
-    const given = Buffer.from(response.toLowerCase(), 'latin1');
-    const right = given.length === expected.length && timingSafeEqual(given, Buffer.from(expected, 'latin1'));
+        : hash(algorithm, ha1 + ':' + nonce + ':' + ncText + ':' + cnonce + ':auth:' + ha2);
+    const right = this.sameResponse(response, expected);
     if (!right || known === undefined) return { kind: 'wrong', username, unknownUser: known === undefined };
 
     if (age > this.options.nonceLifetimeMs) return { kind: 'stale' };
     // Without qop (RFC 2069 clients) a nonce is good for one request only.
-    const used = this.counts.get(nonce);
+    const used = this.counts.get(key);
     const next = qop === undefined ? Infinity : nc;
     if (used !== undefined && next <= used) return { kind: 'unverifiable', why: 'replay' };
-    this.counts.set(nonce, next, { ttl: Math.max(1, this.options.nonceLifetimeMs - age) });
+    this.counts.set(key, next);
     return { kind: 'ok', username, algorithm };
   }
+
+  /**
+   * Whether `given` (hex, any case) is `expected` (lower-case hex), in time
+   * independent of where they differ: every char is compared, the
+   * differences OR-ed together, no early exit (what timingSafeEqual does,
+   * without writing both into Buffers first). Only the given response's
+   * own letters decide the lower-casing branch, never the expected one's.
+   */
+  private sameResponse(given: string, expected: string): boolean {
+    const n = expected.length;
+    if (given.length !== n) return false;
+    let diff = 0;
+    for (let i = 0; i < n; i++) {
+      let c = given.charCodeAt(i);
+      // Lower-case A-Z (what toLowerCase did for the octets hex can match).
+      if (c >= 0x41 && c <= 0x5a) c |= 0x20;
+      diff |= c ^ expected.charCodeAt(i);
+    }
+    return diff === 0;
+  }
+}
+
+/** qop=auth, any case. */
+function isAuth(qop: string): boolean {
+  return qop.length === 4 && (qop.charCodeAt(0) | 0x20) === 0x61 && (qop.charCodeAt(1) | 0x20) === 0x75 && (qop.charCodeAt(2) | 0x20) === 0x74 && (qop.charCodeAt(3) | 0x20) === 0x68;
 }
 
 /** The offered algorithm `name` stands for (any case), if any. */
 function offered(algorithms: readonly DigestAlgorithm[], name: string): DigestAlgorithm | undefined {
+  for (let i = 0; i < algorithms.length; i++) if (algorithms[i] === name) return algorithms[i];
   const want = name.toLowerCase();
-  for (const a of algorithms) if (a.toLowerCase() === want) return a;
+  for (let i = 0; i < algorithms.length; i++) if (algorithms[i].toLowerCase() === want) return algorithms[i];
   return undefined;
 }

@@ -146,7 +146,19 @@ export function formatAccount(a: Account): string {
 const domains = new Map<string, string | null>();
 const MAX_DOMAINS = 256;
 
+// The last text asked for and its answer: a deployment has one domain or a few.
+let lastDomainText = '';
+let lastDomain: string | null = null;
+
 function domainOrNull(text: string): string | null {
+  if (text === lastDomainText && text !== '') return lastDomain;
+  const d = parsedDomain(text);
+  lastDomainText = detach(text);
+  lastDomain = d;
+  return d;
+}
+
+function parsedDomain(text: string): string | null {
   const known = domains.get(text);
   if (known !== undefined) return known;
   let d: string | null;
@@ -163,6 +175,8 @@ function domainOrNull(text: string): string | null {
 /** Accounts by AOR; lookups are one Map read. */
 export class Accounts {
   private readonly byKey = new Map<string, Account>();
+  /** The same accounts by domain, then user part (escapes normalised): a lookup without a key string to build. */
+  private readonly byDomain = new Map<string, Map<string, Account>>();
   // The last find(): for one REGISTER the gate and then the registrar ask
   // for the same account. Accounts never change (a reload makes new ones).
   // It keeps the strings of one request alive, no more.
@@ -174,7 +188,11 @@ export class Accounts {
   constructor(accounts: Iterable<Account> = []) {
     for (const a of accounts) {
       const key = keyOf(a.user, a.domain);
-      if (!this.byKey.has(key)) this.byKey.set(key, a);
+      if (this.byKey.has(key)) continue;
+      this.byKey.set(key, a);
+      let users = this.byDomain.get(a.domain);
+      if (users === undefined) this.byDomain.set(a.domain, (users = new Map()));
+      users.set(normaliseEscapes(a.user, URI_USER), a);
     }
   }
 
@@ -193,7 +211,7 @@ export class Accounts {
   find(user: string, domain: string): Account | undefined {
     if (user === this.lastUser && domain === this.lastDomain) return this.lastFound;
     const d = domainOrNull(domain);
-    const found = d === null ? undefined : this.byKey.get(keyOf(user, d));
+    const found = d === null ? undefined : this.byDomain.get(d)?.get(normaliseEscapes(user, URI_USER));
     this.lastUser = user;
     this.lastDomain = domain;
     this.lastFound = found;

@@ -106,7 +106,9 @@ export function contactKey(uri: Uri): string {
     k += '@';
   }
   k += hostForUri(canonicalHost(uri)) + ':' + (uri.port ?? '');
-  for (const name of COMPARED_PARAMS) {
+  if (uri.params.size === 0) return k;
+  for (let i = 0; i < COMPARED_PARAMS.length; i++) {
+    const name = COMPARED_PARAMS[i];
     const v = uri.params.get(name);
     if (v === undefined) continue;
     const value = v === null ? '' : unescapeUri(v);

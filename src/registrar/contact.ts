@@ -6,6 +6,7 @@ import { MAX_UINT32, parseDigits } from '../sip/chars.js';
 import { quote, unquote, type NameAddr, type Uri } from '../sip/index.js';
 import { contactKey, instanceKey } from './aor.js';
 import type { Binding } from './location-store.js';
+import { NO_PARAMS } from './plan.js';
 
 /** One Contact of a REGISTER, checked and read. */
 const OWN_FIELDS = new Set(['q', 'expires', '+sip.instance', 'reg-id']);
@@ -18,13 +19,13 @@ export interface ContactIntent {
   /** The URI text as written. */
   readonly contact: string;
   readonly uri: Uri;
-  readonly params: Record<string, string | null>;
+  readonly params: Readonly<Record<string, string | null>>;
   /** Seconds asked for: the expires parameter, else the Expires header, else the default. 0 asks for removal. */
   readonly requested: number;
   readonly q: number;
   readonly instance: string | null;
   readonly regId: number | null;
-  readonly pushParams: Record<string, string>;
+  readonly pushParams: Readonly<Record<string, string>>;
 }
 
 /** Why a Contact cannot be bound: the request gets a 400 with this text in a Warning. */
@@ -64,6 +65,11 @@ export function pushParamsOf(uri: Uri): Record<string, string> {
     if (name.startsWith('pn-') || name === 'app-id') out[name] = value ?? '';
   }
   return out;
+}
+
+/** pushParamsOf, or the shared empty record when the URI has no parameters (the usual Contact). */
+function pushParamsIn(uri: Uri): Readonly<Record<string, string>> {
+  return uri.params.size === 0 ? NO_PARAMS : pushParamsOf(uri);
 }
 
 /** Reads one Contact of a REGISTER. `headerExpires` is the Expires header (null when absent). */
@@ -111,9 +117,14 @@ export function readContact(c: NameAddr, headerExpires: number | null, defaultEx
   }
 
   const uriKey = contactKey(uri);
-  const params: Record<string, string | null> = {};
-  // q, expires, +sip.instance and reg-id have fields of their own.
-  for (const [k, v] of c.params) if (!OWN_FIELDS.has(k)) params[k] = v;
+  // q, expires, +sip.instance and reg-id have fields of their own: a Contact with no others shares one empty record.
+  const ownFields = (ex !== undefined ? 1 : 0) + (qv !== undefined ? 1 : 0) + (iv !== undefined ? 1 : 0) + (rv !== undefined ? 1 : 0);
+  let params: Readonly<Record<string, string | null>> = NO_PARAMS;
+  if (c.params.size > ownFields) {
+    const out: Record<string, string | null> = {};
+    for (const [k, v] of c.params) if (!OWN_FIELDS.has(k)) out[k] = v;
+    params = out;
+  }
   return {
     key: instance === null ? 'u:' + uriKey : 'i:' + instanceKey(instance) + '|' + (regId ?? ''),
     uriKey,
@@ -124,7 +135,7 @@ export function readContact(c: NameAddr, headerExpires: number | null, defaultEx
     q,
     instance,
     regId,
-    pushParams: pushParamsOf(uri),
+    pushParams: pushParamsIn(uri),
   };
 }
 

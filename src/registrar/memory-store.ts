@@ -6,6 +6,7 @@
 // await in between, so nothing else runs on the event loop meanwhile.
 
 import { domainOfAor, instanceKey } from './aor.js';
+import { NO_PARAMS, NO_STRINGS } from './plan.js';
 import type {
   Binding,
   BindingCounts,
@@ -58,11 +59,21 @@ export class MemoryLocationStore implements LocationStore {
   }
 
   async update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
+    return this.updateNow(aor, now, fn, null);
+  }
+
+  /**
+   * update() without the Promise: this store never waits. `applied`, when
+   * given, gets the change set that was applied (null: none), for a store
+   * built on this one (SQLite queues those changes for its file).
+   */
+  updateNow<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>, applied: { changes: ChangeSet | null } | null): UpdateOutcome<R> {
     const expired = this.purge(aor, now);
     // What the purge left is live: a copy, since apply() changes the set in place.
     const set = this.aors.get(aor);
-    const decision = fn(set === undefined ? [] : set.slice());
-    const removed = decision.changes === null ? [] : this.apply(aor, decision.changes, now);
+    const decision = fn(set === undefined ? NO_BINDINGS : set.slice());
+    const removed = decision.changes === null ? NONE_REMOVED : this.apply(aor, decision.changes, now);
+    if (applied !== null) applied.changes = decision.changes;
     return { result: decision.result, bindings: this.live(aor, now), removed, expired };
   }
 
@@ -131,16 +142,18 @@ export class MemoryLocationStore implements LocationStore {
 
   private live(aor: string, now: number): Binding[] {
     const out: Binding[] = [];
-    for (const b of this.aors.get(aor) ?? []) if (b.expiresAt > now) out.push(b);
+    const set = this.aors.get(aor);
+    if (set !== undefined) for (let i = 0; i < set.length; i++) if (set[i].expiresAt > now) out.push(set[i]);
     return out;
   }
 
-  /** Drops the AOR's expired bindings; returns them. */
+  /** Drops the AOR's expired bindings; returns them (a shared empty array when none: the usual case, it is never written to). */
   private purge(aor: string, now: number): Binding[] {
     const set = this.aors.get(aor);
-    if (set === undefined) return [];
-    const out: Binding[] = [];
-    for (const b of set) if (b.expiresAt <= now) out.push(b);
+    if (set === undefined) return NONE_REMOVED;
+    let out: Binding[] | null = null;
+    for (let i = 0; i < set.length; i++) if (set[i].expiresAt <= now) (out ??= []).push(set[i]);
+    if (out === null) return NONE_REMOVED;
     for (const b of out) this.drop(set, b, now);
     if (set.length === 0) this.aors.delete(aor);
     return out;
@@ -148,16 +161,20 @@ export class MemoryLocationStore implements LocationStore {
 
   private apply(aor: string, changes: ChangeSet, now: number): Binding[] {
     let set = this.aors.get(aor);
-    const removed: Binding[] = [];
-    if (set !== undefined && changes.remove !== undefined) {
-      for (const key of changes.remove) {
-        const b = byKey(set, key);
+    let removed: Binding[] = NONE_REMOVED;
+    const remove = changes.remove;
+    if (set !== undefined && remove !== undefined) {
+      for (let i = 0; i < remove.length; i++) {
+        const b = byKey(set, remove[i]);
         if (b === undefined) continue;
         this.drop(set, b, now);
+        if (removed === NONE_REMOVED) removed = [];
         removed.push(b);
       }
     }
-    for (const b of changes.put ?? NO_BINDINGS) {
+    const put = changes.put ?? NO_BINDINGS;
+    for (let i = 0; i < put.length; i++) {
+      const b = put[i];
       if (b.aor !== aor) throw new Error(`binding for ${b.aor} put under ${aor}`);
       if (set === undefined) {
         set = [];
@@ -165,9 +182,9 @@ export class MemoryLocationStore implements LocationStore {
       }
       const old = byKey(set, b.key);
       const kept = b.gruu?.temp ?? NO_TOKENS;
-      if (old !== undefined) {
+      if (old !== undefined && old.gruu != null) {
         // Tokens the new version no longer carries have ended.
-        for (const t of old.gruu?.temp ?? NO_TOKENS) {
+        for (const t of old.gruu.temp) {
           if (kept.includes(t)) continue;
           this.tempIndex.delete(t);
           this.retire('t ' + t, now);
@@ -176,7 +193,7 @@ export class MemoryLocationStore implements LocationStore {
       const frozen = freezeBinding(b);
       if (old === undefined) set.push(frozen);
       else set[set.indexOf(old)] = frozen;
-      for (const t of kept) this.tempIndex.set(t, { aor, key: b.key });
+      for (let k = 0; k < kept.length; k++) this.tempIndex.set(kept[k], { aor, key: b.key });
     }
     if (set !== undefined && set.length === 0) this.aors.delete(aor);
     return removed;
@@ -210,7 +227,7 @@ export class MemoryLocationStore implements LocationStore {
 }
 
 function byKey(set: readonly Binding[], key: string): Binding | undefined {
-  for (const b of set) if (b.key === key) return b;
+  for (let i = 0; i < set.length; i++) if (set[i].key === key) return set[i];
   return undefined;
 }
 
@@ -250,10 +267,14 @@ function freezeBinding(b: Binding): Binding {
 
 const NO_TOKENS: readonly string[] = Object.freeze([]);
 const NO_BINDINGS: readonly Binding[] = Object.freeze([]);
+/**
+ * What update() hands back as `removed` or `expired` when nothing was: one
+ * frozen array (typed mutable for the interface; nobody may push to it).
+ */
+const NONE_REMOVED = Object.freeze([]) as unknown as Binding[];
 
-// Most bindings have no Path and no extra parameters: they share these.
-const NO_PATH: readonly string[] = Object.freeze([]);
-const NO_PARAMS: Readonly<Record<string, never>> = Object.freeze({});
+// Most bindings have no Path and no extra parameters: they share these (as the registrar's plan does).
+const NO_PATH = NO_STRINGS;
 
 function freezeRecord<V>(r: Readonly<Record<string, V>>): Readonly<Record<string, V>> {
   if (r === NO_PARAMS) return r;

@@ -57,62 +57,107 @@ export type Plan =
 
 /** `contacts` is the REGISTER's Contacts, or 'star' for `Contact: *` (with Expires: 0, checked before). */
 export function planRegister(current: readonly Binding[], contacts: readonly GrantedContact[] | 'star', ctx: PlanContext): Plan {
-  const isStale = (b: Binding) => b.callId === ctx.callId && ctx.cseq <= b.cseq;
-
   if (contacts === 'star') {
     // §10.3 step 6: every binding goes, unless one was written by this very
     // Call-ID with a CSeq not lower: then the whole request fails.
-    for (const b of current) if (isStale(b)) return { ok: false, reason: 'stale', binding: b };
-    const removals = current.map((binding): Removal => ({ binding, cause: 'unregistered' }));
-    return { ok: true, changes: { remove: current.map((b) => b.key) }, writes: [], removals };
+    for (const b of current) if (isStale(b, ctx)) return { ok: false, reason: 'stale', binding: b };
+    const removals: Removal[] = [];
+    const keys: string[] = [];
+    for (const binding of current) {
+      removals.push({ binding, cause: 'unregistered' });
+      keys.push(binding.key);
+    }
+    return { ok: true, changes: { remove: keys }, writes: [], removals };
   }
 
-  const writes = new Map<string, Write>();
-  const removals = new Map<string, Removal>();
+  // By key, in the order first written (an AOR has a few: arrays searched by key cost less than Maps).
+  const writes: Write[] = [];
+  const removals: Removal[] = [];
 
-  for (const { intent, expires } of contacts) {
+  for (let c = 0; c < contacts.length; c++) {
+    const { intent, expires } = contacts[c];
     let existing = withKey(current, intent.key);
     // A device that registered this address without an instance before is
     // the same binding now that it names itself: take that one over rather
     // than fork calls to it twice.
-    if (existing === null && intent.instance !== null) existing = withKey(current, 'u:' + intent.uriKey);
-    if (existing !== null && isStale(existing)) return { ok: false, reason: 'stale', binding: existing };
+    if (existing === null && intent.instance !== null) existing = withUriKey(current, intent.uriKey);
+    if (existing !== null && isStale(existing, ctx)) return { ok: false, reason: 'stale', binding: existing };
 
     if (expires === 0) {
-      writes.delete(intent.key);
-      if (existing !== null) removals.set(existing.key, { binding: existing, cause: 'unregistered' });
+      const w = writeAt(writes, intent.key);
+      if (w >= 0) writes.splice(w, 1);
+      if (existing !== null) setRemoval(removals, existing, 'unregistered');
       continue;
     }
-    if (existing !== null && existing.key !== intent.key) removals.set(existing.key, { binding: existing, cause: 'replaced' });
-    removals.delete(intent.key);
-    writes.set(intent.key, { binding: buildBinding(intent, expires, existing, ctx), previous: existing });
+    if (existing !== null && existing.key !== intent.key) setRemoval(removals, existing, 'replaced');
+    const r = removalAt(removals, intent.key);
+    if (r >= 0) removals.splice(r, 1);
+    const write: Write = { binding: buildBinding(intent, expires, existing, ctx), previous: existing };
+    const w = writeAt(writes, intent.key);
+    if (w >= 0) writes[w] = write;
+    else writes.push(write);
   }
 
-  if (writes.size > ctx.maxBindings) return { ok: false, reason: 'too-many' };
+  if (writes.length > ctx.maxBindings) return { ok: false, reason: 'too-many' };
   // Over the limit: the bindings refreshed longest ago make room. The
   // newest registration is the device most likely to answer; a stale one
   // (a phone that rebooted onto a new port without an instance-id) would
   // otherwise lock its AOR out until it expired.
-  let total = 0;
-  for (const b of current) if (!removals.has(b.key) && !writes.has(b.key)) total++;
-  total += writes.size;
+  let total = writes.length;
+  for (let i = 0; i < current.length; i++) if (removalAt(removals, current[i].key) < 0 && writeAt(writes, current[i].key) < 0) total++;
   if (total > ctx.maxBindings) {
-    const candidates = current.filter((b) => !removals.has(b.key) && !writes.has(b.key)).sort((a, b) => a.updatedAt - b.updatedAt);
+    const candidates = current.filter((b) => removalAt(removals, b.key) < 0 && writeAt(writes, b.key) < 0).sort((a, b) => a.updatedAt - b.updatedAt);
     for (const b of candidates) {
       if (total <= ctx.maxBindings) break;
-      removals.set(b.key, { binding: b, cause: 'evicted' });
+      removals.push({ binding: b, cause: 'evicted' });
       total--;
     }
   }
 
-  const put = [...writes.values()].map((w) => w.binding);
-  const remove = [...removals.keys()].filter((k) => !writes.has(k));
-  return { ok: true, changes: { remove, put }, writes: [...writes.values()], removals: [...removals.values()] };
+  const put: Binding[] = [];
+  for (let i = 0; i < writes.length; i++) put.push(writes[i].binding);
+  const remove: string[] = [];
+  for (let i = 0; i < removals.length; i++) {
+    const k = removals[i].binding.key;
+    if (writeAt(writes, k) < 0) remove.push(k);
+  }
+  return { ok: true, changes: { remove, put }, writes, removals };
+}
+
+/** §10.3 step 7: a binding written by this Call-ID with a CSeq not lower than the request's. */
+function isStale(b: Binding, ctx: PlanContext): boolean {
+  return b.callId === ctx.callId && ctx.cseq <= b.cseq;
+}
+
+function writeAt(writes: readonly Write[], key: string): number {
+  for (let i = 0; i < writes.length; i++) if (writes[i].binding.key === key) return i;
+  return -1;
+}
+
+function removalAt(removals: readonly Removal[], key: string): number {
+  for (let i = 0; i < removals.length; i++) if (removals[i].binding.key === key) return i;
+  return -1;
+}
+
+/** As Map.set by the binding's key: a removal already listed keeps its place and takes the new cause. */
+function setRemoval(removals: Removal[], binding: Binding, cause: RemovalCause): void {
+  const i = removalAt(removals, binding.key);
+  if (i >= 0) removals[i] = { binding, cause };
+  else removals.push({ binding, cause });
 }
 
 /** The binding with that key. An AOR has a few (registrar.max-bindings): a search costs less than building a Map. */
 function withKey(bindings: readonly Binding[], key: string): Binding | null {
-  for (const b of bindings) if (b.key === key) return b;
+  for (let i = 0; i < bindings.length; i++) if (bindings[i].key === key) return bindings[i];
+  return null;
+}
+
+/** The binding keyed `u:` + uriKey (bound without an instance), without building that key. */
+function withUriKey(bindings: readonly Binding[], uriKey: string): Binding | null {
+  for (let i = 0; i < bindings.length; i++) {
+    const k = bindings[i].key;
+    if (k.length === uriKey.length + 2 && k.charCodeAt(0) === 0x75 && k.charCodeAt(1) === 0x3a && k.endsWith(uriKey)) return bindings[i];
+  }
   return null;
 }
 
@@ -148,42 +193,85 @@ function sharedAgent(ua: string): string {
   return copy;
 }
 
-function ownRecord<V extends string | null>(r: Readonly<Record<string, V>>): Record<string, V> {
-  const out: Record<string, V> = {};
+/** Shared by the bindings that have no such parameters or Path (frozen, as the store keeps bindings). */
+export const NO_PARAMS: Readonly<Record<string, never>> = Object.freeze({});
+export const NO_STRINGS: readonly string[] = Object.freeze([]);
+
+/** A frozen copy of `r` that shares nothing with the message; NO_PARAMS when empty. */
+function ownRecord<V extends string | null>(r: Readonly<Record<string, V>>): Readonly<Record<string, V>> {
+  let out: Record<string, V> | null = null;
   for (const k in r) {
     const v = r[k];
-    out[own(k)] = (v === null ? v : own(v)) as V;
+    (out ??= {})[own(k)] = (v === null ? v : own(v)) as V;
   }
-  return out;
+  return out === null ? NO_PARAMS : Object.freeze(out);
 }
 
+/** Whether two records hold the same names and values (in any order). */
+function sameRecord<V extends string | null>(a: Readonly<Record<string, V>>, b: Readonly<Record<string, V>>): boolean {
+  for (const k in a) if (!Object.prototype.hasOwnProperty.call(b, k) || a[k] !== b[k]) return false;
+  for (const k in b) if (!Object.prototype.hasOwnProperty.call(a, k)) return false;
+  return true;
+}
+
+function samePath(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Whether two Sources name the same flow (the same connection for a stream). */
+function sameSource(a: Source, b: Source): boolean {
+  if (a === b) return true;
+  const al = a.local;
+  const bl = b.local;
+  return (
+    a.protocol === b.protocol &&
+    a.address === b.address &&
+    a.port === b.port &&
+    a.family === b.family &&
+    a.connectionId === b.connectionId &&
+    (al === bl || (al.protocol === bl.protocol && al.address === bl.address && al.port === bl.port))
+  );
+}
+
+/**
+ * The binding a Contact of the REGISTER makes, frozen (the store keeps it
+ * as it is). A refresh reuses what the binding it replaces already holds
+ * when it is unchanged (strings, parameter records, the Path, the Source):
+ * the new binding then allocates little, and what the request brought dies
+ * young instead of being copied into the long-lived binding.
+ */
 function buildBinding(intent: ContactIntent, expires: number, existing: Binding | null, ctx: PlanContext): Binding {
   let gruu: GruuData | null = null;
   if (intent.instance !== null) {
     // RFC 5627 (and as other registrars do it): temp-gruus handed out with
     // this Call-ID stay valid while the binding lives; a new Call-ID (the
     // UA restarted) invalidates them.
-    const kept = existing?.gruu != null && existing.callId === ctx.callId ? existing.gruu.temp : [];
+    const kept = existing?.gruu != null && existing.callId === ctx.callId ? existing.gruu.temp : NO_STRINGS;
     const temp = ctx.issueTempGruu ? [...kept, ctx.mintToken()] : [...kept];
-    gruu = { pub: own(instanceId(intent.instance)), temp: temp.slice(Math.max(0, temp.length - ctx.maxTempGruus)) };
+    const pub = existing?.gruu != null && existing.gruu.pub === instanceId(intent.instance) ? existing.gruu.pub : own(instanceId(intent.instance));
+    gruu = Object.freeze({ pub, temp: Object.freeze(temp.slice(Math.max(0, temp.length - ctx.maxTempGruus))) });
   }
-  return {
-    aor: own(ctx.aor),
-    key: own(intent.key),
-    contact: own(intent.contact),
-    contactParams: ownRecord(intent.params),
+  const ua = ctx.userAgent;
+  const path = ctx.path;
+  return Object.freeze({
+    aor: existing !== null && existing.aor === ctx.aor ? existing.aor : own(ctx.aor),
+    key: existing !== null && existing.key === intent.key ? existing.key : own(intent.key),
+    contact: existing !== null && existing.contact === intent.contact ? existing.contact : own(intent.contact),
+    contactParams: existing !== null && sameRecord(existing.contactParams, intent.params) ? existing.contactParams : ownRecord(intent.params),
     expiresAt: ctx.now + expires * 1000,
     q: intent.q,
     callId: existing !== null && existing.callId === ctx.callId ? existing.callId : own(ctx.callId),
     cseq: ctx.cseq,
-    instance: intent.instance === null ? null : own(intent.instance),
+    instance: intent.instance === null ? null : existing !== null && existing.instance === intent.instance ? existing.instance : own(intent.instance),
     regId: intent.regId,
-    path: ctx.path.map(own),
-    pushParams: ownRecord(intent.pushParams),
-    source: ctx.source,
-    userAgent: ctx.userAgent === null ? null : sharedAgent(ctx.userAgent),
+    path: existing !== null && samePath(existing.path, path) ? existing.path : path.length === 0 ? NO_STRINGS : Object.freeze(path.map(own)),
+    pushParams: existing !== null && sameRecord(existing.pushParams, intent.pushParams) ? existing.pushParams : ownRecord(intent.pushParams),
+    source: existing !== null && sameSource(existing.source, ctx.source) ? existing.source : ctx.source,
+    userAgent: ua === null ? null : existing !== null && existing.userAgent === ua ? existing.userAgent : sharedAgent(ua),
     registeredAt: existing?.registeredAt ?? ctx.now,
     updatedAt: ctx.now,
     gruu,
-  };
+  });
 }

@@ -7,7 +7,7 @@
 // other domains are the caller's business.
 
 import { EventEmitter } from 'node:events';
-import { buildResponse, parseUri, quote, reasonPhrase, type SipMessage, type Uri } from '../sip/index.js';
+import { buildResponse, detach, parseUri, quote, reasonPhrase, type SipMessage, type Uri } from '../sip/index.js';
 import type { Source } from '../transport/types.js';
 import { aorOf, canonicalDomain, canonicalHost, domainOfAor } from './aor.js';
 import { readContact, formatContact, type ContactGruus } from './contact.js';
@@ -230,6 +230,11 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
   private readonly flows = new Map<number, FlowBindings>();
   /** bindingRef() → the connection id it is indexed under in `flows`. */
   private readonly flowOf = new Map<string, number>();
+  // The domain of the last AOR counted in stats.registrations, and its host
+  // as the AOR writes it: most REGISTERs are for one domain, which is then
+  // not cut out of the AOR again.
+  private statHost = '';
+  private statDomain = '';
 
   constructor(config: Partial<RegistrarConfig> & Pick<RegistrarConfig, 'domains'>, options: RegistrarOptions = {}) {
     super();
@@ -272,10 +277,21 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     }
     this.stats.responses[r.status] = (this.stats.responses[r.status] ?? 0) + 1;
     if (r.status === 200 && r.aor !== null) {
-      const d = domainOfAor(r.aor);
+      const d = this.domainOf(r.aor);
       this.stats.registrations[d] = (this.stats.registrations[d] ?? 0) + 1;
     }
     return r;
+  }
+
+  /** domainOfAor(aor), without new strings when the AOR ends in the last one's host. */
+  private domainOf(aor: string): string {
+    const h = this.statHost;
+    const at = aor.length - h.length - 1;
+    if (h !== '' && at > 0 && aor.charCodeAt(at) === 0x40 && aor.endsWith(h)) return this.statDomain;
+    this.statDomain = domainOfAor(aor);
+    const last = aor.lastIndexOf('@');
+    this.statHost = last < 0 ? '' : detach(aor.slice(last + 1)); // kept: not a view of anything
+    return this.statDomain;
   }
 
   /** The live bindings of an AOR (canonical string or any URI of it), highest q first, then most recently refreshed. */
@@ -425,13 +441,13 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
       if (contacts === null) return fail(400, 'bad-request', 'malformed Contact header', [], aor);
       const headerExpires = req.expires();
       let tooBrief = false;
-      for (const c of contacts) {
-        const intent = readContact(c, headerExpires, this.config.defaultExpires);
+      for (let i = 0; i < contacts.length; i++) {
+        const intent = readContact(contacts[i], headerExpires, this.config.defaultExpires);
         if ('problem' in intent) return fail(400, 'bad-request', intent.problem, [], aor);
         if (intent.uri.params.has('gr') && this.domains.has(canonicalHost(intent.uri))) {
           return fail(403, 'forbidden', 'a GRUU cannot be registered as a Contact', [], aor);
         }
-        const expires = this.grant(intent.requested, source, Object.keys(intent.pushParams).length > 0);
+        const expires = this.grant(intent.requested, source, hasAny(intent.pushParams));
         if (expires < 0) tooBrief = true;
         else granted.push({ intent, expires });
       }
@@ -449,7 +465,7 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     const edge = path.length === 0 && req.viaOrNull()?.length === 1;
     const wantsOutbound = supported.includes('outbound') || require.includes('outbound');
     let flowContacts = false;
-    for (const g of granted) if (g.intent.regId !== null) flowContacts = true;
+    for (let i = 0; i < granted.length; i++) if (granted[i].intent.regId !== null) flowContacts = true;
     // Through an edge proxy, outbound needs that proxy's `ob` in the Path it added (the bottom one).
     const firstHopOutbound = edge || (pathAddrs.length > 0 && pathAddrs[pathAddrs.length - 1].uri.params.has('ob'));
     if (flowContacts && !firstHopOutbound && require.includes('outbound')) {
@@ -483,7 +499,8 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
       });
       return { changes: plan.ok ? plan.changes : null, result: plan };
     });
-    for (const b of outcome.expired) this.unbound(b, 'expired');
+    const expired = outcome.expired;
+    for (let i = 0; i < expired.length; i++) this.unbound(expired[i], 'expired');
     const plan = outcome.result;
     if (!plan.ok) {
       if (plan.reason === 'too-many') return fail(403, 'forbidden', 'more than ' + this.config.maxBindingsPerAor + ' contacts', [], aor);
@@ -492,9 +509,12 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
       // REGISTER carries a higher CSeq anyway.
       return fail(500, 'stale', 'CSeq ' + cseq + ' not higher than ' + plan.binding.cseq + ' for this Call-ID', [], aor);
     }
-    for (const { binding, cause } of plan.removals) this.unbound(binding, cause);
+    const removals = plan.removals;
+    for (let i = 0; i < removals.length; i++) this.unbound(removals[i].binding, removals[i].cause);
     const flowBound = edge && STREAM_PROTOCOLS.has(source.protocol) && source.connectionId > 0;
-    for (const { binding, previous } of plan.writes) {
+    const writes = plan.writes;
+    for (let i = 0; i < writes.length; i++) {
+      const { binding, previous } = writes[i];
       if (previous === null) this.stats.bindingsAdded++;
       else this.stats.bindingsRefreshed++;
       this.unindexFlow(binding.aor, binding.key);
@@ -555,7 +575,10 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
     sortBindings(bindings);
     const headers: Array<[string, string]> = [];
     const withGruu = supported.includes('gruu');
-    for (const b of bindings) headers.push(['Contact', formatContact(b, now, withGruu ? this.gruusOf(b, scheme) : null)]);
+    for (let i = 0; i < bindings.length; i++) {
+      const b = bindings[i];
+      headers.push(['Contact', formatContact(b, now, withGruu ? this.gruusOf(b, scheme) : null)]);
+    }
     // RFC 3327 §5.3: the Path the registrar stored goes back to the UA, which
     // asked for it with Supported: path.
     if (path.length > 0 && supported.includes('path')) headers.push(['Path', path.join(', ')]);
@@ -598,6 +621,12 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
       this.sweeping = false;
     }
   }
+}
+
+/** Whether a record has a property (Object.keys without the array). */
+function hasAny(r: Readonly<Record<string, unknown>>): boolean {
+  for (const k in r) if (Object.prototype.hasOwnProperty.call(r, k)) return true;
+  return false;
 }
 
 /** What a 200 says about RFC 5626 outbound: Require: outbound, and the Flow-Timer when there is one. */

@@ -16,7 +16,7 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { Row, WriterMessage, WriterReply } from './sqlite-writer.js';
+import type { Rows, WriterMessage, WriterReply } from './sqlite-writer.js';
 import { MemoryLocationStore } from '../registrar/memory-store.js';
 import type {
   Binding,
@@ -55,13 +55,36 @@ export interface SqliteStoreStats {
 
 const SCHEMA_VERSION = '1';
 
+/** expiresAt of a row that deletes (the writer's DELETE; typed to it so that the two cannot drift apart). */
+const DELETE: typeof import('./sqlite-writer.js').DELETE = -1;
+
+/** A change queued to delete a binding's row. */
+class Gone {
+  constructor(
+    readonly aor: string,
+    readonly key: string,
+  ) {}
+}
+
+/** What is queued for one (aor, key): the binding to write, or Gone. */
+type Change = Binding | Gone;
+
 export class SqliteLocationStore implements LocationStore {
   readonly stats: SqliteStoreStats = { loaded: 0, droppedAtLoad: 0, flushes: 0, rowsWritten: 0, flushErrors: 0 };
   /** Last flush error, for logs; null once a flush succeeds. */
   lastError: Error | null = null;
   private readonly mem: MemoryLocationStore;
-  /** `aor \n key` → the binding to write, or null to delete it. */
-  private pending = new Map<string, Binding | null>();
+  /**
+   * AOR → the changes queued for its bindings, one per key: the binding to
+   * write, or Gone. By AOR, not by an `aor key` string: the AOR string a
+   * binding carries is the same object from one refresh to the next, so
+   * its hash is worked out once, and queueing builds no key.
+   */
+  private pending = new Map<string, Change[]>();
+  /** Changes in `pending`. */
+  private pendingCount = 0;
+  /** Where mem.updateNow() says what it applied (updates are synchronous: one serves). */
+  private readonly applied: { changes: ChangeSet | null } = { changes: null };
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly writer: Worker;
@@ -176,19 +199,21 @@ export class SqliteLocationStore implements LocationStore {
 
   /** Hands the queued changes to the writer now (the timer does it every flush interval). */
   flush(): void {
-    if (this.pending.size === 0 || this.closed || this.dead) return;
+    if (this.pendingCount === 0 || this.closed || this.dead) return;
     // One batch at a time: while the writer is busy (a slow disk) changes
     // keep merging here, bounded by the number of bindings, instead of
     // piling up as messages.
     if (this.answered < this.sent) return;
-    const rows: Row[] = [];
-    for (const [id, b] of this.pending) {
-      if (b === null) {
-        const nl = id.indexOf('\n');
-        rows.push([id.slice(0, nl), id.slice(nl + 1)]);
-      } else rows.push([b.aor, b.key, b.expiresAt, JSON.stringify(b)]);
+    const rows: Rows = [];
+    for (const changes of this.pending.values()) {
+      for (let i = 0; i < changes.length; i++) {
+        const c = changes[i];
+        if (c instanceof Gone) rows.push(c.aor, c.key, DELETE, '');
+        else rows.push(c.aor, c.key, c.expiresAt, JSON.stringify(c));
+      }
     }
     this.pending = new Map();
+    this.pendingCount = 0;
     this.sent++;
     this.writer.postMessage({ type: 'batch', rows } satisfies WriterMessage);
   }
@@ -198,7 +223,7 @@ export class SqliteLocationStore implements LocationStore {
     for (;;) {
       this.flush();
       if (this.answered < this.sent) await new Promise<void>((resolve) => this.waiters.push(resolve));
-      if (this.pending.size === 0 || this.closed || this.dead) return;
+      if (this.pendingCount === 0 || this.closed || this.dead) return;
     }
   }
 
@@ -222,11 +247,25 @@ export class SqliteLocationStore implements LocationStore {
 
   /** Changes waiting for the next flush. */
   get queued(): number {
-    return this.pending.size;
+    return this.pendingCount;
   }
 
   private queue(b: Binding, write: boolean): void {
-    this.pending.set(b.aor + '\n' + b.key, write ? b : null);
+    const change = write ? b : new Gone(b.aor, b.key);
+    const changes = this.pending.get(b.aor);
+    if (changes === undefined) {
+      this.pending.set(b.aor, [change]);
+      this.pendingCount++;
+      return;
+    }
+    for (let i = 0; i < changes.length; i++) {
+      if (changes[i].key === b.key) {
+        changes[i] = change;
+        return;
+      }
+    }
+    changes.push(change);
+    this.pendingCount++;
   }
 
   // ---- LocationStore ----
@@ -235,18 +274,23 @@ export class SqliteLocationStore implements LocationStore {
     return this.mem.get(aor, now);
   }
 
-  async update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
-    let changes: ChangeSet | null = null;
-    const outcome = await this.mem.update(aor, now, (current) => {
-      const d = fn(current);
-      changes = d.changes;
-      return d;
-    });
-    for (const b of outcome.expired) this.queue(b, false);
-    for (const b of outcome.removed) this.queue(b, false);
-    const put = (changes as ChangeSet | null)?.put;
-    if (put) for (const b of put) this.queue(b, true);
-    return outcome;
+  update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
+    const applied = this.applied;
+    let outcome: UpdateOutcome<R>;
+    try {
+      outcome = this.mem.updateNow(aor, now, fn, applied);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const changes = applied.changes;
+    applied.changes = null;
+    const expired = outcome.expired;
+    for (let i = 0; i < expired.length; i++) this.queue(expired[i], false);
+    const removed = outcome.removed;
+    for (let i = 0; i < removed.length; i++) this.queue(removed[i], false);
+    const put = changes?.put;
+    if (put) for (let i = 0; i < put.length; i++) this.queue(put[i], true);
+    return Promise.resolve(outcome);
   }
 
   async remove(aor: string, key: string, now: number): Promise<Binding | null> {
