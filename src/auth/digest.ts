@@ -180,6 +180,12 @@ class NonceCounts {
   /** Least and most recently written slots; -1 while empty. */
   private oldest = -1;
   private newest = -1;
+  /**
+   * The latest issue time (ms) among the nonces whose entries were evicted:
+   * a nonce issued then or before that is not in the table may have been
+   * used already, and its count is lost.
+   */
+  evictedUpTo = -1;
 
   constructor(private readonly max: number) {
     if (!Number.isInteger(max) || max < 1) throw new RangeError('maxTrackedNonces must be a positive integer');
@@ -212,7 +218,10 @@ class NonceCounts {
       this.next.push(-1);
     } else {
       i = this.oldest;
-      this.slots.delete(this.keys[i]);
+      const gone = this.keys[i];
+      const issued = issueTimeOfKey(gone);
+      if (issued > this.evictedUpTo) this.evictedUpTo = issued;
+      this.slots.delete(gone);
       this.unlink(i);
       this.keys[i] = key;
       this.values[i] = value;
@@ -237,6 +246,13 @@ class NonceCounts {
     else this.next[this.newest] = i;
     this.newest = i;
   }
+}
+
+/** The issue time a count-table key carries: its first 8 octets, big-endian ms (as makeNonce writes them). */
+function issueTimeOfKey(key: string): number {
+  const hi = ((key.charCodeAt(0) << 24) | (key.charCodeAt(1) << 16) | (key.charCodeAt(2) << 8) | key.charCodeAt(3)) >>> 0;
+  const lo = ((key.charCodeAt(4) << 24) | (key.charCodeAt(5) << 16) | (key.charCodeAt(6) << 8) | key.charCodeAt(7)) >>> 0;
+  return hi * 0x1_0000_0000 + lo;
 }
 
 export class DigestAuthenticator {
@@ -390,6 +406,9 @@ export class DigestAuthenticator {
     if (age > this.options.nonceLifetimeMs) return { kind: 'stale' };
     // Without qop (RFC 2069 clients) a nonce is good for one request only.
     const used = this.counts.get(key);
+    // Evicted from the full table, its count is lost: a captured Authorization could be replayed
+    // from then on. Stale instead: the client retries at once with a fresh nonce, asking no one.
+    if (used === undefined && issueTimeOfKey(key) <= this.counts.evictedUpTo) return { kind: 'stale' };
     const next = qop === undefined ? Infinity : nc;
     if (used !== undefined && next <= used) return { kind: 'unverifiable', why: 'replay' };
     this.counts.set(key, next);

@@ -135,11 +135,33 @@ t.test('malformed and foreign credentials', async (t) => {
 });
 
 t.test('a full nonce-count table keeps authenticating, and still refuses a replay of a nonce it holds', async (t) => {
-  const { d } = setup({ max: 10 });
-  for (let i = 0; i < 50; i++) t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce() }), lookup).kind, 'ok');
+  const { d, advance } = setup({ max: 10 });
+  // A nonce a millisecond: one issued in the same millisecond as an evicted one counts as possibly used (next test).
+  for (let i = 0; i < 50; i++) {
+    advance(1);
+    t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce() }), lookup).kind, 'ok');
+  }
+  advance(1);
   const last = d.makeNonce();
   t.equal(d.check('REGISTER', creds({ nonce: last }), lookup).kind, 'ok', '51 nonces with a table of 10');
   t.same(d.check('REGISTER', creds({ nonce: last }), lookup), { kind: 'unverifiable', why: 'replay' }, 'the newest entry is kept');
+});
+
+t.test('a nonce whose count was evicted from the full table is stale, never accepted again (no replay after eviction)', async (t) => {
+  const { d, advance } = setup({ max: 10 });
+  const first = d.makeNonce();
+  const captured = creds({ nonce: first });
+  t.equal(d.check('REGISTER', captured, lookup).kind, 'ok');
+  t.same(d.check('REGISTER', captured, lookup), { kind: 'unverifiable', why: 'replay' }, 'held: a replay');
+  for (let i = 0; i < 10; i++) {
+    advance(1);
+    t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce() }), lookup).kind, 'ok');
+  }
+  t.same(d.check('REGISTER', captured, lookup), { kind: 'stale' }, 'evicted: stale, not ok');
+  const unused = d.makeNonce(1_700_000_000_000 - 5_000);
+  t.same(d.check('REGISTER', creds({ nonce: unused }), lookup), { kind: 'stale' }, 'an older nonce never seen is stale too (it may have been used and evicted)');
+  advance(1);
+  t.equal(d.check('REGISTER', creds({ nonce: d.makeNonce() }), lookup).kind, 'ok', 'a fresh nonce works');
 });
 
 t.test('nonce MACs are the HMAC-SHA256 createHmac gives: nonces stay valid across versions and cluster nodes', async (t) => {
