@@ -2,7 +2,7 @@
 // RFC 7616 §3.4): `Digest username="alice", realm="x", nc=00000001, ...`.
 // Only the grammar lives here; what the parameters mean is src/auth's.
 
-import { BACKSLASH, COMMA, CR, DQUOTE, EQUAL, LF, TOKEN, scan, skipWs, unquote } from './chars.js';
+import { COMMA, DQUOTE, EQUAL, TOKEN, quotedStringEnd, scan, skipWs, unquote } from './chars.js';
 
 export interface Credentials {
   /** The auth scheme, lower-cased: `digest`. */
@@ -143,10 +143,11 @@ function readCredentials(text: string, start: number, end: number, out: { add(na
     i = skipWs(text, i + 1, end);
     let v: string;
     if (text.charCodeAt(i) === DQUOTE) {
-      const close = quotedEnd(text, i, end);
+      const close = quotedStringEnd(text, i, end);
       if (close < 0) return null;
       // Without a quoted-pair the value is what lies between the quotes: one slice.
-      v = quotedPair ? unquote(text.slice(i, close)) : text.slice(i + 1, close - 1);
+      const slash = text.indexOf('\\', i);
+      v = slash >= 0 && slash < close ? unquote(text.slice(i, close)) : text.slice(i + 1, close - 1);
       i = close;
     } else {
       const tokenEnd = scan(text, i, end, TOKEN);
@@ -162,26 +163,6 @@ function readCredentials(text: string, start: number, end: number, out: { add(na
     if (i === end) return null;
   }
   return scheme;
-}
-
-/** Whether the last quotedEnd() went over a quoted-pair (parsing is synchronous: one flag serves). */
-let quotedPair = false;
-
-/** quotedStringEnd, noting in `quotedPair` whether a backslash escape was seen (one pass over the value). */
-function quotedEnd(s: string, i: number, end: number): number {
-  quotedPair = false;
-  for (let j = i + 1; j < end; j++) {
-    const c = s.charCodeAt(j);
-    if (c === DQUOTE) return j + 1;
-    if (c === BACKSLASH) {
-      quotedPair = true;
-      j++;
-      if (j >= end) return -1;
-      const n = s.charCodeAt(j);
-      if (n === CR || n === LF) return -1;
-    } else if (c === CR || c === LF) return -1;
-  }
-  return -1;
 }
 
 /** A Map that refuses a name it holds, for readCredentials. */

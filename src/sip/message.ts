@@ -144,48 +144,12 @@ export interface CSeq {
   method: string;
 }
 
-/** Splits a list header value on commas outside quoted strings and angle brackets; elements trimmed. */
-export function splitList(v: string): string[] {
-  const out: string[] = [];
-  const n = v.length;
-  let start = 0;
-  let i = 0;
-  while (i < n) {
-    const c = v.charCodeAt(i);
-    if (c === DQUOTE) {
-      const qe = quotedStringEnd(v, i, n);
-      i = qe < 0 ? n : qe;
-      continue;
-    }
-    if (c === LAQUOT) {
-      const gt = v.indexOf('>', i);
-      i = gt < 0 ? n : gt + 1;
-      continue;
-    }
-    if (c === COMMA) {
-      const s = skipWs(v, start, i);
-      const e = trimEnd(v, s, i);
-      if (e > s) out.push(v.slice(s, e));
-      start = i + 1;
-    }
-    i++;
-  }
-  const s = skipWs(v, start, n);
-  const e = trimEnd(v, s, n);
-  if (e > s) out.push(v.slice(s, e));
-  return out;
-}
-
 /**
- * True when a list header line may hold more than one element: it has a
- * comma outside quoted strings and <> (where splitList would cut). Read in
- * place; otherwise elementsOf gives one element, or none for an empty value.
+ * The next comma of v[i..n) outside quoted strings and <>: where a list
+ * header's element ends. n when there is none (an unterminated quote or
+ * bracket runs to n).
  */
-function hasSecondElement(key: string, f: HeaderField): boolean {
-  if (!LIST_HEADERS.has(key)) return false;
-  const v = f.text;
-  const n = f.end;
-  let i = f.start;
+function listComma(v: string, i: number, n: number): number {
   while (i < n) {
     const c = v.charCodeAt(i);
     if (c === DQUOTE) {
@@ -198,10 +162,34 @@ function hasSecondElement(key: string, f: HeaderField): boolean {
       i = gt < 0 || gt >= n ? n : gt + 1;
       continue;
     }
-    if (c === COMMA) return true;
+    if (c === COMMA) return i;
     i++;
   }
-  return false;
+  return n;
+}
+
+/** Splits a list header value on commas outside quoted strings and angle brackets; elements trimmed. */
+export function splitList(v: string): string[] {
+  const out: string[] = [];
+  const n = v.length;
+  let start = 0;
+  for (;;) {
+    const comma = listComma(v, start, n);
+    const s = skipWs(v, start, comma);
+    const e = trimEnd(v, s, comma);
+    if (e > s) out.push(v.slice(s, e));
+    if (comma === n) return out;
+    start = comma + 1;
+  }
+}
+
+/**
+ * True when a list header line may hold more than one element: it has a
+ * comma outside quoted strings and <> (where splitList would cut). Read in
+ * place; otherwise elementsOf gives one element, or none for an empty value.
+ */
+function hasSecondElement(key: string, f: HeaderField): boolean {
+  return LIST_HEADERS.has(key) && listComma(f.text, f.start, f.end) < f.end;
 }
 
 /** The elements of one field value: split on commas for list headers only (LIST_HEADERS). */
