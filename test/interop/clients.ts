@@ -584,7 +584,7 @@ export class Baresip {
     const token = String(++this.tokens);
     const body = JSON.stringify({ command, params, token });
     this.sock!.write(`${Buffer.byteLength(body)}:${body},`);
-    return waitFor(() => this.responses.find((r) => r.token === token), `${this.name}: response to ${command}`, 5000);
+    return waitFor(() => this.responses.find((r) => r.token === token), `${this.name}: response to ${command}`, 15_000);
   }
 
   /** Waits for an event of `type` (after the `from`-th event), matching `pred`. */
