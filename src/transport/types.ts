@@ -14,7 +14,9 @@ export interface Endpoint {
 
 /**
  * Where a message came from. For a connection the same (frozen) object is
- * handed up with every message of that connection, so it is cheap to keep.
+ * handed up with every message of that connection, and for UDP with every
+ * datagram from one address and port (while the listener's cache holds it),
+ * so it is cheap to keep.
  */
 export interface Source extends Endpoint {
   family: 4 | 6;

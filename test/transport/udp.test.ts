@@ -160,6 +160,28 @@ t.test('a datagram is delivered with its Source, and a reply reaches the client'
   t.equal(h.layer.connectionCount(), 0);
 });
 
+t.test('datagrams from one address and port share one frozen Source; another port has its own', TEST_TIMEOUT, async (t) => {
+  const h = await startLayer(t, [{ protocol: 'udp', host: '127.0.0.1', port: 0 }]);
+  const port = h.layer.listening()[0].port;
+  const a = await client(t, 4);
+  const b = await client(t, 4);
+  await sendTo(a.sock, SIP, port, '127.0.0.1');
+  await sendTo(a.sock, SIP, port, '127.0.0.1');
+  await sendTo(b.sock, SIP, port, '127.0.0.1');
+  await until(() => h.messages.length === 3, 'three datagrams');
+  const fromA = h.messages.filter((m) => m.source.port === a.port);
+  const fromB = h.messages.filter((m) => m.source.port === b.port);
+  t.equal(fromA.length, 2);
+  t.equal(fromB.length, 1);
+  t.equal(fromA[0].source, fromA[1].source, 'the same object for the same address and port');
+  t.not(fromA[0].source, fromB[0].source);
+  t.ok(Object.isFrozen(fromA[0].source), 'shared, so frozen');
+  t.throws(() => {
+    (fromA[0].source as { port: number }).port = 1;
+  }, TypeError);
+  t.equal(fromA[1].source.port, a.port);
+});
+
 t.test('CRLF keep-alives are skipped, oversize datagrams dropped', TEST_TIMEOUT, async (t) => {
   const h = await startLayer(t, [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], { maxMessageSize: 200 });
   const port = h.layer.listening()[0].port;
