@@ -10,7 +10,7 @@ import type { SipMessage } from '../sip/index.js';
 import type { Destination } from '../transport/index.js';
 import { isReliable } from './destination.js';
 import { buildAckBytes } from './messages.js';
-import { octetsOf, retained } from './retained.js';
+import { retained } from './retained.js';
 import type { TimerHandle, TimerTarget } from './timer-wheel.js';
 import { Timer, TransactionState, type ClientTransactionOwner, type TransactionContext } from './types.js';
 
@@ -213,7 +213,7 @@ export abstract class ClientTransaction implements TimerTarget {
 /** §17.1.1 (figure 5) as changed by RFC 6026 (figure 4). */
 export class InviteClientTransaction extends ClientTransaction {
   /** The ACK for the non-2xx final (as retained() keeps it, for Timer D), resent for each retransmission of it. */
-  private ack: string | null = null;
+  private ack: Buffer | null = null;
 
   /** @internal */
   constructor(ctx: TransactionContext, key: string, request: SipMessage, dest: Destination, owner: ClientTransactionOwner) {
@@ -263,7 +263,7 @@ export class InviteClientTransaction extends ClientTransaction {
           // The server did not get our ACK: send it again, tell nobody.
           this.ctx.retransmissionsAbsorbed++;
           this.ctx.retransmissionsSent++;
-          this.send(octetsOf(this.ack!));
+          this.send(this.ack!);
         } else if (status >= 200) {
           // A 2xx after a non-2xx (a misbehaving fork): a proxy must still
           // forward it, or the call is left half set up.

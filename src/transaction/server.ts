@@ -9,7 +9,7 @@
 import type { SipMessage } from '../sip/index.js';
 import type { Destination, Source } from '../transport/index.js';
 import { isReliable, responseDestination } from './destination.js';
-import { octetsOf, retained } from './retained.js';
+import { retained } from './retained.js';
 import type { TimerHandle, TimerTarget } from './timer-wheel.js';
 import { Timer, TransactionState, type TransactionContext } from './types.js';
 
@@ -23,7 +23,7 @@ export abstract class ServerTransaction implements TimerTarget {
   protected readonly ctx: TransactionContext;
   protected currentState: TransactionState;
   /** The last response sent, as sent (a final as retained() keeps it): resent when the request is retransmitted. */
-  protected lastResponse: Buffer | string | null = null;
+  protected lastResponse: Buffer | null = null;
   protected lastStatus = 0;
   readonly method: string;
   private req: SipMessage | null;
@@ -98,7 +98,7 @@ export abstract class ServerTransaction implements TimerTarget {
     const last = this.lastResponse;
     if (last === null) return;
     this.ctx.retransmissionsSent++;
-    this.send(typeof last === 'string' ? octetsOf(last) : last);
+    this.send(last);
   }
 
   protected terminate(): void {
