@@ -1,0 +1,35 @@
+import t from 'tap';
+import { retained } from '../../src/transaction/retained.js';
+
+t.test('retained() keeps a copy: later changes to the original do not reach it', async (t) => {
+  const original = Buffer.from('SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n');
+  const kept = retained(original);
+  original.fill(0x78);
+  t.equal(kept.toString('latin1'), 'SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n');
+});
+
+t.test('kept messages never share octets, across slab boundaries too', async (t) => {
+  // 64 KiB slabs: 600 messages of ~300-4,000 octets fill several.
+  const kept: { bytes: Buffer; fill: number; length: number }[] = [];
+  for (let i = 0; i < 600; i++) {
+    const length = 300 + ((i * 977) % 3700);
+    const fill = i % 251;
+    kept.push({ bytes: retained(Buffer.alloc(length, fill)), fill, length });
+  }
+  let wrong = 0;
+  for (const k of kept) {
+    if (k.bytes.length !== k.length || k.bytes.some((b) => b !== k.fill)) wrong++;
+  }
+  t.equal(wrong, 0, 'each kept message still holds its own octets');
+  t.ok(new Set(kept.map((k) => k.bytes.buffer)).size > 1, 'more than one slab was used');
+});
+
+t.test('a message over 4 KiB gets a buffer of its own', async (t) => {
+  const big = retained(Buffer.alloc(5000, 0x41));
+  t.equal(big.length, 5000);
+  t.equal(big.byteOffset, 0);
+  t.equal(big.buffer.byteLength, 5000, 'not a view of a slab');
+  const small = retained(Buffer.alloc(100, 0x42));
+  t.ok(small.buffer.byteLength >= 64 * 1024, 'a small one is a view of a slab');
+  t.equal(big.toString('latin1'), 'A'.repeat(5000));
+});
