@@ -51,8 +51,7 @@ export class UdpListener {
   private readonly bindHost: string;
   private localEndpoint: Endpoint | null = null;
   private closed = false;
-  private sources = new Map<string, Map<number, Source>>();
-  private sourceCount = 0;
+  private readonly sources = new Map<number, Source>();
 
   constructor(
     spec: ListenSpec,
@@ -176,18 +175,11 @@ export class UdpListener {
   };
 
   private sourceOf(address: string, port: number): Source {
-    let ports = this.sources.get(address);
-    let source = ports?.get(port);
-    if (source !== undefined) return source;
-    if (this.sourceCount >= SOURCE_CACHE_MAX) {
-      this.sources = new Map();
-      this.sourceCount = 0;
-      ports = undefined;
-    }
-    if (ports === undefined) {
-      ports = new Map();
-      this.sources.set(address, ports);
-    }
+    // By port first: one lookup by a small integer, then the address compared.
+    // Two devices on one port (behind different NATs) take turns in the slot.
+    let source = this.sources.get(port);
+    if (source !== undefined && source.address === address) return source;
+    if (source === undefined && this.sources.size >= SOURCE_CACHE_MAX) this.sources.clear();
     source = Object.freeze<Source>({
       protocol: 'udp',
       address,
@@ -196,8 +188,7 @@ export class UdpListener {
       local: this.localEndpoint as Endpoint,
       connectionId: 0,
     });
-    ports.set(port, source);
-    this.sourceCount++;
+    this.sources.set(port, source);
     return source;
   }
 

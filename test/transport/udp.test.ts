@@ -180,6 +180,19 @@ t.test('datagrams from one address and port share one frozen Source; another por
     (fromA[0].source as { port: number }).port = 1;
   }, TypeError);
   t.equal(fromA[1].source.port, a.port);
+
+  // The same port from another address: its own Source, then a's again.
+  const other = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => other.bind(a.port, '127.0.0.2', resolve));
+  t.teardown(() => new Promise<void>((resolve) => other.close(() => resolve())));
+  await sendTo(other, SIP, port, '127.0.0.1');
+  await until(() => h.messages.length === 4, 'the datagram from 127.0.0.2');
+  await sendTo(a.sock, SIP, port, '127.0.0.1');
+  await until(() => h.messages.length === 5, 'a again');
+  t.equal(h.messages[3].source.address, '127.0.0.2');
+  t.equal(h.messages[3].source.port, a.port);
+  t.equal(h.messages[4].source.address, '127.0.0.1');
+  t.equal(h.messages[4].source.port, a.port);
 });
 
 t.test('CRLF keep-alives are skipped, oversize datagrams dropped', TEST_TIMEOUT, async (t) => {
