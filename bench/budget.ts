@@ -22,7 +22,8 @@
 //             every time (401, then credentials: two round trips).
 //
 // Informative, not budgets: Portier's CPU µs per call and per REGISTER, its
-// RSS, and its GC pauses (issue 10's target: p99 <= 2 ms under this load).
+// RSS, its GC pauses (issue 10's target: p99 <= 2 ms under this load), and
+// the share of CPU time the hypervisor stole during the runs (bench/load).
 // With --runs N each scenario runs N times and the medians are checked.
 // Exit status 1 when a budget is missed (0 with --no-budget), 2 on a usage
 // error. Every run is bounded: bench/load's own --timeout, and a kill here.
@@ -198,6 +199,7 @@ async function main(): Promise<number> {
       { what: 'calls: GC pause p99', value: m((j) => j.gc?.p99Ms), unit: 'ms', limit: null, target: '<= 2 ms (issue 10 target)' },
       { what: 'calls: GC pause max', value: m((j) => j.gc?.maxMs), unit: 'ms', limit: null },
       { what: 'calls: GC time share', value: m((j) => j.gc?.pctOfPhase), unit: '%', limit: null },
+      { what: 'calls: CPU time stolen (hypervisor)', value: m((j) => j.machine?.stealPct), unit: '%', limit: null },
     );
   }
   if (opt.only !== 'calls') {
@@ -214,6 +216,7 @@ async function main(): Promise<number> {
         { what: `${tag}: latency p99`, value: m((j) => j.latencyMs?.p99), unit: 'ms', limit: 5 },
         { what: `${tag}: Portier CPU per REGISTER`, value: m((j) => j.serverCpuUsPerOp), unit: 'µs', limit: null },
         { what: `${tag}: GC pause p99`, value: m((j) => j.gc?.p99Ms), unit: 'ms', limit: null },
+        { what: `${tag}: CPU time stolen (hypervisor)`, value: m((j) => j.machine?.stealPct), unit: '%', limit: null },
       );
     }
   }

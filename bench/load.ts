@@ -1296,6 +1296,22 @@ function settled(): void {
 
 let portier: Portier | null = null;
 
+/**
+ * The machine's CPU time by kind, from /proc/stat (clock ticks, all CPUs):
+ * steal is time the hypervisor gave this VM's CPUs to someone else, during
+ * which whatever ran on them stood still. Null where there is no /proc/stat.
+ */
+function machineTicks(): { busy: number; idle: number; steal: number } | null {
+  try {
+    const f = readFileSync('/proc/stat', 'latin1');
+    const v = f.slice(0, f.indexOf('\n')).trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal
+    return { busy: v[0] + v[1] + v[2] + v[5] + v[6], idle: v[3] + v[4], steal: v[7] ?? 0 };
+  } catch {
+    return null;
+  }
+}
+
 /** Datagrams the kernel dropped per local UDP port (the drops column of /proc/net/udp): a full receive buffer. */
 function udpDrops(): Map<number, number> {
   const m = new Map<number, number>();
@@ -1454,6 +1470,8 @@ async function main(): Promise<number> {
   let pacer: NodeJS.Timeout | undefined;
   let cpuBefore = 0;
   let genCpuBefore = process.cpuUsage();
+  let ticksBefore: ReturnType<typeof machineTicks> = null;
+  let ticksAfter: ReturnType<typeof machineTicks> = null;
   let tCalls = 0;
   let tLastInvite = 0;
   let tSettled = 0;
@@ -1581,6 +1599,7 @@ async function main(): Promise<number> {
       memBefore = treeMemory(serverPids);
       cpuBefore = treeCpuMs(serverPids);
       genCpuBefore = process.cpuUsage();
+      ticksBefore = machineTicks();
       gc.measuring = true;
       tMeasure = now();
       if (METRICS) {
@@ -1626,6 +1645,7 @@ async function main(): Promise<number> {
       await bounded(runRegisters((t) => (pacer = t), beginMeasure));
     }
     tSettled = now();
+    ticksAfter = machineTicks();
     if (SETTLE_MS > 0) {
       if (progress) clearInterval(progress);
       const g0 = process.cpuUsage(genCpuBefore);
@@ -1834,6 +1854,20 @@ async function main(): Promise<number> {
         );
       }
       out(`udp drops         ${drops.server} at the server's socket, ${drops.generator} at the generator's (kernel: receive buffer full)`);
+      let machine: Record<string, number | null> | null = null;
+      if (ticksBefore !== null && ticksAfter !== null) {
+        const busy = ticksAfter.busy - ticksBefore.busy;
+        const idle = ticksAfter.idle - ticksBefore.idle;
+        const steal = ticksAfter.steal - ticksBefore.steal;
+        const all = Math.max(1, busy + idle + steal);
+        const m = { busyPct: fx((busy / all) * 100, 1), idlePct: fx((idle / all) * 100, 1), stealPct: fx((steal / all) * 100, 2) };
+        machine = m;
+        out(
+          `machine           over the measured phase, all CPUs: ${m.busyPct}% busy, ${m.idlePct}% idle, ${m.stealPct}% stolen by the hypervisor ` +
+            `(a stolen slice stalls whatever ran on that CPU for its length)`,
+        );
+      }
+      json.machine = machine;
       out(
         `generator         cpu ${genCpuMs.toFixed(0)} ms (${((genCpuMs / mspan) * 100).toFixed(0)}% of a core) = ${((genCpuMs * 1000) / Math.max(1, ops)).toFixed(0)} µs/${unit}; ` +
           `${stats.tx} datagrams sent, ${stats.rx} received`,
