@@ -223,6 +223,7 @@ async function main(): Promise<number> {
 
   process.stdout.write(`\nbudget (${RUNS === 1 ? 'one run' : `medians of ${RUNS} runs`}):\n`);
   let missed = 0;
+  const width = Math.max(...rows.map((r) => r.what.length));
   for (const r of rows) {
     let verdict = 'info';
     if (r.limit !== null) {
@@ -231,7 +232,7 @@ async function main(): Promise<number> {
       if (!ok) missed++;
     }
     const limit = r.limit === null ? (r.target ?? '') : `${r.atLeast ? '>=' : '<='} ${fmt(r.limit, r.unit)}`;
-    process.stdout.write(`  ${r.what.padEnd(44)} ${fmt(r.value, r.unit).padStart(14)}  ${limit.padEnd(26)} ${verdict}\n`);
+    process.stdout.write(`  ${r.what.padEnd(width)} ${fmt(r.value, r.unit).padStart(14)}  ${limit.padEnd(26)} ${verdict}\n`);
   }
   for (const e of errors) process.stdout.write(`error: ${e}\n`);
   if (errors.length > 0) missed++;
