@@ -6,7 +6,7 @@ import { MAX_UINT32, parseDigits } from '../sip/chars.js';
 import { quote, unquote, type NameAddr, type Uri } from '../sip/index.js';
 import { contactKey, instanceKey } from './aor.js';
 import type { Binding } from './location-store.js';
-import { NO_PARAMS } from './plan.js';
+import { NO_PARAMS, setParam } from './plan.js';
 
 /** One Contact of a REGISTER, checked and read. */
 const OWN_FIELDS = new Set(['q', 'expires', '+sip.instance', 'reg-id']);
@@ -122,7 +122,7 @@ export function readContact(c: NameAddr, headerExpires: number | null, defaultEx
   let params: Readonly<Record<string, string | null>> = NO_PARAMS;
   if (c.params.size > ownFields) {
     const out: Record<string, string | null> = {};
-    for (const [k, v] of c.params) if (!OWN_FIELDS.has(k)) out[k] = v;
+    for (const [k, v] of c.params) if (!OWN_FIELDS.has(k)) setParam(out, k, v);
     params = out;
   }
   return {

@@ -6,7 +6,7 @@
 // await in between, so nothing else runs on the event loop meanwhile.
 
 import { domainOfAor, instanceKey } from './aor.js';
-import { NO_PARAMS, NO_STRINGS } from './plan.js';
+import { NO_PARAMS, NO_STRINGS, setParam } from './plan.js';
 import type {
   Binding,
   BindingCounts,
@@ -281,6 +281,6 @@ function freezeRecord<V>(r: Readonly<Record<string, V>>): Readonly<Record<string
   const keys = Object.keys(r);
   if (keys.length === 0) return NO_PARAMS;
   const out: Record<string, V> = {};
-  for (const k of keys) out[k] = r[k];
+  for (const k of keys) setParam(out, k, r[k]);
   return Object.freeze(out);
 }

@@ -197,12 +197,23 @@ function sharedAgent(ua: string): string {
 export const NO_PARAMS: Readonly<Record<string, never>> = Object.freeze({});
 export const NO_STRINGS: readonly string[] = Object.freeze([]);
 
+/**
+ * `out[key] = value` for a record of parameters, where a key is whatever a
+ * device wrote: a Contact parameter named `__proto__` becomes an own
+ * property, as JSON.parse makes it, instead of replacing the record's
+ * prototype (and being lost) through the `__proto__` setter.
+ */
+export function setParam<V>(out: Record<string, V>, key: string, value: V): void {
+  if (key === '__proto__') Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
+  else out[key] = value;
+}
+
 /** A frozen copy of `r` that shares nothing with the message; NO_PARAMS when empty. */
 function ownRecord<V extends string | null>(r: Readonly<Record<string, V>>): Readonly<Record<string, V>> {
   let out: Record<string, V> | null = null;
   for (const k in r) {
     const v = r[k];
-    (out ??= {})[own(k)] = (v === null ? v : own(v)) as V;
+    setParam((out ??= {}), own(k), (v === null ? v : own(v)) as V);
   }
   return out === null ? NO_PARAMS : Object.freeze(out);
 }

@@ -89,6 +89,7 @@ import { performance } from 'node:perf_hooks';
 import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { domainOfAor, instanceKey } from '../registrar/aor.js';
+import { setParam } from '../registrar/plan.js';
 import type {
   Binding,
   BindingCounts,
@@ -1228,7 +1229,7 @@ function frozenJsonCopy<T>(v: T): T {
     if (!Object.prototype.hasOwnProperty.call(v, k)) continue;
     const x: unknown = v[k];
     if (x === undefined || typeof x === 'function' || typeof x === 'symbol') continue;
-    out[k] = frozenJsonCopy(x);
+    setParam(out, k, frozenJsonCopy(x));
   }
   return Object.freeze(out) as T;
 }

@@ -351,6 +351,25 @@ t.test('stream contacts get maxStreamExpires when set', async (t) => {
   t.equal((await registrar.lookup('sip:bob@intercom.test'))[0].expiresAt, clock.t + 600_000, 'UDP: not');
 });
 
+t.test('Contact parameters named like Object.prototype members are kept as written', async (t) => {
+  const { registrar, store, clock } = setup();
+  const r = await send(registrar, register({ contacts: ['<sip:alice@192.0.2.9>;__proto__;constructor=1;toString=x;foo=1'] }));
+  t.equal(r.result.status, 200);
+  const [b] = await registrar.lookup('sip:alice@' + DOMAIN);
+  t.same(Object.keys(b.contactParams), ['__proto__', 'constructor', 'tostring', 'foo'], 'own parameters, none lost');
+  t.equal(Object.getPrototypeOf(b.contactParams), Object.prototype, 'the record keeps its prototype');
+  t.equal(b.contactParams['__proto__'], null);
+  t.equal(b.contactParams['constructor'], '1');
+  t.equal(JSON.stringify(b.contactParams), '{"__proto__":null,"constructor":"1","tostring":"x","foo":"1"}');
+  t.same(JSON.parse(JSON.stringify(b.contactParams)), b.contactParams, 'what a store writes and reads back');
+  t.equal(({} as Record<string, unknown>).foo, undefined, 'nothing leaked into Object.prototype');
+  // The memory store's own frozen copy, as a refresh reads it back.
+  const again = await send(registrar, register({ cseq: 2, contacts: ['<sip:alice@192.0.2.9>;__proto__;constructor=1;toString=x;foo=1'] }));
+  t.equal(again.result.status, 200);
+  const [b2] = await store.get('sip:alice@' + DOMAIN, clock.now());
+  t.same(Object.keys(b2.contactParams), ['__proto__', 'constructor', 'tostring', 'foo']);
+});
+
 t.test('bad Contact parameters: 400, nothing bound', async (t) => {
   const { registrar } = setup();
   for (const q of ['1.5', 'abc', '0.1234', '-0.1', '1.001', '.5']) {

@@ -138,6 +138,18 @@ export async function storeContract(t: Test, makeStore: () => Promise<LocationSt
     t.same(await store.get(AOR, T0), []);
   });
 
+  await t.test('a parameter named __proto__ is stored and read back as an own parameter', async (t) => {
+    const store = await make(t);
+    const params: Record<string, string | null> = {};
+    Object.defineProperty(params, '__proto__', { value: null, enumerable: true, writable: true, configurable: true });
+    params.foo = '1';
+    await put(store, T0, binding('a', { contactParams: params }));
+    const [got] = await store.get(AOR, T0);
+    t.same(Object.keys(got.contactParams), ['__proto__', 'foo']);
+    t.equal(Object.getPrototypeOf(got.contactParams), Object.prototype, 'its prototype untouched');
+    t.equal(got.contactParams['__proto__'], null);
+  });
+
   await t.test('stored bindings are copies', async (t) => {
     const store = await make(t);
     const b = binding('a', { path: ['<sip:edge;lr>'] });
