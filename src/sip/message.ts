@@ -221,6 +221,14 @@ function copyRun(src: Buffer, out: Buffer, pos: number, start: number, end: numb
   return pos;
 }
 
+/** copyRun() of whole header lines (their range stops before the last one's CRLF), then that CRLF. */
+function copyLines(src: Buffer, out: Buffer, pos: number, start: number, end: number): number {
+  pos = copyRun(src, out, pos, start, end);
+  out[pos++] = CR;
+  out[pos++] = LF;
+  return pos;
+}
+
 export class SipMessage {
   readonly isRequest: boolean;
   /** Request method (case-sensitive), '' for a response. */
@@ -742,25 +750,18 @@ export class SipMessage {
     }
     for (let i = 0; i < fields.length; i++) {
       const f = fields[i];
-      if (f.fromSource) {
-        if (runStart >= 0 && f.lineStart === runEnd + 2) {
-          runEnd = f.lineEnd;
-          continue;
-        }
-        if (runStart >= 0) {
-          pos = copyRun(src, out, pos, runStart, runEnd);
-          out[pos++] = CR;
-          out[pos++] = LF;
-        }
-        runStart = f.lineStart;
+      if (f.fromSource && runStart >= 0 && f.lineStart === runEnd + 2) {
         runEnd = f.lineEnd;
         continue;
       }
       if (runStart >= 0) {
-        pos = copyRun(src, out, pos, runStart, runEnd);
-        out[pos++] = CR;
-        out[pos++] = LF;
+        pos = copyLines(src, out, pos, runStart, runEnd);
         runStart = -1;
+      }
+      if (f.fromSource) {
+        runStart = f.lineStart;
+        runEnd = f.lineEnd;
+        continue;
       }
       const s = f.src;
       if (f.lineStart === 0 && f.lineEnd === s.length) pos += out.latin1Write(s, pos, s.length);
@@ -768,11 +769,7 @@ export class SipMessage {
       out[pos++] = CR;
       out[pos++] = LF;
     }
-    if (runStart >= 0) {
-      pos = copyRun(src, out, pos, runStart, runEnd);
-      out[pos++] = CR;
-      out[pos++] = LF;
-    }
+    if (runStart >= 0) pos = copyLines(src, out, pos, runStart, runEnd);
     if (lengthLine !== null) {
       pos += out.latin1Write(lengthLine, pos, lengthLine.length);
       out[pos++] = CR;

@@ -10,30 +10,9 @@ import type { ContactIntent } from '../../src/registrar/contact.js';
 import { planRegister, type GrantedContact, type PlanContext } from '../../src/registrar/plan.js';
 import type { Uri } from '../../src/sip/index.js';
 import { Clock, DOMAIN, register, udpSource } from './helpers.js';
+import { binding } from './store-contract.js';
 
 const AOR = 'sip:alice@' + DOMAIN;
-
-function binding(key: string, callId: string, cseq: number, updatedAt: number): Binding {
-  return {
-    aor: AOR,
-    key,
-    contact: 'sip:alice@192.0.2.1',
-    contactParams: {},
-    expiresAt: 10_000_000,
-    q: 1,
-    callId,
-    cseq,
-    instance: null,
-    regId: null,
-    path: [],
-    pushParams: {},
-    source: udpSource(),
-    userAgent: null,
-    registeredAt: 0,
-    updatedAt,
-    gruu: null,
-  };
-}
 
 function intent(key: string, uriKey: string): ContactIntent {
   const instance = key.startsWith('i:') ? '<urn:uuid:' + key.slice(2, key.indexOf('|')) + '>' : null;
@@ -108,7 +87,7 @@ t.test('planRegister decides what the Map-based reference decides', async (t) =>
   let n = 0;
   fc.assert(
     fc.property(stored, contacts, fc.constantFrom('c1', 'c2'), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 4 }), (bs, cs, callId, cseq, maxBindings) => {
-      const current = bs.map((b) => binding(b.key, b.callId, b.cseq, b.updatedAt));
+      const current = bs.map((b) => binding(b.key, { callId: b.callId, cseq: b.cseq, updatedAt: b.updatedAt, expiresAt: 10_000_000, registeredAt: 0 }));
       const granted = cs.map((c) => ({ intent: intent(c.key, uriKeyFor[c.key]), expires: c.expires }));
       const ctx: PlanContext = {
         aor: AOR,
