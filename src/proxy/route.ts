@@ -19,6 +19,7 @@
 // connection.
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { HmacSha256 } from '../hmac.js';
 import type { SipMessage, Uri } from '../sip/index.js';
 import { detach, hostForUri, parseUri } from '../sip/index.js';
 import type { Destination, Endpoint } from '../transport/index.js';
@@ -74,17 +75,21 @@ class RecentMacs {
   private current = new Map<string, string>();
   private previous = new Map<string, string>();
 
+  private readonly hmac: HmacSha256;
+
   constructor(
-    private readonly key: Buffer,
+    key: Buffer,
     /** Characters of the base64url MAC kept. */
     private readonly length: number,
     private readonly max = 128,
-  ) {}
+  ) {
+    this.hmac = new HmacSha256(key);
+  }
 
   mac(input: string): string {
     let mac = this.current.get(input);
     if (mac !== undefined) return mac;
-    mac = this.previous.get(input) ?? createHmac('sha256', this.key).update(input).digest('base64url').slice(0, this.length);
+    mac = this.previous.get(input) ?? this.hmac.digest(input, 'base64url').slice(0, this.length);
     if (this.current.size >= this.max) {
       this.previous = this.current;
       this.current = new Map();
@@ -100,7 +105,7 @@ export class RouteSigner {
   // Its own key: a flow token must never equal a dialog token made from a chosen Call-ID and tag.
   private readonly flowKey: Buffer;
 
-  private readonly handoffKey: Buffer;
+  private readonly handoffMac: HmacSha256;
   private readonly dialogMacs: RecentMacs;
   private readonly flowMacs: RecentMacs;
 
@@ -108,7 +113,7 @@ export class RouteSigner {
   constructor(key?: Buffer, readonly node: string = randomBytes(9).toString('base64url')) {
     this.key = key ?? randomBytes(32);
     this.flowKey = createHmac('sha256', this.key).update('portier flow tokens').digest();
-    this.handoffKey = createHmac('sha256', this.key).update('portier node handoff').digest();
+    this.handoffMac = new HmacSha256(createHmac('sha256', this.key).update('portier node handoff').digest());
     this.dialogMacs = new RecentMacs(this.key, 16);
     this.flowMacs = new RecentMacs(this.flowKey, 16);
   }
@@ -116,13 +121,13 @@ export class RouteSigner {
   /** The handoff token of a flow of this node (stream connection or UDP 5-tuple). */
   handoffToken(flow: Destination): string {
     const payload = Buffer.from(`${this.node}|${flow.protocol}|${flow.address}|${flow.port}|${flow.connectionId ?? 0}`).toString('base64url');
-    return payload + '.' + createHmac('sha256', this.handoffKey).update(payload).digest('base64url').slice(0, 22);
+    return payload + '.' + this.handoffMac.digest(payload, 'base64url').slice(0, 22);
   }
 
   /** The proof that a cluster node sends this request on with `token` (see HANDOFF_PROOF_PARAM). */
   handoffProof(token: string, callId: string, now = Date.now()): string {
     const ts = Math.floor(now / 1000).toString(36);
-    return ts + '.' + createHmac('sha256', this.handoffKey).update('proof|' + ts + '|' + token + '|' + callId).digest('base64url').slice(0, 22);
+    return ts + '.' + this.handoffMac.digest('proof|' + ts + '|' + token + '|' + callId, 'base64url').slice(0, 22);
   }
 
   checkHandoffProof(token: string, proof: string | null | undefined, callId: string, now = Date.now()): boolean {
@@ -132,7 +137,7 @@ export class RouteSigner {
     const ts = proof.slice(0, dot);
     const at = parseInt(ts, 36) * 1000;
     if (!Number.isFinite(at) || Math.abs(now - at) > HANDOFF_PROOF_MS) return false;
-    const want = Buffer.from(createHmac('sha256', this.handoffKey).update('proof|' + ts + '|' + token + '|' + callId).digest('base64url').slice(0, 22));
+    const want = Buffer.from(this.handoffMac.digest('proof|' + ts + '|' + token + '|' + callId, 'base64url').slice(0, 22));
     const got = Buffer.from(proof.slice(dot + 1));
     return got.length === want.length && timingSafeEqual(got, want);
   }
@@ -148,7 +153,7 @@ export class RouteSigner {
     if (dot <= 0) return { flow: null, ours: false };
     const payload = token.slice(0, dot);
     const got = Buffer.from(token.slice(dot + 1));
-    const want = Buffer.from(createHmac('sha256', this.handoffKey).update(payload).digest('base64url').slice(0, 22));
+    const want = Buffer.from(this.handoffMac.digest(payload, 'base64url').slice(0, 22));
     if (got.length !== want.length || !timingSafeEqual(got, want)) return { flow: null, ours: false };
     const [node, protocol, address, port, id] = Buffer.from(payload, 'base64url').toString('utf8').split('|');
     if (node !== this.node) return { flow: null, ours: true };
