@@ -108,6 +108,9 @@ const USAGE = `Usage: node dist/bench/load.js [options]
                     they must succeed but are left out of the latency
                     percentiles, the CPU time, the GC pauses and the
                     processing histogram (default 0)
+  --warmup-rate R   send those N at R calls (or REGISTERs) per second, then
+                    the rest at --rate: a fresh server is warmed at a rate it
+                    can take cold (default: --rate)
 
  Register scenario (--scenario register): no calls; REGISTERs only
   --scenario S      call (default) or register
@@ -154,6 +157,7 @@ function options() {
     gc: { type: 'boolean', default: false },
     store: { type: 'string', default: 'sqlite' },
     warmup: { type: 'string', default: '0' },
+    'warmup-rate': { type: 'string' },
     'server-cpu': { type: 'string' },
     settle: { type: 'string', default: '0' },
     scenario: { type: 'string', default: 'call' },
@@ -244,6 +248,14 @@ const DOMAIN = 'example.test';
 const HOST = '127.0.0.1';
 const GC = opt.gc;
 const WARMUP = int('warmup', opt.warmup, 0, 10_000_000);
+const WARMUP_RATE = opt['warmup-rate'] === undefined ? RATE : Number(opt['warmup-rate']);
+if (!(WARMUP_RATE > 0) || WARMUP_RATE > 100_000) usage(`--warmup-rate must be a number in (0, 100000], not ${opt['warmup-rate']}`);
+/** Operations due `ms` after the first was sent: the warm-up at WARMUP_RATE, then RATE. */
+function dueAt(ms: number): number {
+  const warmMs = (WARMUP * 1000) / WARMUP_RATE;
+  if (ms < warmMs) return Math.min(WARMUP, Math.floor((ms * WARMUP_RATE) / 1000) + 1);
+  return WARMUP + Math.floor(((ms - warmMs) * RATE) / 1000) + 1;
+}
 const SETTLE_MS = int('settle', opt.settle, 0, 600) * 1000;
 const SERVER_CPU = opt['server-cpu'] === undefined ? -1 : int('server-cpu', opt['server-cpu'], 0, 1023);
 const STORE = opt.store;
@@ -818,7 +830,7 @@ function runRegisters(onPacer: (t: NodeJS.Timeout | undefined) => void, onWarm: 
   } else {
     const pace = (): void => {
       onPacer(undefined);
-      const due = Math.min(REGISTERS, Math.floor(((now() - t0) * RATE) / 1000) + 1);
+      const due = Math.min(REGISTERS, dueAt(now() - t0));
       while (sent < due) {
         if (sent === WARMUP && WARMUP > 0) onWarm();
         regStart(sent++);
@@ -1649,7 +1661,7 @@ async function main(): Promise<number> {
       let sent = 0;
       const pace = (): void => {
         pacer = undefined;
-        const due = Math.min(CALLS, Math.floor(((now() - tCalls) * RATE) / 1000) + 1);
+        const due = Math.min(CALLS, dueAt(now() - tCalls));
         while (sent < due) {
           if (sent === WARMUP && WARMUP > 0) beginMeasure();
           startCall(sent++);
@@ -1742,9 +1754,12 @@ async function main(): Promise<number> {
       if (METRICS) out(`metrics           /metrics scraped ${scrapes} times during the calls (every 1 s)${scrapeErrors > 0 ? `, ${scrapeErrors} failed` : ''}`);
       out(`calls             attempted ${attempted}, completed ${completed}, failed ${failed}${attempted < CALLS ? `, never attempted ${CALLS - attempted}` : ''}`);
       const achieved = (completed * 1000) / span;
+      // After a warm-up at another rate, the whole run's rate mixes the two: the measured phase's own.
+      const achievedMeasured = tMeasure > 0 ? (nLatencies * 1000) / mspan : NaN;
       out(
         `call rate         offered ${((attempted * 1000) / (sendSpan + 1000 / RATE)).toFixed(1)}/s (INVITEs over ${(sendSpan / 1000).toFixed(2)} s), ` +
-          `achieved ${achieved.toFixed(1)} completed calls/s (first INVITE to last BYE 200, ${(span / 1000).toFixed(2)} s)`,
+          `achieved ${achieved.toFixed(1)} completed calls/s (first INVITE to last BYE 200, ${(span / 1000).toFixed(2)} s)` +
+          (WARMUP_RATE !== RATE ? `; warm-up at ${WARMUP_RATE}/s, measured phase ${achievedMeasured.toFixed(1)} answered calls/s` : ''),
       );
       out(
         `setup latency     p50 ${pct(sorted, 0.5).toFixed(2)} ms, p90 ${pct(sorted, 0.9).toFixed(2)} ms, p99 ${pct(sorted, 0.99).toFixed(2)} ms, ` +
@@ -1768,6 +1783,8 @@ async function main(): Promise<number> {
         completed,
         failed,
         achieved: fx(achieved, 1),
+        achievedMeasured: fx(achievedMeasured, 1),
+        warmupRate: WARMUP_RATE,
         latencyMs: { p50: fx(pct(sorted, 0.5), 3), p90: fx(pct(sorted, 0.9), 3), p99: fx(pct(sorted, 0.99), 3), p999: fx(pct(sorted, 0.999), 3), max: fx(pct(sorted, 1), 3) },
         retransmissions: rtxTotal,
         duplicates: dupTotal,
