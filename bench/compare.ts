@@ -409,7 +409,7 @@ function spawnSipp(args: string[], cwd: string): ReturnType<typeof spawn> {
   return spawn(file, argv, { cwd, stdio: ['ignore', 'ignore', 'ignore'] });
 }
 
-/** SIPp's UAC at `rate` for `seconds` (the first second a warm-up, out of the percentiles), against a fresh server. */
+/** SIPp's UAC at `rate` for `seconds` (the first second out of the percentiles), against a fresh server warmed for 3 s. */
 async function sippRun(server: string, rate: number, seconds: number): Promise<SippResult> {
   const target = server === 'kamailio' ? await startKamailio() : await startPortierServer();
   const dir = mkdtempSync(join(tmpdir(), 'portier-compare-sipp-'));
@@ -417,9 +417,17 @@ async function sippRun(server: string, rate: number, seconds: number): Promise<S
   try {
     const uasPort = await freeUdpPort();
     await registerSipp(target.port, uasPort);
-    const uas = spawnSipp(['-sf', SIPP_UAS, '-i', HOST, '-p', String(uasPort), '-nostdin', '-timeout', `${seconds + 60}s`], dir);
+    const uas = spawnSipp(['-sf', SIPP_UAS, '-i', HOST, '-p', String(uasPort), '-nostdin', '-timeout', `${seconds + 70}s`], dir);
     try {
       await new Promise((r) => setTimeout(r, 300));
+      // As in step(): the fresh server is warmed for 3 s at up to 1,000 calls/s first, by a SIPp of its own.
+      const warmRate = Math.min(rate, 1000);
+      const warm = spawnSipp(
+        ['-sf', SIPP_UAC, '-s', 'sipp', `${HOST}:${target.port}`, '-i', HOST, '-p', String(await freeUdpPort()), '-r', String(warmRate), '-m', String(3 * warmRate),
+          '-l', '2000', '-nostdin', '-timeout', '15s'],
+        dir,
+      );
+      await new Promise((r) => warm.once('close', r));
       const pids = processTree(target.pid);
       const cpu0 = treeCpuMs(pids);
       const uacPort = await freeUdpPort();
@@ -432,8 +440,10 @@ async function sippRun(server: string, rate: number, seconds: number): Promise<S
       const killer = setTimeout(() => uac.kill('SIGTERM'), (seconds + 50) * 1000);
       const uacPid = uac.pid ?? 0;
       let sippCpu = 0;
+      // The UAS's time during the warm-up is not this run's.
+      const uasCpu0 = treeCpuMs([uas.pid ?? 0]);
       const sampler = setInterval(() => {
-        sippCpu = treeCpuMs([uacPid, uas.pid ?? 0]);
+        sippCpu = treeCpuMs([uacPid, uas.pid ?? 0]) - uasCpu0;
       }, 200);
       await new Promise((r) => uac.once('close', r));
       clearTimeout(killer);
