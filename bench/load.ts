@@ -64,7 +64,6 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
-import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -654,7 +653,7 @@ const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encodi
 function digestHash(text: string): string {
   const name = DIGEST_ALG === 'MD5' ? 'md5' : 'sha256';
   // Every text hashed here is ASCII (one-shot hashing reads UTF-8).
-  return oneShotHash !== undefined ? oneShotHash(name, text, 'hex') : createHash(name).update(text, 'latin1').digest('hex');
+  return oneShotHash !== undefined ? oneShotHash(name, text, 'hex') : crypto.createHash(name).update(text, 'latin1').digest('hex');
 }
 
 /** The users file Portier reads for --digest: HA1s of reg-0..reg-N-1 (RFC 7616 §3.4.2), mode 0600. */
@@ -662,8 +661,8 @@ function writeUsersFile(path: string): void {
   const lines = ['# bench/load: accounts of the register scenario'];
   for (let i = 0; i < REG_AORS; i++) {
     const u = `reg-${i}`;
-    const md5 = createHash('md5').update(`${u}:${DOMAIN}:${PASSWORD(i)}`).digest('hex');
-    const sha = createHash('sha256').update(`${u}:${DOMAIN}:${PASSWORD(i)}`).digest('hex');
+    const md5 = crypto.createHash('md5').update(`${u}:${DOMAIN}:${PASSWORD(i)}`).digest('hex');
+    const sha = crypto.createHash('sha256').update(`${u}:${DOMAIN}:${PASSWORD(i)}`).digest('hex');
     lines.push(`${u}@${DOMAIN} kind=phone realm=${DOMAIN} md5=${md5} sha256=${sha}`);
   }
   writeFileSync(path, lines.join('\n') + '\n', { mode: 0o600 });
