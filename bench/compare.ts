@@ -422,21 +422,16 @@ async function sippRun(server: string, rate: number, seconds: number): Promise<S
       await new Promise((r) => setTimeout(r, 300));
       // As in step(): the fresh server is warmed for 3 s at up to 1,000 calls/s first, by a SIPp of its own.
       const warmRate = Math.min(rate, 1000);
-      const warm = spawnSipp(
-        ['-sf', SIPP_UAC, '-s', 'sipp', `${HOST}:${target.port}`, '-i', HOST, '-p', String(await freeUdpPort()), '-r', String(warmRate), '-m', String(3 * warmRate),
-          '-l', '2000', '-nostdin', '-timeout', '15s'],
-        dir,
-      );
+      const uacArgs = async (r: number, n: number): Promise<string[]> =>
+        ['-sf', SIPP_UAC, '-s', 'sipp', `${HOST}:${target.port}`, '-i', HOST, '-p', String(await freeUdpPort()), '-r', String(r), '-m', String(n),
+          '-l', String(Math.max(1000, r * 2)), '-nostdin'];
+      const warm = spawnSipp([...(await uacArgs(warmRate, 3 * warmRate)), '-timeout', '15s'], dir);
       await new Promise((r) => warm.once('close', r));
       const pids = processTree(target.pid);
       const cpu0 = treeCpuMs(pids);
-      const uacPort = await freeUdpPort();
+      const args = await uacArgs(rate, calls);
       const t0 = performance.now();
-      const uac = spawnSipp(
-        ['-sf', SIPP_UAC, '-s', 'sipp', `${HOST}:${target.port}`, '-i', HOST, '-p', String(uacPort), '-r', String(rate), '-m', String(calls),
-          '-l', String(Math.max(1000, rate * 2)), '-nostdin', '-trace_rtt', '-rtt_freq', '1', '-trace_stat', '-fd', '1', '-timeout', `${seconds + 40}s`],
-        dir,
-      );
+      const uac = spawnSipp([...args, '-trace_rtt', '-rtt_freq', '1', '-trace_stat', '-fd', '1', '-timeout', `${seconds + 40}s`], dir);
       const killer = setTimeout(() => uac.kill('SIGTERM'), (seconds + 50) * 1000);
       const uacPid = uac.pid ?? 0;
       let sippCpu = 0;

@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import t from 'tap';
-import { HmacSha256 } from '../src/hmac.js';
+import { HmacSha256, INPUT_AT } from '../src/hmac.js';
 
 const reference = (key: Buffer, input: string, encoding: 'base64url' | 'hex'): string => createHmac('sha256', key).update(input).digest(encoding);
 
@@ -57,4 +57,18 @@ t.test('the key is copied: changing the caller buffer later changes nothing', as
   t.equal(mac.digest('z'.repeat(2000), 'hex'), before);
   t.equal(mac.digest('abc', 'hex'), shortBefore);
   t.equal(shortBefore, reference(Buffer.alloc(32, 1), 'abc', 'hex'));
+});
+
+t.test('digestScratch(): input the caller wrote into the scratch, kept in part from one MAC to the next', async (t) => {
+  const key = Buffer.alloc(32, 5);
+  const mac = new HmacSha256(key, 64);
+  t.equal(mac.scratch.length, INPUT_AT + 64);
+  const head = Buffer.from('realm\n');
+  head.copy(mac.scratch, INPUT_AT);
+  // The same length twice with other octets (the view of the scratch is reused), then a longer one.
+  for (const tail of ['10.0.0.1', '10.0.0.2', '2001:db8::1']) {
+    const end = INPUT_AT + head.length + mac.scratch.write(tail, INPUT_AT + head.length, 'latin1');
+    t.equal(mac.digestScratch(end, 'hex'), createHmac('sha256', key).update(head).update(tail).digest('hex'), tail);
+  }
+  t.equal(mac.slow([head, '10.0.0.1'], 'hex'), createHmac('sha256', key).update('realm\n10.0.0.1').digest('hex'), 'slow(): the parts one after the other');
 });

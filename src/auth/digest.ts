@@ -11,8 +11,8 @@
 // valid credentials add an entry, and the entries are bounded and expire with
 // the nonce.
 
-import * as crypto from 'node:crypto';
-import { createHash, createHmac, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { HmacSha256, INPUT_AT, oneShotHash } from '../hmac.js';
 import { detach, type Credentials } from '../sip/index.js';
 import { DigestCredentials } from '../sip/credentials.js';
 
@@ -73,16 +73,13 @@ function isNc(s: string): boolean {
   return true;
 }
 
-// One-shot hashing (Node >= 20.12) costs a third of a Hash object.
-const oneShot: ((algorithm: string, data: string | Buffer, encoding: 'hex' | 'latin1') => string) | undefined = (
-  crypto as { hash?: (algorithm: string, data: string | Buffer, encoding: 'hex' | 'latin1') => string }
-).hash;
 
 /** The parser decodes messages as latin1 (one char per octet): hashing as latin1 gives back the octets the client hashed. */
 function hash(algorithm: DigestAlgorithm, text: string): string {
   const name = algorithm === 'MD5' ? 'md5' : 'sha256';
   // One-shot hashing reads a string as UTF-8: the same octets when every char is ASCII.
-  if (oneShot !== undefined && Buffer.byteLength(text, 'utf8') === text.length) return oneShot(name, text, 'hex');
+  // One-shot hashing (Node >= 20.12) costs a third of a Hash object.
+  if (oneShotHash !== undefined && Buffer.byteLength(text, 'utf8') === text.length) return oneShotHash(name, text, 'hex');
   return createHash(name).update(text, 'latin1').digest('hex');
 }
 
@@ -102,63 +99,46 @@ function fillRandom8(into: Buffer, at: number): void {
 }
 
 /**
- * HMAC-SHA256 (RFC 2104) of a nonce's first 16 octets, the realm and the
- * address, keyed once: the padded keys are kept, so a nonce costs two
- * one-shot hashes instead of a new Hmac object (the same octets as
- * createHmac gives, so nonces stay valid across versions and cluster nodes).
+ * HMAC-SHA256 of a nonce's first 16 octets, the realm and the address
+ * (src/hmac.ts: the same octets as createHmac gives, so nonces stay valid
+ * across versions and cluster nodes). The realm, and the address until it
+ * changes, stay in the MAC's scratch from one nonce to the next.
  */
 class NonceMac {
-  /** ipad key, then the message: nonce head, realm, LF, address. */
-  private readonly inner: Buffer;
-  /** opad key, then the inner digest. */
-  private readonly outer = Buffer.alloc(96);
-  /** Where the address starts in `inner`. */
+  private readonly hmac: HmacSha256;
+  /** Where the address starts in the scratch: after the nonce head, the realm and LF. */
   private readonly addressAt: number;
-  /** inner[0, viewEnd): the view of the last sign(), kept while addresses keep their length (a view is an object). */
-  private view: Buffer;
-  private viewEnd: number;
-  /** The address `inner` holds now. */
+  /** End of the address the scratch holds now. */
+  private end: number;
+  /** The address the scratch holds now. */
   private address = '';
 
   constructor(
-    private readonly secret: Buffer,
+    secret: Buffer,
     private readonly realm: string,
   ) {
-    const key = Buffer.alloc(64);
-    (secret.length > 64 ? createHash('sha256').update(secret).digest() : secret).copy(key);
-    this.addressAt = 64 + 16 + Buffer.byteLength(realm, 'utf8') + 1;
-    this.inner = Buffer.alloc(this.addressAt + 192);
-    for (let i = 0; i < 64; i++) {
-      this.inner[i] = key[i] ^ 0x36;
-      this.outer[i] = key[i] ^ 0x5c;
-    }
-    this.inner.write(realm + '\n', 80, 'utf8');
-    this.viewEnd = this.addressAt;
-    this.view = this.inner.subarray(0, this.viewEnd);
+    const head = 16 + Buffer.byteLength(realm + '\n', 'utf8');
+    this.hmac = new HmacSha256(secret, head + 192);
+    this.addressAt = INPUT_AT + head;
+    this.hmac.scratch.write(realm + '\n', INPUT_AT + 16, 'utf8');
+    this.end = this.addressAt;
   }
 
   /** Writes the first 16 octets of the MAC of raw[0, 16) and `address` into `out` at `at`. */
   sign(raw: Buffer, address: string, out: Buffer, at: number): void {
-    const room = this.inner.length - this.addressAt;
-    if (oneShot === undefined || address.length > room / 3) {
-      createHmac('sha256', this.secret).update(raw.subarray(0, 16)).update(this.realm).update('\n').update(address).digest().copy(out, at, 0, 16);
+    const room = this.hmac.scratch.length - this.addressAt;
+    if (oneShotHash === undefined || address.length * 3 > room) {
+      out.write(this.hmac.slow([raw.subarray(0, 16), this.realm, '\n', address], 'latin1'), at, 16, 'latin1');
       return;
     }
     // By hand: Buffer.copy of part of a buffer makes a view of it first.
-    const inner = this.inner;
-    for (let i = 0; i < 16; i++) inner[64 + i] = raw[i];
-    // The address stays in `inner` from one nonce to the next: written again only when it changes.
+    const s = this.hmac.scratch;
+    for (let i = 0; i < 16; i++) s[INPUT_AT + i] = raw[i];
     if (address !== this.address) {
-      const end = this.addressAt + inner.write(address, this.addressAt, 'utf8');
-      if (end !== this.viewEnd) {
-        this.viewEnd = end;
-        this.view = inner.subarray(0, end);
-      }
+      this.end = this.addressAt + s.write(address, this.addressAt, 'utf8');
       this.address = address; // an address string (from the socket), not a view of a message
     }
-    // 'latin1' output: one char per octet, without the Buffer a 'buffer' output costs.
-    this.outer.write(oneShot('sha256', this.view, 'latin1'), 64, 'latin1');
-    out.write(oneShot('sha256', this.outer, 'latin1'), at, 16, 'latin1');
+    out.write(this.hmac.digestScratch(this.end, 'latin1'), at, 16, 'latin1');
   }
 }
 
