@@ -5,6 +5,7 @@
 import { detach, type SipMessage, type Via } from '../sip/index.js';
 import type { Destination, Source } from '../transport/index.js';
 import { InviteClientTransaction, NonInviteClientTransaction, type ClientTransaction } from './client.js';
+import { FinishedTable } from './finished.js';
 import { clientKey, legacyServerKey, serverKey } from './keys.js';
 import { InviteServerTransaction, NonInviteServerTransaction, type ServerTransaction } from './server.js';
 import { TimerWheel } from './timer-wheel.js';
@@ -45,6 +46,14 @@ export class TransactionLayer implements TransactionContext {
   private readonly clients = new Map<string, ClientTransaction>();
   private serverInvite = 0;
   private serverNonInvite = 0;
+  /** Non-INVITE server transactions over UDP in Completed, as records off the JS heap (see finished.ts). */
+  private readonly finished = new FinishedTable();
+  /** The wheel's target for their Timer J: one object for all of them. */
+  private readonly finishedExpiry = {
+    onTimer: (): void => {
+      this.serverNonInvite -= this.finished.expire(this.wheel.now());
+    },
+  };
   private clientInvite = 0;
   private clientNonInvite = 0;
   private readonly ownsWheel: boolean;
@@ -143,9 +152,10 @@ export class TransactionLayer implements TransactionContext {
       const clients = this.clients;
       this.wheel.dropWaits((t) => {
         const key = (t as { key?: unknown }).key;
-        return typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t);
+        return t === this.finishedExpiry || (typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t));
       });
     }
+    this.finished.clear();
     this.servers.clear();
     this.clients.clear();
     this.serverInvite = this.serverNonInvite = this.clientInvite = this.clientNonInvite = 0;
@@ -158,6 +168,21 @@ export class TransactionLayer implements TransactionContext {
     this.servers.delete(tx.key);
     if (tx.isInvite) this.serverInvite--;
     else this.serverNonInvite--;
+  }
+
+  /**
+   * @internal A non-INVITE server transaction over UDP sent its final:
+   * from now on the layer answers its retransmissions from a record, for
+   * Timer J, and the transaction object leaves the table. False: keep it.
+   */
+  keepFinal(tx: ServerTransaction, bytes: Buffer): boolean {
+    if (this.servers.get(tx.key) !== tx) return false;
+    const delay = 64 * this.t1;
+    if (!this.finished.add(tx.key, bytes, tx.dest, this.wheel.now() + delay)) return false;
+    this.servers.delete(tx.key);
+    // Still counted as a live transaction until Timer J.
+    this.wheel.wait(this.finishedExpiry, 0, delay);
+    return true;
   }
 
   /** @internal */
@@ -184,6 +209,16 @@ export class TransactionLayer implements TransactionContext {
     if (existing !== undefined) {
       existing.receiveRetransmission();
       return;
+    }
+    if (this.finished.size !== 0) {
+      const answer = this.finished.find(key, this.wheel.now());
+      if (answer !== null) {
+        // A retransmission of a request whose transaction is in Completed: its final again (§17.2.2).
+        this.retransmissionsAbsorbed++;
+        this.retransmissionsSent++;
+        this.transport.send(answer.bytes, answer.dest);
+        return;
+      }
     }
     let tx: ServerTransaction;
     const kept = detach(key);

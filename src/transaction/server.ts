@@ -283,6 +283,13 @@ export class NonInviteServerTransaction extends ServerTransaction {
       this.terminate();
       return true;
     }
+    if (this.ctx.keepFinal(this, bytes)) {
+      // The layer answers retransmissions for Timer J from a record: this object is done.
+      this.lastResponse = null;
+      this.currentState = TransactionState.Terminated;
+      this.ctx.user.onServerTerminated?.(this);
+      return true;
+    }
     this.lastResponse = retained(bytes);
     this.ctx.wheel.wait(this, Timer.J, 64 * this.ctx.t1);
     return true;

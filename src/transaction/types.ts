@@ -144,5 +144,7 @@ export interface TransactionContext {
   retransmissionsSent: number;
   retransmissionsAbsorbed: number;
   serverTerminated(tx: ServerTransaction): void;
+  /** A non-INVITE server transaction over UDP in Completed: true when the context keeps its final for Timer J. */
+  keepFinal(tx: ServerTransaction, bytes: Buffer): boolean;
   clientTerminated(tx: ClientTransaction): void;
 }

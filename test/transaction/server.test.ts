@@ -137,6 +137,7 @@ t.test('INVITE server: 2xx → Accepted (RFC 6026); retransmitted INVITEs absorb
 });
 
 t.test('non-INVITE server: Trying absorbs silently, Proceeding/Completed resend the last response, Timer J ends it', async (t) => {
+  // Over UDP, Completed is kept by the layer as a record (finished.ts): the transaction object ends with its final.
   const { wheel, transport, user, layer } = setup();
   const src = source();
   const opts = { method: 'REGISTER', uri: 'sip:example.com', branch: 'z9hG4bKreg1' };
@@ -153,19 +154,27 @@ t.test('non-INVITE server: Trying absorbs silently, Proceeding/Completed resend 
   t.same(transport.lines(), ['SIP/2.0 100 Trying', 'SIP/2.0 100 Trying']);
   transport.clear();
   t.ok(tx.respond(response(requestOf(tx), 200)));
-  t.equal(tx.state, TransactionState.Completed);
+  t.equal(tx.state, TransactionState.Terminated, 'the object is done: the layer keeps the final');
+  t.same(user.terminated, [tx], 'and the user is told at once');
   t.notOk(tx.respond(response(requestOf(tx), 200)));
+  t.equal(layer.stats().serverNonInvite, 1, 'still a live transaction until Timer J');
   layer.receive(request(opts), src);
   t.same(transport.lines(), ['SIP/2.0 200 OK', 'SIP/2.0 200 OK']);
+  t.equal(transport.sent[1].dest, transport.sent[0].dest, 'resent where the first went');
   t.equal(user.requests.length, 1);
   wheel.advance(64 * T1 - 10);
-  t.equal(tx.state, TransactionState.Completed);
   t.equal(transport.sent.length, 2, 'no retransmissions of its own');
+  layer.receive(request(opts), src);
+  t.equal(transport.sent.length, 3, 'Completed until Timer J');
+  t.equal(user.requests.length, 1);
+  t.equal(layer.stats().serverNonInvite, 1);
   wheel.advance(10);
-  t.equal(tx.state, TransactionState.Terminated, 'Timer J = 64*T1');
-  t.same(user.terminated, [tx]);
-  t.equal(layer.stats().serverNonInvite, 0);
-  t.equal(layer.stats().retransmissionsAbsorbed, 3);
+  t.equal(layer.stats().serverNonInvite, 0, 'Timer J = 64*T1');
+  t.equal(wheel.size, 0);
+  t.equal(layer.stats().retransmissionsAbsorbed, 4);
+  layer.receive(request(opts), src);
+  t.equal(user.requests.length, 2, 'after Timer J the same request is a new transaction');
+  t.equal(transport.sent.length, 3);
 });
 
 t.test('reliable transport: no retransmissions, I and J are zero, H still applies', async (t) => {
@@ -370,7 +379,8 @@ t.test('stop() drops every transaction and its timers', async (t) => {
   t.equal(wheel.size, 0);
   t.equal(layer.stats().serverInvite, 0);
   t.equal(user.requests[0].tx.state, TransactionState.Terminated);
-  t.same(user.terminated, [], 'nobody is told on shutdown');
+  t.same(user.terminated, [user.requests[1].tx], 'nobody is told on shutdown (the OPTIONS was told at its final)');
+  t.equal(layer.stats().serverNonInvite, 0);
 });
 
 t.test('non-INVITE server: a user that never answers does not leak the transaction', async (t) => {
