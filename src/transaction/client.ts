@@ -319,9 +319,14 @@ export class NonInviteClientTransaction extends ClientTransaction {
     }
     this.currentState = TransactionState.Completed;
     this.finalReceived();
-    if (!this.reliable) this.wait(Timer.K, this.ctx.t4);
-    else this.cancelTimers();
-    this.passUp(res, this.reliable);
+    if (this.reliable || this.ctx.keepCompleted(this)) {
+      // Timer K is zero on streams; over UDP the layer absorbs retransmitted responses from a record.
+      this.cancelTimers();
+      this.passUp(res, true);
+      return;
+    }
+    this.wait(Timer.K, this.ctx.t4);
+    this.passUp(res, false);
   }
 
   onTimer(kind: number): void {

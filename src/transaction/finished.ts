@@ -1,20 +1,26 @@
-// Non-INVITE server transactions over UDP in their Completed state (Timer J,
-// 64*T1: 32 s), kept off the JS heap.
+// Non-INVITE transactions over UDP in their Completed state, kept off the JS
+// heap: server ones for Timer J (64*T1: 32 s), with the final to resend;
+// client ones for Timer K (T4: 5 s), only their keys, to absorb the final's
+// retransmissions.
 //
-// In Completed a transaction only answers a retransmitted request with its
-// final response again. At a thousand calls a second (every BYE) or
-// thousands of REGISTERs a second, 32 s of them as JS objects (the
-// transaction, its key, a view of the response) were most of what every
-// young-generation collection copied on its way to the old generation
-// (bench/README.md, "Sixth session"). Here a finished transaction is a
-// record in typed arrays: its key's and its response's octets in one byte
-// ring, an open-addressing index by the key's hash, its due time, and where
-// to resend. Records all wait the same 64*T1, so they end in the order they
-// came: a FIFO, as the timer wheel's wait lanes.
+// In Completed a server transaction only answers a retransmitted request
+// with its final again, and a client one only swallows retransmitted
+// finals. At thousands of REGISTERs a second (or every BYE of a thousand
+// calls a second), 32 s of them as JS objects (the transaction, its key, a
+// view of the response) were what every young-generation collection copied
+// on its way to the old generation (bench/README.md, "Sixth session"). Here
+// a finished transaction is a record in typed arrays: its key's and its
+// response's octets in a chunk of a FIFO of 64 KiB buffers, an
+// open-addressing index by the key's hash, its due time, and where to
+// resend. The records of one table all wait the same time, so they end in
+// the order they came (a FIFO, as the timer wheel's wait lanes), and a
+// chunk is let go when its last record ends. Octets are never copied again
+// nor overwritten: a 64 MB ring doubled under load stalled the event loop
+// for tens of milliseconds, and a view being sent stays intact.
 //
-// Keys are the layer's table keys (serverKey(), legacyServerKey()), made of
-// characters read from latin1 text; a key with a character above 0xff is
-// refused and its transaction kept as an object instead.
+// Keys are the layer's table keys (serverKey(), legacyServerKey(),
+// clientKey()), made of characters read from latin1 text; a key with a
+// character above 0xff is refused and its transaction kept as an object.
 
 import type { Destination } from '../transport/index.js';
 
@@ -25,8 +31,8 @@ export interface FinishedAnswer {
 }
 
 const EMPTY = 0;
-const INITIAL_RECORDS = 1024;
-const INITIAL_BYTES = 256 * 1024;
+const INITIAL_RECORDS = 4096;
+const CHUNK_SIZE = 64 * 1024;
 
 function hashKey(key: string): number {
   // FNV-1a, 32 bits.
@@ -41,6 +47,7 @@ export class FinishedTable {
   private head = 0;
   private count = 0;
   private hashes = new Uint32Array(0);
+  private chunkIds = new Int32Array(0);
   private offsets = new Int32Array(0);
   private keyLengths = new Int32Array(0);
   private answerLengths = new Int32Array(0);
@@ -49,18 +56,24 @@ export class FinishedTable {
   // Index: open addressing with linear probing, record slot + 1 (0: empty).
   private index = new Int32Array(0);
   private mask = 0;
-  // Octets: each record's key then its answer, one after the other; the
-  // live ones run from the oldest record's offset to `write`, wrapping once.
-  private bytes = Buffer.alloc(0);
+  // Octets: each record's key then its answer, one after the other, in
+  // chunks[id - firstChunk]; the newest chunk is written at `write`.
+  private chunks: Buffer[] = [Buffer.allocUnsafeSlow(CHUNK_SIZE)];
+  private firstChunk = 0;
   private write = 0;
 
   constructor() {
-    this.resize(INITIAL_RECORDS, INITIAL_BYTES);
+    this.resize(INITIAL_RECORDS);
   }
 
   /** Records kept. */
   get size(): number {
     return this.count;
+  }
+
+  /** Buffers of octets held (the newest one always): for tests and the curious. */
+  get chunkCount(): number {
+    return this.chunks.length;
   }
 
   /**
@@ -71,19 +84,21 @@ export class FinishedTable {
     const keyLength = key.length;
     for (let i = 0; i < keyLength; i++) if (key.charCodeAt(i) > 0xff) return false;
     const n = keyLength + answer.length;
-    if (this.count === this.cap) this.resize(this.cap * 2, this.bytes.length);
-    let at = this.place(n);
-    if (at < 0) {
-      this.resize(this.cap, Math.max(this.bytes.length * 2, n * 2));
-      at = this.place(n);
+    if (this.count === this.cap) this.resize(this.cap * 2);
+    let chunk = this.chunks[this.chunks.length - 1];
+    if (this.write + n > chunk.length) {
+      chunk = Buffer.allocUnsafeSlow(Math.max(CHUNK_SIZE, n));
+      this.chunks.push(chunk);
+      this.write = 0;
     }
-    const bytes = this.bytes;
-    bytes.write(key, at, keyLength, 'latin1');
-    answer.copy(bytes, at + keyLength);
+    const at = this.write;
+    chunk.write(key, at, keyLength, 'latin1');
+    answer.copy(chunk, at + keyLength);
     this.write = at + n;
     const slot = (this.head + this.count) & (this.cap - 1);
     const hash = hashKey(key);
     this.hashes[slot] = hash;
+    this.chunkIds[slot] = this.firstChunk + this.chunks.length - 1;
     this.offsets[slot] = at;
     this.keyLengths[slot] = keyLength;
     this.answerLengths[slot] = answer.length;
@@ -100,7 +115,7 @@ export class FinishedTable {
     const slot = this.lookup(key, hashKey(key));
     if (slot < 0 || this.dues[slot] < now) return null;
     const at = this.offsets[slot] + this.keyLengths[slot];
-    return { bytes: this.bytes.subarray(at, at + this.answerLengths[slot]), dest: this.dests[slot]! };
+    return { bytes: this.chunkOf(slot).subarray(at, at + this.answerLengths[slot]), dest: this.dests[slot]! };
   }
 
   /** Drops the records due at or before `now`; returns how many. */
@@ -117,21 +132,13 @@ export class FinishedTable {
   clear(): void {
     this.index.fill(EMPTY);
     this.dests.fill(null);
-    this.head = this.count = this.write = 0;
+    this.head = this.count = 0;
+    this.firstChunk += this.chunks.length - 1;
+    this.chunks = [this.chunks[this.chunks.length - 1]];
   }
 
-  /** Where `n` octets go after the newest record, or -1 when they do not fit. */
-  private place(n: number): number {
-    const size = this.bytes.length;
-    if (this.count === 0) return n <= size ? 0 : -1;
-    const read = this.offsets[this.head];
-    if (this.write > read) {
-      // Live octets in [read, write): after them, or wrapped to the start before `read`.
-      if (this.write + n <= size) return this.write;
-      return n <= read ? 0 : -1;
-    }
-    // Wrapped: live octets in [read, size) and [0, write) (write === read: full).
-    return this.write + n <= read ? this.write : -1;
+  private chunkOf(slot: number): Buffer {
+    return this.chunks[this.chunkIds[slot] - this.firstChunk];
   }
 
   private dropHead(): void {
@@ -140,19 +147,24 @@ export class FinishedTable {
     this.dests[slot] = null;
     this.head = (slot + 1) & (this.cap - 1);
     this.count--;
-    if (this.count === 0) this.write = 0;
+    // The chunks before the oldest record's are empty now (the newest one always stays).
+    const keep = this.count === 0 ? this.firstChunk + this.chunks.length - 1 : this.chunkIds[this.head];
+    while (this.firstChunk < keep) {
+      this.chunks.shift();
+      this.firstChunk++;
+    }
   }
 
   private lookup(key: string, hash: number): number {
     const index = this.index;
     const mask = this.mask;
-    const bytes = this.bytes;
     for (let i = hash & mask; ; i = (i + 1) & mask) {
       const entry = index[i];
       if (entry === EMPTY) return -1;
       const slot = entry - 1;
       if (this.hashes[slot] !== hash || this.keyLengths[slot] !== key.length) continue;
       const at = this.offsets[slot];
+      const bytes = this.chunkOf(slot);
       let same = true;
       for (let k = 0; k < key.length; k++) {
         if (bytes[at + k] !== key.charCodeAt(k)) {
@@ -193,22 +205,23 @@ export class FinishedTable {
     index[i] = EMPTY;
   }
 
-  /** New arrays for `records` records (a power of two) and `octets` octets, the live records copied in order. */
-  private resize(records: number, octets: number): void {
+  /** New arrays for `records` records (a power of two), the live records copied in order (not their octets). */
+  private resize(records: number): void {
     const old = {
       cap: this.cap,
       head: this.head,
       count: this.count,
       hashes: this.hashes,
+      chunkIds: this.chunkIds,
       offsets: this.offsets,
       keyLengths: this.keyLengths,
       answerLengths: this.answerLengths,
       dues: this.dues,
       dests: this.dests,
-      bytes: this.bytes,
     };
     this.cap = records;
     this.hashes = new Uint32Array(records);
+    this.chunkIds = new Int32Array(records);
     this.offsets = new Int32Array(records);
     this.keyLengths = new Int32Array(records);
     this.answerLengths = new Int32Array(records);
@@ -216,24 +229,18 @@ export class FinishedTable {
     this.dests = new Array<Destination | null>(records).fill(null);
     this.index = new Int32Array(records * 2);
     this.mask = records * 2 - 1;
-    this.bytes = Buffer.allocUnsafeSlow(octets);
     this.head = 0;
-    this.count = 0;
-    let write = 0;
     for (let k = 0; k < old.count; k++) {
       const from = (old.head + k) & (old.cap - 1);
-      const n = old.keyLengths[from] + old.answerLengths[from];
-      old.bytes.copy(this.bytes, write, old.offsets[from], old.offsets[from] + n);
       this.hashes[k] = old.hashes[from];
-      this.offsets[k] = write;
+      this.chunkIds[k] = old.chunkIds[from];
+      this.offsets[k] = old.offsets[from];
       this.keyLengths[k] = old.keyLengths[from];
       this.answerLengths[k] = old.answerLengths[from];
       this.dues[k] = old.dues[from];
       this.dests[k] = old.dests[from];
       this.insertIndex(old.hashes[from], k);
-      write += n;
     }
     this.count = old.count;
-    this.write = write;
   }
 }

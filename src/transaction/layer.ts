@@ -28,6 +28,9 @@ export interface TransactionLayerOptions {
   wheel?: TimerWheel;
 }
 
+/** What a completed client transaction's record keeps besides its key. */
+const NOTHING = Buffer.alloc(0);
+
 /** Timer D on UDP: "at least 32 seconds" (§17.1.1.2), and no shorter than the server's Timer H, 64*T1. */
 const MIN_TIMER_D_MS = 32_000;
 
@@ -52,6 +55,13 @@ export class TransactionLayer implements TransactionContext {
   private readonly finishedExpiry = {
     onTimer: (): void => {
       this.serverNonInvite -= this.finished.expire(this.wheel.now());
+    },
+  };
+  /** Non-INVITE client transactions over UDP in Completed: only their keys, for Timer K. */
+  private readonly completedClients = new FinishedTable();
+  private readonly completedExpiry = {
+    onTimer: (): void => {
+      this.clientNonInvite -= this.completedClients.expire(this.wheel.now());
     },
   };
   private clientInvite = 0;
@@ -152,10 +162,11 @@ export class TransactionLayer implements TransactionContext {
       const clients = this.clients;
       this.wheel.dropWaits((t) => {
         const key = (t as { key?: unknown }).key;
-        return t === this.finishedExpiry || (typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t));
+        return t === this.finishedExpiry || t === this.completedExpiry || (typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t));
       });
     }
     this.finished.clear();
+    this.completedClients.clear();
     this.servers.clear();
     this.clients.clear();
     this.serverInvite = this.serverNonInvite = this.clientInvite = this.clientNonInvite = 0;
@@ -182,6 +193,20 @@ export class TransactionLayer implements TransactionContext {
     this.servers.delete(tx.key);
     // Still counted as a live transaction until Timer J.
     this.wheel.wait(this.finishedExpiry, 0, delay);
+    return true;
+  }
+
+  /**
+   * @internal A non-INVITE client transaction over UDP got its final: the
+   * layer absorbs the retransmissions of it for Timer K from a record, and
+   * the transaction object leaves the table. False: keep it.
+   */
+  keepCompleted(tx: ClientTransaction): boolean {
+    if (this.clients.get(tx.key) !== tx) return false;
+    if (!this.completedClients.add(tx.key, NOTHING, tx.dest, this.wheel.now() + this.t4)) return false;
+    this.clients.delete(tx.key);
+    // Still counted as a live transaction until Timer K.
+    this.wheel.wait(this.completedExpiry, 0, this.t4);
     return true;
   }
 
@@ -262,9 +287,17 @@ export class TransactionLayer implements TransactionContext {
   private receiveResponse(res: SipMessage, source: Source): void {
     const via = res.topVia();
     const branch = via === null ? null : via.branch;
-    const tx = branch === null ? undefined : this.clients.get(clientKey(branch, res.cseq().method));
-    if (tx === undefined) this.user.onStrayResponse(res, source);
-    else tx.receiveResponse(res);
+    if (branch === null) {
+      this.user.onStrayResponse(res, source);
+      return;
+    }
+    const key = clientKey(branch, res.cseq().method);
+    const tx = this.clients.get(key);
+    if (tx !== undefined) tx.receiveResponse(res);
+    else if (this.completedClients.size !== 0 && this.completedClients.find(key, this.wheel.now()) !== null) {
+      // A retransmitted final for a transaction in Completed (§17.1.2.2).
+      this.retransmissionsAbsorbed++;
+    } else this.user.onStrayResponse(res, source);
   }
 }
 

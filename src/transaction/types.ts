@@ -147,4 +147,6 @@ export interface TransactionContext {
   /** A non-INVITE server transaction over UDP in Completed: true when the context keeps its final for Timer J. */
   keepFinal(tx: ServerTransaction, bytes: Buffer): boolean;
   clientTerminated(tx: ClientTransaction): void;
+  /** A non-INVITE client transaction over UDP in Completed: true when the context absorbs its retransmitted responses for Timer K. */
+  keepCompleted(tx: ClientTransaction): boolean;
 }

@@ -162,7 +162,7 @@ t.test('non-INVITE client: Timer E doubles up to T2, Timer F times out', async (
 });
 
 t.test('non-INVITE client: Proceeding retransmits every T2; the final goes up once; Timer K absorbs the rest', async (t) => {
-  const { wheel, transport, layer } = setup();
+  const { wheel, transport, user, layer } = setup();
   const owner = new RecordingOwner();
   const req = outgoing('REGISTER');
   const tx = layer.sendRequest(req, UDP_DEST, owner);
@@ -172,18 +172,26 @@ t.test('non-INVITE client: Proceeding retransmits every T2; the final goes up on
   wheel.advance(10_000 - 600);
   t.same(sendTimes(transport.sent), [0, 500, 1500, 5500, 9500], 'then every T2');
   layer.receive(response(req, 200), DOWNSTREAM);
-  t.equal(tx.state, TransactionState.Completed);
+  // Over UDP, Completed is kept by the layer as a record (finished.ts): the object ends with the final, as on a stream.
+  t.equal(tx.state, TransactionState.Terminated);
+  t.same(owner.events, ['response 100', 'response 200', 'terminated'], 'the owner is told at once');
+  t.equal(layer.stats().clientNonInvite, 1, 'still a live transaction until Timer K');
+  const absorbed = layer.stats().retransmissionsAbsorbed;
   layer.receive(response(req, 200), DOWNSTREAM);
   layer.receive(response(req, 100), DOWNSTREAM);
-  t.same(owner.events, ['response 100', 'response 200'], 'retransmitted final absorbed');
+  t.same(owner.events, ['response 100', 'response 200', 'terminated'], 'retransmitted final absorbed');
+  t.equal(layer.stats().retransmissionsAbsorbed, absorbed + 2);
+  t.equal(user.strays.length, 0, 'not strays');
   wheel.advance(T4 - 10);
-  t.equal(tx.state, TransactionState.Completed);
+  layer.receive(response(req, 200), DOWNSTREAM);
+  t.equal(user.strays.length, 0, 'Completed until Timer K');
   t.equal(transport.sent.length, 5, 'no retransmission once Completed');
   wheel.advance(10);
-  t.equal(tx.state, TransactionState.Terminated, 'Timer K = T4');
-  t.same(owner.events, ['response 100', 'response 200', 'terminated']);
+  t.equal(layer.stats().clientNonInvite, 0, 'Timer K = T4');
+  t.equal(wheel.size, 0);
+  layer.receive(response(req, 200), DOWNSTREAM);
+  t.equal(user.strays.length, 1, 'after Timer K a response is a stray');
   t.equal(owner.timeouts, 0);
-  t.equal(layer.stats().clientNonInvite, 0);
 });
 
 t.test('reliable transport: no retransmissions; B and F still apply; D and K are zero', async (t) => {
@@ -227,7 +235,7 @@ t.test('responses match by top Via branch and CSeq method: CANCEL and INVITE sha
   t.equal(transport.sent[1].text, cancel.toString());
   layer.receive(response(cancel, 200, { toTag: 'callee' }), DOWNSTREAM);
   layer.receive(response(invite, 487, { toTag: 'callee' }), DOWNSTREAM);
-  t.same(cancelOwner.events, ['response 200']);
+  t.same(cancelOwner.events, ['response 200', 'terminated']);
   t.same(inviteOwner.events, ['response 180', 'response 487']);
   t.equal(inviteTx.state, TransactionState.Completed);
 });
@@ -251,7 +259,7 @@ t.test('transport errors end the transactions waiting on that endpoint', async (
   t.equal(layer.stats().clientNonInvite, 1);
   layer.receive(response(txC.request!, 200), DOWNSTREAM);
   layer.transportError(UDP_DEST, err);
-  t.same(c.events, ['response 200'], 'ignored once a final came');
+  t.same(c.events, ['response 200', 'terminated'], 'ignored once a final came');
   wheel.advance(64 * T1);
   t.equal(a.timeouts + b.timeouts, 0, 'no Timer B/F after the error');
 });

@@ -89,6 +89,23 @@ t.test('against a Map: random adds and expiries through growth, wrap-around and 
   }
   t.equal(mismatches, 0, `${checks} lookups against the reference`);
   t.ok(checks > 10_000);
+  t.ok(table.chunkCount > 1, 'the octets took several chunks');
+  t.equal(table.expire(now + 10_000), reference.size, 'the rest ends in order');
+  t.equal(table.chunkCount, 1, 'every chunk let go but the newest');
+});
+
+t.test('an answer bigger than a chunk gets one of its own', async (t) => {
+  const table = new FinishedTable();
+  const big = Buffer.alloc(1_500_000, 0x61);
+  t.ok(table.add('a h:1 MESSAGE', Buffer.from('small'), dest(1), 10));
+  t.ok(table.add('b h:1 MESSAGE', big, dest(2), 20));
+  t.ok(table.add('c h:1 MESSAGE', Buffer.from('after'), dest(3), 30));
+  t.ok(table.find('b h:1 MESSAGE', 0)?.bytes.equals(big));
+  t.equal(table.find('c h:1 MESSAGE', 0)?.bytes.toString(), 'after');
+  t.equal(table.chunkCount, 3);
+  t.equal(table.expire(20), 2);
+  t.equal(table.chunkCount, 1);
+  t.equal(table.find('c h:1 MESSAGE', 25)?.bytes.toString(), 'after');
 });
 
 t.test('clear() drops everything and the table is usable again', async (t) => {
