@@ -10,7 +10,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { parseAndValidate, SipParseError, type SipMessage } from '../../src/sip/index.js';
 import { until } from '../helpers/wait.js';
 
-// t1 10 ms: Timer J (64*T1) ends UDP non-INVITE transactions after 640 ms, when their responses are counted.
+// t1 10 ms: Timer L (64*T1) ends UDP INVITE transactions after 640 ms, when their responses are counted (a non-INVITE's as its final goes).
 const config = parseConfig(
   [
     'domains: [example.test, other.test]',
@@ -189,7 +189,7 @@ t.test('requests, responses, parse errors and registrations move with bounded la
   await new Promise<void>((r) => tcp.once('connect', () => r()));
   t.teardown(() => tcp.destroy());
 
-  // Responses are counted when their transactions end (Timer J, 640 ms here).
+  // Responses are counted when their transactions end (a non-INVITE's as its final goes, an INVITE's after Timer L, 640 ms here).
   let after: Sample[] = [];
   await until(async () => {
     after = await scrape();
@@ -208,7 +208,7 @@ t.test('requests, responses, parse errors and registrations move with bounded la
 
   t.equal(value(after, 'portier_sip_responses_total', { code_class: '2xx', method: 'REGISTER' }), 1);
   t.equal(value(after, 'portier_sip_responses_total', { code_class: '4xx', method: 'OPTIONS' }), 1, 'the stateless 400');
-  // Final responses are counted when their transaction ends (Timer J): wait for every one of them.
+  // Final responses are counted when their transaction ends: wait for every one of them.
   await until(async () => {
     after = await scrape();
     return value(after, 'portier_transactions_active', { kind: 'server_non_invite' }) === 0;
