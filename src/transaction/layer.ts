@@ -28,8 +28,13 @@ export interface TransactionLayerOptions {
   wheel?: TimerWheel;
 }
 
-/** What a completed client transaction's record keeps besides its key. */
+/**
+ * What a completed client transaction's record keeps besides its key:
+ * nothing is ever sent from it, and the transaction's own destination (an
+ * object per call, often) would be kept alive for Timer K.
+ */
 const NOTHING = Buffer.alloc(0);
+const NOWHERE: Destination = Object.freeze({ protocol: 'udp', address: '0.0.0.0', port: 0 });
 
 /** Timer D on UDP: "at least 32 seconds" (§17.1.1.2), and no shorter than the server's Timer H, 64*T1. */
 const MIN_TIMER_D_MS = 32_000;
@@ -203,7 +208,7 @@ export class TransactionLayer implements TransactionContext {
    */
   keepCompleted(tx: ClientTransaction): boolean {
     if (this.clients.get(tx.key) !== tx) return false;
-    if (!this.completedClients.add(tx.key, NOTHING, tx.dest, this.wheel.now() + this.t4)) return false;
+    if (!this.completedClients.add(tx.key, NOTHING, NOWHERE, this.wheel.now() + this.t4)) return false;
     this.clients.delete(tx.key);
     // Still counted as a live transaction until Timer K.
     this.wheel.wait(this.completedExpiry, 0, this.t4);
