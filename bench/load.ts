@@ -249,11 +249,12 @@ const GC = opt.gc;
 const WARMUP = int('warmup', opt.warmup, 0, 10_000_000);
 const WARMUP_RATE = opt['warmup-rate'] === undefined ? RATE : Number(opt['warmup-rate']);
 if (!(WARMUP_RATE > 0) || WARMUP_RATE > 100_000) usage(`--warmup-rate must be a number in (0, 100000], not ${opt['warmup-rate']}`);
+/** How long the warm-up takes at WARMUP_RATE. */
+const WARMUP_MS = (WARMUP * 1000) / WARMUP_RATE;
 /** Operations due `ms` after the first was sent: the warm-up at WARMUP_RATE, then RATE. */
 function dueAt(ms: number): number {
-  const warmMs = (WARMUP * 1000) / WARMUP_RATE;
-  if (ms < warmMs) return Math.min(WARMUP, Math.floor((ms * WARMUP_RATE) / 1000) + 1);
-  return WARMUP + Math.floor(((ms - warmMs) * RATE) / 1000) + 1;
+  if (ms < WARMUP_MS) return Math.min(WARMUP, Math.floor((ms * WARMUP_RATE) / 1000) + 1);
+  return WARMUP + Math.floor(((ms - WARMUP_MS) * RATE) / 1000) + 1;
 }
 const SETTLE_MS = int('settle', opt.settle, 0, 600) * 1000;
 const SERVER_CPU = opt['server-cpu'] === undefined ? -1 : int('server-cpu', opt['server-cpu'], 0, 1023);

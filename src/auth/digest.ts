@@ -73,7 +73,6 @@ function isNc(s: string): boolean {
   return true;
 }
 
-
 /** The parser decodes messages as latin1 (one char per octet): hashing as latin1 gives back the octets the client hashed. */
 function hash(algorithm: DigestAlgorithm, text: string): string {
   const name = algorithm === 'MD5' ? 'md5' : 'sha256';

@@ -23,6 +23,7 @@
 // character above 0xff is refused and its transaction kept as an object.
 
 import type { Destination } from '../transport/index.js';
+import type { TimerTarget, TimerWheel } from './timer-wheel.js';
 
 /** Where a retransmitted request's answer goes, and what it is. */
 export interface FinishedAnswer {
@@ -34,10 +35,14 @@ const EMPTY = 0;
 const INITIAL_RECORDS = 4096;
 const CHUNK_SIZE = 64 * 1024;
 
+/** FNV-1a (32 bits) of a latin1 key; -1 for a key with a character above 0xff. */
 function hashKey(key: string): number {
-  // FNV-1a, 32 bits.
   let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c > 0xff) return -1;
+    h = Math.imul(h ^ c, 0x01000193);
+  }
   return h >>> 0;
 }
 
@@ -81,8 +86,9 @@ export class FinishedTable {
    * False when the key cannot be kept here (a character above 0xff).
    */
   add(key: string, answer: Buffer, dest: Destination, due: number): boolean {
+    const hash = hashKey(key);
+    if (hash < 0) return false;
     const keyLength = key.length;
-    for (let i = 0; i < keyLength; i++) if (key.charCodeAt(i) > 0xff) return false;
     const n = keyLength + answer.length;
     if (this.count === this.cap) this.resize(this.cap * 2);
     let chunk = this.chunks[this.chunks.length - 1];
@@ -96,7 +102,6 @@ export class FinishedTable {
     answer.copy(chunk, at + keyLength);
     this.write = at + n;
     const slot = (this.head + this.count) & (this.cap - 1);
-    const hash = hashKey(key);
     this.hashes[slot] = hash;
     this.chunkIds[slot] = this.firstChunk + this.chunks.length - 1;
     this.offsets[slot] = at;
@@ -111,9 +116,20 @@ export class FinishedTable {
 
   /** The answer kept for `key`, or null. `now` on the clock of add(): a record past its due does not match. */
   find(key: string, now: number): FinishedAnswer | null {
-    if (this.count === 0) return null;
-    const slot = this.lookup(key, hashKey(key));
-    if (slot < 0 || this.dues[slot] < now) return null;
+    const slot = this.slotOf(key);
+    return slot < 0 ? null : this.answerAt(slot, now);
+  }
+
+  /** The record kept for `key` (due or not), or -1: a lookup that needs no clock. */
+  slotOf(key: string): number {
+    if (this.count === 0) return -1;
+    const hash = hashKey(key);
+    return hash < 0 ? -1 : this.lookup(key, hash);
+  }
+
+  /** The answer of the record at `slot` (from slotOf()), or null once it is past its due at `now`. */
+  answerAt(slot: number, now: number): FinishedAnswer | null {
+    if (this.dues[slot] < now) return null;
     const at = this.offsets[slot] + this.keyLengths[slot];
     return { bytes: this.chunkOf(slot).subarray(at, at + this.answerLengths[slot]), dest: this.dests[slot]! };
   }
@@ -242,5 +258,43 @@ export class FinishedTable {
       this.insertIndex(old.hashes[from], k);
     }
     this.count = old.count;
+  }
+}
+
+/**
+ * A FinishedTable on the transaction layer's wheel: each record kept
+ * `delayMs` (one wheel wait per record, all on this one target), and the
+ * number of records that ended told to `ended` (the layer's live counts).
+ */
+export class CompletedRecords implements TimerTarget {
+  private readonly table = new FinishedTable();
+
+  constructor(
+    private readonly wheel: TimerWheel,
+    private readonly delayMs: number,
+    private readonly ended: (n: number) => void,
+  ) {}
+
+  /** Keeps `answer` for `key`; false when the key cannot be kept (see FinishedTable.add()). */
+  keep(key: string, answer: Buffer, dest: Destination): boolean {
+    if (!this.table.add(key, answer, dest, this.wheel.now() + this.delayMs)) return false;
+    this.wheel.wait(this, 0, this.delayMs);
+    return true;
+  }
+
+  /** The answer kept for `key`, or null; the clock is read only when a record matches. */
+  answer(key: string): FinishedAnswer | null {
+    const slot = this.table.slotOf(key);
+    return slot < 0 ? null : this.table.answerAt(slot, this.wheel.now());
+  }
+
+  /** @internal The wheel: the oldest records are due. */
+  onTimer(): void {
+    this.ended(this.table.expire(this.wheel.now()));
+  }
+
+  /** Drops every record (their waits are the wheel's to drop). */
+  clear(): void {
+    this.table.clear();
   }
 }

@@ -5,7 +5,7 @@
 import { detach, type SipMessage, type Via } from '../sip/index.js';
 import type { Destination, Source } from '../transport/index.js';
 import { InviteClientTransaction, NonInviteClientTransaction, type ClientTransaction } from './client.js';
-import { FinishedTable } from './finished.js';
+import { CompletedRecords } from './finished.js';
 import { clientKey, legacyServerKey, serverKey } from './keys.js';
 import { InviteServerTransaction, NonInviteServerTransaction, type ServerTransaction } from './server.js';
 import { TimerWheel } from './timer-wheel.js';
@@ -54,21 +54,10 @@ export class TransactionLayer implements TransactionContext {
   private readonly clients = new Map<string, ClientTransaction>();
   private serverInvite = 0;
   private serverNonInvite = 0;
-  /** Non-INVITE server transactions over UDP in Completed, as records off the JS heap (see finished.ts). */
-  private readonly finished = new FinishedTable();
-  /** The wheel's target for their Timer J: one object for all of them. */
-  private readonly finishedExpiry = {
-    onTimer: (): void => {
-      this.serverNonInvite -= this.finished.expire(this.wheel.now());
-    },
-  };
+  /** Non-INVITE server transactions over UDP in Completed, as records off the JS heap for Timer J (see finished.ts). */
+  private readonly completedServers: CompletedRecords;
   /** Non-INVITE client transactions over UDP in Completed: only their keys, for Timer K. */
-  private readonly completedClients = new FinishedTable();
-  private readonly completedExpiry = {
-    onTimer: (): void => {
-      this.clientNonInvite -= this.completedClients.expire(this.wheel.now());
-    },
-  };
+  private readonly completedClients: CompletedRecords;
   private clientInvite = 0;
   private clientNonInvite = 0;
   private readonly ownsWheel: boolean;
@@ -83,6 +72,13 @@ export class TransactionLayer implements TransactionContext {
     this.timerD = Math.max(MIN_TIMER_D_MS, 64 * this.t1);
     this.ownsWheel = opts.wheel === undefined;
     this.wheel = opts.wheel ?? new TimerWheel();
+    // Records still count as live transactions until their timer.
+    this.completedServers = new CompletedRecords(this.wheel, 64 * this.t1, (n) => {
+      this.serverNonInvite -= n;
+    });
+    this.completedClients = new CompletedRecords(this.wheel, this.t4, (n) => {
+      this.clientNonInvite -= n;
+    });
   }
 
   /**
@@ -167,10 +163,10 @@ export class TransactionLayer implements TransactionContext {
       const clients = this.clients;
       this.wheel.dropWaits((t) => {
         const key = (t as { key?: unknown }).key;
-        return t === this.finishedExpiry || t === this.completedExpiry || (typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t));
+        return t === this.completedServers || t === this.completedClients || (typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t));
       });
     }
-    this.finished.clear();
+    this.completedServers.clear();
     this.completedClients.clear();
     this.servers.clear();
     this.clients.clear();
@@ -192,12 +188,9 @@ export class TransactionLayer implements TransactionContext {
    * Timer J, and the transaction object leaves the table. False: keep it.
    */
   keepFinal(tx: ServerTransaction, bytes: Buffer): boolean {
-    if (this.servers.get(tx.key) !== tx) return false;
-    const delay = 64 * this.t1;
-    if (!this.finished.add(tx.key, bytes, tx.dest, this.wheel.now() + delay)) return false;
+    if (this.servers.get(tx.key) !== tx || !this.completedServers.keep(tx.key, bytes, tx.dest)) return false;
+    // Out of the table, so that serverTerminated() leaves the count to the record.
     this.servers.delete(tx.key);
-    // Still counted as a live transaction until Timer J.
-    this.wheel.wait(this.finishedExpiry, 0, delay);
     return true;
   }
 
@@ -207,11 +200,9 @@ export class TransactionLayer implements TransactionContext {
    * the transaction object leaves the table. False: keep it.
    */
   keepCompleted(tx: ClientTransaction): boolean {
-    if (this.clients.get(tx.key) !== tx) return false;
-    if (!this.completedClients.add(tx.key, NOTHING, NOWHERE, this.wheel.now() + this.t4)) return false;
+    if (this.clients.get(tx.key) !== tx || !this.completedClients.keep(tx.key, NOTHING, NOWHERE)) return false;
+    // Out of the table, so that clientTerminated() leaves the count to the record.
     this.clients.delete(tx.key);
-    // Still counted as a live transaction until Timer K.
-    this.wheel.wait(this.completedExpiry, 0, this.t4);
     return true;
   }
 
@@ -240,15 +231,13 @@ export class TransactionLayer implements TransactionContext {
       existing.receiveRetransmission();
       return;
     }
-    if (this.finished.size !== 0) {
-      const answer = this.finished.find(key, this.wheel.now());
-      if (answer !== null) {
-        // A retransmission of a request whose transaction is in Completed: its final again (§17.2.2).
-        this.retransmissionsAbsorbed++;
-        this.retransmissionsSent++;
-        this.transport.send(answer.bytes, answer.dest);
-        return;
-      }
+    const answer = this.completedServers.answer(key);
+    if (answer !== null) {
+      // A retransmission of a request whose transaction is in Completed: its final again (§17.2.2).
+      this.retransmissionsAbsorbed++;
+      this.retransmissionsSent++;
+      this.transport.send(answer.bytes, answer.dest);
+      return;
     }
     let tx: ServerTransaction;
     const kept = detach(key);
@@ -299,7 +288,7 @@ export class TransactionLayer implements TransactionContext {
     const key = clientKey(branch, res.cseq().method);
     const tx = this.clients.get(key);
     if (tx !== undefined) tx.receiveResponse(res);
-    else if (this.completedClients.size !== 0 && this.completedClients.find(key, this.wheel.now()) !== null) {
+    else if (this.completedClients.answer(key) !== null) {
       // A retransmitted final for a transaction in Completed (§17.1.2.2).
       this.retransmissionsAbsorbed++;
     } else this.user.onStrayResponse(res, source);

@@ -286,8 +286,7 @@ export class NonInviteServerTransaction extends ServerTransaction {
     if (this.ctx.keepFinal(this, bytes)) {
       // The layer answers retransmissions for Timer J from a record: this object is done.
       this.lastResponse = null;
-      this.currentState = TransactionState.Terminated;
-      this.ctx.user.onServerTerminated?.(this);
+      this.terminate();
       return true;
     }
     this.lastResponse = retained(bytes);
