@@ -217,11 +217,12 @@ class Server implements RunningServer {
     this.registrar.on('unregistered', (b, cause) => logRegistration(this.log, cause === 'expired' ? 'expired' : 'removed', b, cause));
     const user: TransactionUser = {
       onRequest: (tx, req) => this.proxy.onRequest(tx, req),
-      onCancel: (ctx, inv, req) => this.proxy.onCancel(ctx, inv, req),
+      onCancel: (ctx, inv, req, answered) => this.proxy.onCancel(ctx, inv, req, answered),
       onAck: (req, source) => this.proxy.onAck(req, source),
-      onStrayResponse: (res, source) => {
-        this.stats.strayResponses++;
-        this.proxy.onStrayResponse(res, source);
+      onStrayResponse: (res, source, upstream) => {
+        // A 2xx to a call that ended (upstream given) matched a transaction's record: not a stray.
+        if (upstream === undefined) this.stats.strayResponses++;
+        this.proxy.onStrayResponse(res, source, upstream);
       },
       onServerTerminated: (tx) => {
         // The final response this transaction sent (0 or 1xx: it never got one).

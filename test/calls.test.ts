@@ -55,6 +55,15 @@ async function registered(t: Test, u: UA, opts: Parameters<UA['register']>[0] = 
   return res;
 }
 
+/** A door station and alice's device, both over UDP, both registered. */
+async function doorAndAlice(t: Test): Promise<{ door: UA; alice: UA }> {
+  const door = await ua(t, 'udp', name('door'));
+  const alice = await ua(t, 'udp', name('alice'));
+  await registered(t, door);
+  await registered(t, alice);
+  return { door, alice };
+}
+
 function noErrors(t: Test, ...uas: UA[]): void {
   for (const u of uas) t.same(u.errors.map((e) => e.message), [], `${u.user}: the UA met no protocol error`);
 }
@@ -64,10 +73,7 @@ const inCall = (callId: string, method: string) => (m: SipMessage) => m.isReques
 const viaHops = (m: SipMessage): string[] => m.via().map((v) => `${v.transport} ${v.host}:${v.port}`);
 
 t.test('basic call over UDP: 100/180/200, ACK and BYE through Portier, SDP untouched', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'answer', ring: true, after: 200 });
 
   // An SDP as linphonec sends it (CRLF, a=rtcp-xr with spaces and commas).
@@ -115,10 +121,7 @@ t.test('basic call over UDP: 100/180/200, ACK and BYE through Portier, SDP untou
 });
 
 t.test('rejected call: 486 reaches door; its ACK is hop by hop on both sides', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'reject', code: 486, ring: true, after: 100 });
   const call = door.call(alice.aor);
   const res = await call.final(5000);
@@ -141,10 +144,7 @@ t.test('rejected call: 486 reaches door; its ACK is hop by hop on both sides', {
 });
 
 t.test('caller cancels while ringing: 200 for the CANCEL, 487 for the INVITE, alice gets CANCEL', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'ring' });
   const call = door.call(alice.aor);
   await call.response(180, 3000);
@@ -166,11 +166,22 @@ t.test('caller cancels while ringing: 200 for the CANCEL, 487 for the INVITE, al
   noErrors(t, door, alice);
 });
 
+t.test('a CANCEL that crosses the 200: 200 for the CANCEL, no effect; the call goes on', { timeout: 15000 }, async (t) => {
+  const { door, alice } = await doorAndAlice(t);
+  alice.onInvite = () => ({ action: 'answer', ring: true, after: 50 });
+  const call = door.call(alice.aor);
+  t.equal((await call.final(5000)).status, 200);
+  // Over UDP Portier's INVITE transaction is by now a record of its Accepted state (Timer L): the CANCEL still matches it (§9.2).
+  const c = await call.cancel();
+  t.equal(c.status, 200, '200 for the CANCEL, not 481');
+  await sleep(200);
+  t.equal(alice.filter(inCall(call.callId, 'CANCEL')).length, 0, 'alice got no CANCEL');
+  t.equal((await call.bye()).status, 200, 'the call is up: BYE answered');
+  noErrors(t, door, alice);
+});
+
 t.test('nobody answers: after the 3 s ring timeout door gets 408 and alice a CANCEL', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'ring' });
   const started = Date.now();
   const call = door.call(alice.aor);
@@ -266,10 +277,7 @@ t.test('two devices answering at once: both 2xx reach door (§16.7), the extra d
 });
 
 t.test('a retransmitted INVITE is absorbed by Portier: alice sees it once', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'answer', ring: true, after: 400 });
   const call = door.call(alice.aor);
   call.retransmit(); // the same datagram again, at once
@@ -287,15 +295,15 @@ t.test('a retransmitted INVITE is absorbed by Portier: alice sees it once', { ti
 });
 
 t.test('a lost 200 is retransmitted end to end by alice until door ACKs it', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'answer', ring: true, after: 100 });
   door.dropIncoming((m) => m.status === 200 && m.cseq().method === 'INVITE', 1);
+  const strays = server.stats.strayResponses;
   const call = door.call(alice.aor);
   const ok = await call.final(5000);
   t.equal(ok.status, 200, 'door got a 200: the retransmission');
+  // The call ended for the proxy at the first 200: the retransmission matched the record its client transaction left (RFC 6026, Timer M).
+  t.equal(server.stats.strayResponses, strays, 'not a stray');
   t.equal(door.dropped.filter((m) => m.status === 200).length, 1, 'the first copy was lost');
   const ack = await alice.waitFor(inCall(call.callId, 'ACK'), 2000, 'ACK');
   const ackAt = Date.now();
@@ -316,10 +324,7 @@ t.test('a lost 200 is retransmitted end to end by alice until door ACKs it', { t
 });
 
 t.test('re-INVITE and INFO both ways in the dialog, BYE from the callee', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'answer', ring: true, after: 50 });
   const call = door.call(alice.aor);
   t.equal((await call.final(5000)).status, 200);
@@ -360,10 +365,7 @@ t.test('re-INVITE and INFO both ways in the dialog, BYE from the callee', { time
 });
 
 t.test('Max-Forwards 0, unregistered and unregistered-again users', { timeout: 15000 }, async (t) => {
-  const door = await ua(t, 'udp', name('door'));
-  const alice = await ua(t, 'udp', name('alice'));
-  await registered(t, door);
-  await registered(t, alice);
+  const { door, alice } = await doorAndAlice(t);
   alice.onInvite = () => ({ action: 'answer' });
 
   const loop = door.call(alice.aor, { maxForwards: 0 });

@@ -262,7 +262,6 @@ export class Proxy {
   /** Set by whoever exports metrics. */
   observer: ProxyObserver | null = null;
 
-  private readonly calls = new Map<ServerTransaction, ProxyCall>();
   /** RFC 3263: NAPTR, SRV, A/AAAA, cached (so that in-dialog requests towards a PBX named by host do not wait for DNS). */
   private readonly resolver: SipResolver;
   /** Calls ringing an AOR, by AOR: a device of it that registers meanwhile joins them (late forking). */
@@ -301,16 +300,16 @@ export class Proxy {
     });
   }
 
-  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage): void {
-    if (inviteTx === null) {
-      this.respond(cancelTx, 481);
-      return;
-    }
+  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage, inviteAnswered = false): void {
     // §9.2: a CANCEL matching an INVITE transaction gets 200, even when the
     // INVITE was already answered (the CANCEL then has no effect).
+    if (inviteTx === null) {
+      this.respond(cancelTx, inviteAnswered ? 200 : 481);
+      return;
+    }
     this.respond(cancelTx, 200);
     // RFC 3326: the caller's reason travels on with the CANCELs (a door station's "cause=200" too).
-    this.calls.get(inviteTx)?.cancelByCaller(req.get('reason') ?? null);
+    callOf(inviteTx)?.cancelByCaller(req.get('reason') ?? null);
   }
 
   /** ACK for a 2xx, and any other ACK no transaction took: forwarded statelessly along its Route or to its Request-URI. */
@@ -318,12 +317,22 @@ export class Proxy {
     void this.forwardStateless(req, source).catch(() => {});
   }
 
-  /** A response without a transaction (a 2xx retransmitted after ours ended): forward it upstream by its Vias. */
-  onStrayResponse(res: SipMessage, _source: Source): void {
+  /**
+   * A response without a transaction (a 2xx retransmitted after ours
+   * ended): forward it upstream by its Vias. With `upstream`, a 2xx to a
+   * call that ended here (a retransmission, or another fork's): forwarded
+   * there, as through the call's server transaction (see LateAnswers).
+   */
+  onStrayResponse(res: SipMessage, _source: Source, upstream?: Destination): void {
     const top = res.topVia();
     if (top === null || !this.self.isSelf(top.host, top.port)) return;
     if (res.status < 200 || res.status >= 300) return;
     res.removeFirstValue('via');
+    if (upstream !== undefined) {
+      scrubContactPush(res);
+      this.tx.send(res.toBuffer(), upstream);
+      return;
+    }
     const next = res.topVia();
     if (next === null) return;
     const protocol = next.transport.toLowerCase() as Protocol;
@@ -358,7 +367,7 @@ export class Proxy {
   }
 
   onServerTerminated(stx: ServerTransaction): void {
-    this.calls.delete(stx);
+    stx.userData = undefined;
   }
 
   // ---- routing ----
@@ -535,7 +544,7 @@ export class Proxy {
   }
 
   private launch(call: ProxyCall): void {
-    this.calls.set(call.stx, call);
+    call.stx.userData = call;
     call.start();
   }
 
@@ -649,8 +658,19 @@ export class Proxy {
   }
 
   endCall(stx: ServerTransaction): void {
-    this.calls.delete(stx);
+    stx.userData = undefined;
   }
+}
+
+/**
+ * The call a server transaction carries, until it ends: in the
+ * transaction's free field rather than a Map keyed by transaction, whose
+ * churn would leave dead tables that promote ended calls (see
+ * src/transaction/table.ts).
+ */
+function callOf(stx: ServerTransaction): ProxyCall | undefined {
+  const call = stx.userData;
+  return call instanceof ProxyCall ? call : undefined;
 }
 
 /** A call as the door limit counts it: its Call-ID and the caller's tag (a reused Call-ID is another call). */
@@ -1442,6 +1462,8 @@ class ProxyCall implements BranchOwner, TimerTarget {
       if (b.ghost || b.owed || b.wake !== null || b.wokenAt !== 0) idle = false;
       const ctx = b.ctx;
       if (ctx === null || b.ghost || b.owed || ctx.state === TransactionState.Terminated) continue;
+      // An accepted INVITE becomes a record of the layer, its 2xx sent where the server transaction sends (onStrayResponse()).
+      if (ctx.release(this.stx.dest)) continue;
       late ??= new LateAnswers(this.stx);
       ctx.handOver(late);
     }

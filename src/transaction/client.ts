@@ -14,6 +14,13 @@ import { retained } from './retained.js';
 import type { TimerHandle, TimerTarget } from './timer-wheel.js';
 import { Timer, TransactionState, type ClientTransactionOwner, type TransactionContext } from './types.js';
 
+/** The owner of a released transaction (release()): it hears nothing more. */
+const RELEASED: ClientTransactionOwner = Object.freeze({
+  onResponse() {},
+  onTimeout() {},
+  onTransportError() {},
+});
+
 export abstract class ClientTransaction implements TimerTarget {
   readonly reliable: boolean;
   /** Free for the owner: its per-transaction state. */
@@ -81,6 +88,23 @@ export abstract class ClientTransaction implements TimerTarget {
 
   get state(): TransactionState {
     return this.currentState;
+  }
+
+  /**
+   * The owner is done with this accepted INVITE (a proxied call that
+   * ended). Rather than keep the transaction and an owner for Timer M only
+   * to pass up each further 2xx (RFC 6026 §8.4), the layer keeps a record
+   * of it, and each 2xx that matches goes to the layer user's
+   * onStrayResponse() with `upstream`, where the owner would have sent it.
+   * The transaction then ends at once (owner.onTerminated()). False, and
+   * nothing changes, when not in Accepted or the key cannot be kept.
+   */
+  release(upstream: Destination): boolean {
+    if (this.currentState !== TransactionState.Accepted || !this.ctx.keepAccepted2xx(this, upstream)) return false;
+    this.terminate();
+    // Released later than from onResponse(), a Timer M wait still holds this object: not the owner too.
+    this.currentOwner = RELEASED;
+    return true;
   }
 
   get isInvite(): boolean {
@@ -240,17 +264,30 @@ export class InviteClientTransaction extends ClientTransaction {
         } else if (status < 300) {
           this.currentState = TransactionState.Accepted;
           this.finalReceived();
-          this.wait(Timer.M, 64 * this.ctx.t1);
-          this.passUp(res, false);
+          this.cancelTimers();
+          try {
+            this.passUp(res, false);
+          } finally {
+            // Timer M after the owner heard the 2xx: an owner that released
+            // the transaction (release()) then leaves nothing on the wheel
+            // to hold it, and the owner with it, for 32 s.
+            if (this.currentState === TransactionState.Accepted) this.ctx.wheel.wait(this, Timer.M, 64 * this.ctx.t1);
+          }
         } else {
           this.currentState = TransactionState.Completed;
           const ack = buildAckBytes(this.req!, res);
-          this.ack = retained(ack);
           this.finalReceived();
           this.send(ack);
-          if (!this.reliable) this.wait(Timer.D, this.ctx.timerD);
-          else this.cancelTimers();
-          this.passUp(res, this.reliable);
+          if (this.reliable || this.ctx.keepAck(this, ack)) {
+            // Timer D is zero on streams; over UDP the layer resends the ACK
+            // for each retransmitted final from a record, for Timer D.
+            this.cancelTimers();
+            this.passUp(res, true);
+            return;
+          }
+          this.ack = retained(ack);
+          this.wait(Timer.D, this.ctx.timerD);
+          this.passUp(res, false);
         }
         return;
       case TransactionState.Accepted:

@@ -8,6 +8,7 @@ import { InviteClientTransaction, NonInviteClientTransaction, type ClientTransac
 import { CompletedRecords } from './finished.js';
 import { clientKey, legacyServerKey, serverKey } from './keys.js';
 import { InviteServerTransaction, NonInviteServerTransaction, type ServerTransaction } from './server.js';
+import { TransactionTable } from './table.js';
 import { TimerWheel } from './timer-wheel.js';
 import {
   DEFAULT_TIMERS,
@@ -50,14 +51,21 @@ export class TransactionLayer implements TransactionContext {
   /** @internal Counted by the transactions. */ retransmissionsSent = 0;
   /** @internal Counted by the transactions. */ retransmissionsAbsorbed = 0;
 
-  private readonly servers = new Map<string, ServerTransaction>();
-  private readonly clients = new Map<string, ClientTransaction>();
+  /** Live transactions by key (table.ts: no Map, whose dead tables would promote what they held). */
+  private readonly servers = new TransactionTable<ServerTransaction>();
+  private readonly clients = new TransactionTable<ClientTransaction>();
   private serverInvite = 0;
   private serverNonInvite = 0;
   /** Non-INVITE server transactions over UDP in Completed, as records off the JS heap for Timer J (see finished.ts). */
   private readonly completedServers: CompletedRecords;
   /** Non-INVITE client transactions over UDP in Completed: only their keys, for Timer K. */
   private readonly completedClients: CompletedRecords;
+  /** INVITE server transactions over UDP in Accepted: only their keys, for Timer L. */
+  private readonly acceptedServers: CompletedRecords;
+  /** INVITE client transactions over UDP in Completed: their ACKs, for Timer D. */
+  private readonly completedInviteClients: CompletedRecords;
+  /** INVITE client transactions in Accepted their owners released: where their 2xx go, for Timer M. */
+  private readonly acceptedClients: CompletedRecords;
   private clientInvite = 0;
   private clientNonInvite = 0;
   private readonly ownsWheel: boolean;
@@ -79,6 +87,14 @@ export class TransactionLayer implements TransactionContext {
     this.completedClients = new CompletedRecords(this.wheel, this.t4, (n) => {
       this.clientNonInvite -= n;
     });
+    this.acceptedServers = new CompletedRecords(this.wheel, 64 * this.t1, (n) => {
+      this.serverInvite -= n;
+    });
+    const inviteClientEnded = (n: number): void => {
+      this.clientInvite -= n;
+    };
+    this.completedInviteClients = new CompletedRecords(this.wheel, this.timerD, inviteClientEnded);
+    this.acceptedClients = new CompletedRecords(this.wheel, 64 * this.t1, inviteClientEnded);
   }
 
   /**
@@ -130,7 +146,7 @@ export class TransactionLayer implements TransactionContext {
   transportError(dest: Destination, err: Error): void {
     const failed: ClientTransaction[] = [];
     const conn = dest.connectionId ?? 0;
-    for (const tx of this.clients.values()) {
+    for (const tx of this.clients.snapshot()) {
       const d = tx.dest;
       if (
         (d.protocol === dest.protocol && d.port === dest.port && d.address === dest.address) ||
@@ -155,23 +171,27 @@ export class TransactionLayer implements TransactionContext {
 
   /** Drops every transaction without telling anyone, and stops the wheel when the layer made it. */
   stop(): void {
-    for (const tx of this.servers.values()) tx.abandon();
-    for (const tx of this.clients.values()) tx.abandon();
+    for (const tx of this.servers.snapshot()) tx.abandon();
+    for (const tx of this.clients.snapshot()) tx.abandon();
     // Their last waits have no handle to cancel; on a wheel of its own, stop() below drops them.
     if (!this.ownsWheel) {
       const servers = this.servers;
       const clients = this.clients;
+      const records: unknown[] = this.records;
       this.wheel.dropWaits((t) => {
         const key = (t as { key?: unknown }).key;
-        return t === this.completedServers || t === this.completedClients || (typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t));
+        return records.includes(t) || (typeof key === 'string' && (servers.get(key) === t || clients.get(key) === t));
       });
     }
-    this.completedServers.clear();
-    this.completedClients.clear();
+    for (const r of this.records) r.clear();
     this.servers.clear();
     this.clients.clear();
     this.serverInvite = this.serverNonInvite = this.clientInvite = this.clientNonInvite = 0;
     if (this.ownsWheel) this.wheel.stop();
+  }
+
+  private get records(): CompletedRecords[] {
+    return [this.completedServers, this.completedClients, this.acceptedServers, this.completedInviteClients, this.acceptedClients];
   }
 
   /** @internal */
@@ -188,10 +208,12 @@ export class TransactionLayer implements TransactionContext {
    * Timer J, and the transaction object leaves the table. False: keep it.
    */
   keepFinal(tx: ServerTransaction, bytes: Buffer): boolean {
-    if (this.servers.get(tx.key) !== tx || !this.completedServers.keep(tx.key, bytes, tx.dest)) return false;
-    // Out of the table, so that serverTerminated() leaves the count to the record.
-    this.servers.delete(tx.key);
-    return true;
+    return this.serverRecord(tx, this.completedServers, bytes, tx.dest);
+  }
+
+  /** @internal An INVITE server transaction over UDP sent a 2xx: the layer absorbs retransmitted INVITEs for Timer L from a record. */
+  keepAccepted(tx: ServerTransaction): boolean {
+    return this.serverRecord(tx, this.acceptedServers, NOTHING, NOWHERE);
   }
 
   /**
@@ -200,7 +222,28 @@ export class TransactionLayer implements TransactionContext {
    * the transaction object leaves the table. False: keep it.
    */
   keepCompleted(tx: ClientTransaction): boolean {
-    if (this.clients.get(tx.key) !== tx || !this.completedClients.keep(tx.key, NOTHING, NOWHERE)) return false;
+    return this.clientRecord(tx, this.completedClients, NOTHING, NOWHERE);
+  }
+
+  /** @internal An INVITE client transaction over UDP got a non-2xx final: the layer resends `ack` for each retransmission of it, for Timer D. */
+  keepAck(tx: ClientTransaction, ack: Buffer): boolean {
+    return this.clientRecord(tx, this.completedInviteClients, ack, tx.dest);
+  }
+
+  /** @internal An accepted INVITE client transaction was released: each 2xx that matches goes to the user with `upstream`, for Timer M. */
+  keepAccepted2xx(tx: ClientTransaction, upstream: Destination): boolean {
+    return this.clientRecord(tx, this.acceptedClients, NOTHING, upstream);
+  }
+
+  private serverRecord(tx: ServerTransaction, records: CompletedRecords, bytes: Buffer, dest: Destination): boolean {
+    if (this.servers.get(tx.key) !== tx || !records.keep(tx.key, bytes, dest)) return false;
+    // Out of the table, so that serverTerminated() leaves the count to the record.
+    this.servers.delete(tx.key);
+    return true;
+  }
+
+  private clientRecord(tx: ClientTransaction, records: CompletedRecords, bytes: Buffer, dest: Destination): boolean {
+    if (this.clients.get(tx.key) !== tx || !records.keep(tx.key, bytes, dest)) return false;
     // Out of the table, so that clientTerminated() leaves the count to the record.
     this.clients.delete(tx.key);
     return true;
@@ -231,12 +274,16 @@ export class TransactionLayer implements TransactionContext {
       existing.receiveRetransmission();
       return;
     }
-    const answer = this.completedServers.answer(key);
+    const answer = (method === 'INVITE' ? this.acceptedServers : this.completedServers).answer(key);
     if (answer !== null) {
-      // A retransmission of a request whose transaction is in Completed: its final again (§17.2.2).
+      // A retransmission of a request whose transaction is a record: a
+      // non-INVITE's final again (§17.2.2); nothing for an accepted INVITE
+      // (RFC 6026 §8.7, the 2xx is the TU's to resend).
       this.retransmissionsAbsorbed++;
-      this.retransmissionsSent++;
-      this.transport.send(answer.bytes, answer.dest);
+      if (answer.bytes.length !== 0) {
+        this.retransmissionsSent++;
+        this.transport.send(answer.bytes, answer.dest);
+      }
       return;
     }
     let tx: ServerTransaction;
@@ -254,7 +301,8 @@ export class TransactionLayer implements TransactionContext {
       // identifying fields), method INVITE.
       const inviteKey = rfc3261 ? serverKey(via, branch, 'INVITE') : legacyServerKey(req, via, toTag, 'INVITE');
       const invite = this.servers.get(inviteKey);
-      this.user.onCancel(tx, invite === undefined ? null : invite, req);
+      if (invite !== undefined) this.user.onCancel(tx, invite, req, false);
+      else this.user.onCancel(tx, null, req, this.acceptedServers.answer(inviteKey) !== null);
       return;
     }
     this.user.onRequest(tx, req);
@@ -285,13 +333,38 @@ export class TransactionLayer implements TransactionContext {
       this.user.onStrayResponse(res, source);
       return;
     }
-    const key = clientKey(branch, res.cseq().method);
+    const method = res.cseq().method;
+    const key = clientKey(branch, method);
     const tx = this.clients.get(key);
     if (tx !== undefined) tx.receiveResponse(res);
+    else if (method === 'INVITE') this.inviteRecordResponse(res, source, key);
     else if (this.completedClients.answer(key) !== null) {
       // A retransmitted final for a transaction in Completed (§17.1.2.2).
       this.retransmissionsAbsorbed++;
     } else this.user.onStrayResponse(res, source);
+  }
+
+  /** A response to an INVITE whose client transaction is a record, if any: as the transaction would have taken it (client.ts). */
+  private inviteRecordResponse(res: SipMessage, source: Source, key: string): void {
+    const status = res.status;
+    const accepted = this.acceptedClients.answer(key);
+    if (accepted !== null) {
+      // Accepted (RFC 6026 §8.4): each 2xx goes on, to where the owner said; anything else is absorbed.
+      if (status >= 200 && status < 300) this.user.onStrayResponse(res, source, accepted.dest);
+      else this.retransmissionsAbsorbed++;
+      return;
+    }
+    const completed = this.completedInviteClients.answer(key);
+    if (completed === null) this.user.onStrayResponse(res, source);
+    else if (status >= 300) {
+      // The server did not get our ACK (§17.1.1.2): send it again.
+      this.retransmissionsAbsorbed++;
+      this.retransmissionsSent++;
+      this.transport.send(completed.bytes, completed.dest);
+    } else if (status >= 200) {
+      // A 2xx after a non-2xx (a misbehaving fork): forwarded as any 2xx without a transaction.
+      this.user.onStrayResponse(res, source);
+    } else this.retransmissionsAbsorbed++;
   }
 }
 

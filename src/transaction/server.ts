@@ -122,6 +122,13 @@ export class InviteServerTransaction extends ServerTransaction {
    * must carry to match (§17.2.3). Null otherwise.
    */
   private finalToTag: string | null = null;
+  /**
+   * A 2xx was sent: respond() passes further 2xx through (RFC 6026 §8.7),
+   * in Accepted and, once the layer keeps the Accepted state as a record
+   * (UDP), after this object terminated. Timer L on the object and layer
+   * shutdown end it.
+   */
+  private passes2xx = false;
 
   /** @internal */
   constructor(
@@ -143,10 +150,10 @@ export class InviteServerTransaction extends ServerTransaction {
     if (res.isRequest) throw new Error('respond() needs a response');
     const status = res.status;
     const state = this.currentState;
-    if (state === TransactionState.Accepted) {
+    if (state === TransactionState.Accepted || this.passes2xx) {
       // RFC 6026 §8.7: the TU's 2xx retransmissions, and 2xx from other
       // forks a proxy forwards, go straight through.
-      if (status < 200 || status >= 300) return false;
+      if (!this.passes2xx || status < 200 || status >= 300) return false;
       this.send(res.toBuffer());
       return true;
     }
@@ -162,7 +169,15 @@ export class InviteServerTransaction extends ServerTransaction {
       this.currentState = TransactionState.Accepted;
       // Accepted resends nothing: the 2xx is the TU's to retransmit.
       this.lastResponse = null;
+      this.passes2xx = true;
       this.finalSent();
+      if (!this.reliable && this.ctx.keepAccepted(this)) {
+        // Over UDP the layer absorbs retransmitted INVITEs for Timer L from
+        // a record, and this object ends now; whoever still holds it (a
+        // proxy with forks still ringing) may pass further 2xx through it.
+        this.terminate();
+        return true;
+      }
       this.ctx.wheel.wait(this, Timer.L, 64 * this.ctx.t1);
       return true;
     }
@@ -229,12 +244,20 @@ export class InviteServerTransaction extends ServerTransaction {
           this.ctx.user.onServerTerminated?.(this);
         }
         return;
-      case Timer.I:
       case Timer.L:
+        this.passes2xx = false;
+        this.terminate();
+        return;
+      case Timer.I:
         // A wait (no handle): the transaction may have ended already, and terminate() then does nothing.
         this.terminate();
         return;
     }
+  }
+
+  override abandon(): void {
+    this.passes2xx = false;
+    super.abandon();
   }
 
   protected cancelTimers(): void {

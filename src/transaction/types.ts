@@ -83,17 +83,24 @@ export interface TransactionUser {
   onRequest(tx: ServerTransaction, req: SipMessage): void;
   /**
    * A new CANCEL, with the INVITE server transaction it cancels (§9.2), or
-   * null when there is none (answer the CANCEL 481). The CANCEL has its own
-   * transaction: answer it through cancelTx.
+   * null when there is none. `inviteAnswered`: there is no object, but the
+   * INVITE is known, its 2xx sent, its Accepted state a record of the
+   * layer (answer 200: the CANCEL has no effect). Neither: answer 481. The
+   * CANCEL has its own transaction: answer it through cancelTx.
    */
-  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage): void;
+  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage, inviteAnswered: boolean): void;
   /**
    * An ACK no server transaction absorbed: the ACK for a 2xx (its own
    * transaction in RFC 3261 terms), which a proxy forwards statelessly.
    */
   onAck(req: SipMessage, source: Source): void;
-  /** A response that matches no client transaction (§16.7: forward 2xx statelessly, RFC 6026). */
-  onStrayResponse(res: SipMessage, source: Source): void;
+  /**
+   * A response that matches no client transaction (§16.7: forward 2xx
+   * statelessly, RFC 6026). With `upstream`: a 2xx that matched the record
+   * of an accepted INVITE whose owner released it
+   * (InviteClientTransaction.release()), and where the owner said it goes.
+   */
+  onStrayResponse(res: SipMessage, source: Source, upstream?: Destination): void;
   /** Timer H fired: the non-2xx final response to an INVITE was never acknowledged. */
   onServerTimeout?(tx: ServerTransaction): void;
   /** A server transaction ended and left the tables (for the user's per-transaction state). */
@@ -149,4 +156,10 @@ export interface TransactionContext {
   clientTerminated(tx: ClientTransaction): void;
   /** A non-INVITE client transaction over UDP in Completed: true when the context absorbs its retransmitted responses for Timer K. */
   keepCompleted(tx: ClientTransaction): boolean;
+  /** An INVITE server transaction over UDP in Accepted: true when the context absorbs its retransmitted INVITEs for Timer L. */
+  keepAccepted(tx: ServerTransaction): boolean;
+  /** An INVITE client transaction over UDP in Completed: true when the context resends `ack` for each retransmitted final, for Timer D. */
+  keepAck(tx: ClientTransaction, ack: Buffer): boolean;
+  /** An INVITE client transaction in Accepted its owner released: true when the context passes each further 2xx on towards `upstream`, for Timer M. */
+  keepAccepted2xx(tx: ClientTransaction, upstream: Destination): boolean;
 }

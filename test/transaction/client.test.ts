@@ -52,7 +52,7 @@ t.test('INVITE client: Timer A doubles until Timer B times out', async (t) => {
 });
 
 t.test('INVITE client: 180 stops retransmissions and B; 486 is ACKed by the transaction; a retransmitted 486 is ACKed again, not passed up', async (t) => {
-  const { wheel, transport, layer } = setup();
+  const { wheel, transport, user, layer } = setup();
   const owner = new RecordingOwner();
   const invite = outgoing();
   const tx = layer.sendRequest(invite, UDP_DEST, owner);
@@ -70,8 +70,9 @@ t.test('INVITE client: 180 stops retransmissions and B; 486 is ACKed by the tran
   transport.clear();
   const busy = response(invite, 486, { toTag: 'callee' });
   layer.receive(busy, DOWNSTREAM);
-  t.equal(tx.state, TransactionState.Completed);
-  t.same(owner.events, ['response 180', 'response 180', 'response 486']);
+  t.equal(tx.state, TransactionState.Terminated, 'over UDP the layer keeps Completed as a record, for Timer D');
+  t.same(owner.events, ['response 180', 'response 180', 'response 486', 'terminated']);
+  t.equal(layer.stats().clientInvite, 1, 'still counted until Timer D');
   t.equal(transport.sent.length, 1, 'the ACK');
   t.equal(transport.sent[0].dest, UDP_DEST, 'to where the INVITE went');
   const ack = parsed(transport.sent[0]);
@@ -90,19 +91,31 @@ t.test('INVITE client: 180 stops retransmissions and B; 486 is ACKed by the tran
   layer.receive(response(invite, 486, { toTag: 'callee' }), DOWNSTREAM);
   t.equal(transport.sent.length, 2, 'ACK resent');
   t.equal(transport.sent[1].text, transport.sent[0].text);
+  t.equal(transport.sent[1].dest, UDP_DEST);
   t.equal(owner.responses.length, 3, 'not passed up twice');
   layer.receive(response(invite, 183, { toTag: 'callee' }), DOWNSTREAM);
   t.equal(owner.responses.length, 3, 'late provisional absorbed');
+  t.equal(user.strays.length, 0);
   const s = layer.stats();
   t.equal(s.retransmissionsAbsorbed, 2);
   t.equal(s.retransmissionsSent, 2, 'one Timer A, one ACK');
+  const late = response(invite, 200, { toTag: 'fork-2' });
+  layer.receive(late, DOWNSTREAM);
+  t.equal(user.strays.length, 1, 'a 2xx after the 486 (a misbehaving fork) goes on, as a 2xx without a transaction');
+  t.equal(user.strays[0].res, late);
+  t.equal(user.strays[0].upstream, undefined);
 
   wheel.advance(32_000 - 10);
-  t.equal(tx.state, TransactionState.Completed);
+  layer.receive(response(invite, 486, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(transport.sent.length, 3, 'ACK resent until Timer D');
+  t.equal(layer.stats().clientInvite, 1);
   wheel.advance(10);
-  t.equal(tx.state, TransactionState.Terminated, 'Timer D: 32 s on UDP');
+  t.equal(layer.stats().clientInvite, 0, 'Timer D: 32 s on UDP');
+  layer.receive(response(invite, 486, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(transport.sent.length, 3, 'no ACK after Timer D');
+  t.equal(user.strays.length, 2, 'a stray then');
   t.same(owner.events.slice(-1), ['terminated']);
-  t.equal(layer.stats().clientInvite, 0);
+  t.equal(owner.responses.length, 3);
 });
 
 t.test('INVITE client: 200 → Accepted; each retransmitted 200 passed up again (RFC 6026); Timer M ends it', async (t) => {
@@ -236,8 +249,13 @@ t.test('responses match by top Via branch and CSeq method: CANCEL and INVITE sha
   layer.receive(response(cancel, 200, { toTag: 'callee' }), DOWNSTREAM);
   layer.receive(response(invite, 487, { toTag: 'callee' }), DOWNSTREAM);
   t.same(cancelOwner.events, ['response 200', 'terminated']);
-  t.same(inviteOwner.events, ['response 180', 'response 487']);
-  t.equal(inviteTx.state, TransactionState.Completed);
+  t.same(inviteOwner.events, ['response 180', 'response 487', 'terminated']);
+  t.equal(inviteTx.state, TransactionState.Terminated, 'its Completed state a record of the layer');
+  t.equal(transport.sent.length, 3, 'the ACK for the 487');
+  layer.receive(response(cancel, 200, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(transport.sent.length, 3, 'a retransmitted 200 to the CANCEL does not match the INVITE record');
+  layer.receive(response(invite, 487, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(transport.sent.length, 4, 'a retransmitted 487 to the INVITE does: its ACK again');
 });
 
 t.test('transport errors end the transactions waiting on that endpoint', async (t) => {
@@ -341,4 +359,61 @@ t.test('a client transaction lets go of its request at the final; handOver() mov
   const tx3 = layer.sendRequest(options, UDP_DEST, owner);
   layer.receive(response(options, 200), DOWNSTREAM);
   t.equal(tx3.request, null, 'non-INVITE: gone at the final as well');
+});
+
+t.test('release(): an accepted INVITE becomes a record; each 2xx goes on to the upstream named; the rest is absorbed until Timer M', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const owner = new RecordingOwner();
+  const upstream: Destination = { protocol: 'udp', address: '192.0.2.99', port: 5070 };
+  const invite = outgoing('INVITE', newBranch());
+  const tx = layer.sendRequest(invite, UDP_DEST, owner);
+  layer.receive(response(invite, 180, { toTag: 'callee' }), DOWNSTREAM);
+  t.notOk(tx.release(upstream), 'not before a 2xx');
+  t.equal(tx.state, TransactionState.Proceeding);
+  layer.receive(response(invite, 200, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(tx.state, TransactionState.Accepted);
+  t.ok(tx.release(upstream));
+  t.equal(tx.state, TransactionState.Terminated);
+  t.same(owner.events, ['response 180', 'response 200', 'terminated'], 'the owner hears the end at once');
+  t.equal(layer.stats().clientInvite, 1, 'still counted until Timer M');
+  t.notOk(tx.release(upstream), 'once');
+
+  const again = response(invite, 200, { toTag: 'callee' });
+  layer.receive(again, DOWNSTREAM);
+  const other = response(invite, 200, { toTag: 'other-fork' });
+  layer.receive(other, DOWNSTREAM);
+  t.equal(user.strays.length, 2, 'each 2xx goes to the user');
+  t.equal(user.strays[0].res, again);
+  t.equal(user.strays[0].upstream, upstream, 'with where the owner said it goes');
+  t.equal(user.strays[1].res, other);
+  t.equal(user.strays[1].upstream, upstream);
+  layer.receive(response(invite, 183, { toTag: 'callee' }), DOWNSTREAM);
+  layer.receive(response(invite, 486, { toTag: 'fork-3' }), DOWNSTREAM);
+  t.equal(user.strays.length, 2, 'non-2xx absorbed');
+  t.equal(layer.stats().retransmissionsAbsorbed, 2);
+  t.equal(owner.responses.length, 2, 'the owner hears nothing more');
+  t.equal(transport.sent.length, 1, 'nothing sent: no ACK for a 2xx');
+
+  wheel.advance(64 * T1 - 1);
+  t.equal(layer.stats().clientInvite, 1);
+  wheel.advance(1);
+  t.equal(layer.stats().clientInvite, 0, 'Timer M = 64*T1');
+  layer.receive(response(invite, 200, { toTag: 'callee' }), DOWNSTREAM);
+  t.equal(user.strays.length, 3);
+  t.equal(user.strays[2].upstream, undefined, 'after M, a stray');
+
+  // Over TCP too: Timer M applies to every transport (RFC 6026).
+  const overTcp = outgoing('INVITE', newBranch(), 'TCP');
+  const tcpTx = layer.sendRequest(overTcp, TCP_DEST, owner);
+  layer.receive(response(overTcp, 200, { toTag: 'callee' }), source('tcp', '192.0.2.30', 5060, 3));
+  t.ok(tcpTx.release(upstream));
+  layer.receive(response(overTcp, 200, { toTag: 'callee' }), source('tcp', '192.0.2.30', 5060, 3));
+  t.equal(user.strays.at(-1)!.upstream, upstream);
+  wheel.advance(64 * T1);
+  t.same(layer.stats().clientInvite, 0);
+  t.equal(wheel.size, 0, 'no timer left');
+
+  const opt = outgoing('OPTIONS', newBranch());
+  const optTx = layer.sendRequest(opt, UDP_DEST, owner);
+  t.notOk(optTx.release(upstream), 'a non-INVITE is never accepted');
 });

@@ -1,20 +1,9 @@
 import t from 'tap';
+import { prng } from './helpers.js';
 import { FinishedTable } from '../../src/transaction/finished.js';
 import type { Destination } from '../../src/transport/index.js';
 
 const dest = (port: number): Destination => ({ protocol: 'udp', address: '127.0.0.1', port });
-
-/** mulberry32: the same sequence every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 t.test('finds what was added, until its due time, and answers the same octets to the same place', async (t) => {
   const table = new FinishedTable();

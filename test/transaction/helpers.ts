@@ -49,23 +49,23 @@ export function requestOf(tx: ServerTransaction): SipMessage {
 
 export class RecordingUser implements TransactionUser {
   readonly requests: Array<{ tx: ServerTransaction; req: SipMessage }> = [];
-  readonly cancels: Array<{ cancelTx: ServerTransaction; inviteTx: ServerTransaction | null; req: SipMessage }> = [];
+  readonly cancels: Array<{ cancelTx: ServerTransaction; inviteTx: ServerTransaction | null; req: SipMessage; inviteAnswered: boolean }> = [];
   readonly acks: Array<{ req: SipMessage; source: Source }> = [];
-  readonly strays: Array<{ res: SipMessage; source: Source }> = [];
+  readonly strays: Array<{ res: SipMessage; source: Source; upstream?: Destination }> = [];
   readonly timeouts: ServerTransaction[] = [];
   readonly terminated: ServerTransaction[] = [];
   onRequest(tx: ServerTransaction, req: SipMessage): void {
     requestsOf.set(tx, req);
     this.requests.push({ tx, req });
   }
-  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage): void {
-    this.cancels.push({ cancelTx, inviteTx, req });
+  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage, inviteAnswered: boolean): void {
+    this.cancels.push({ cancelTx, inviteTx, req, inviteAnswered });
   }
   onAck(req: SipMessage, source: Source): void {
     this.acks.push({ req, source });
   }
-  onStrayResponse(res: SipMessage, source: Source): void {
-    this.strays.push({ res, source });
+  onStrayResponse(res: SipMessage, source: Source, upstream?: Destination): void {
+    this.strays.push(upstream === undefined ? { res, source } : { res, source, upstream });
   }
   onServerTimeout(tx: ServerTransaction): void {
     this.timeouts.push(tx);
@@ -172,4 +172,16 @@ export function response(req: SipMessage, code: number, opts: ResponseOptions = 
 /** The parsed form of a sent message. */
 export function parsed(s: Sent): SipMessage {
   return msg(s.text);
+}
+
+/** mulberry32: the same sequence every run. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
 }

@@ -107,6 +107,7 @@ t.test('INVITE server: Timer H fires without an ACK and the user is told', async
 });
 
 t.test('INVITE server: 2xx → Accepted (RFC 6026); retransmitted INVITEs absorbed; more 2xx pass through; ACK goes up; Timer L ends it', async (t) => {
+  // Over UDP the layer keeps Accepted as a record: the object ends with the 2xx and still passes further 2xx for whoever holds it.
   const { wheel, transport, user, layer } = setup();
   const src = source();
   layer.receive(request(), src);
@@ -114,26 +115,60 @@ t.test('INVITE server: 2xx → Accepted (RFC 6026); retransmitted INVITEs absorb
   tx.respond(response(requestOf(tx), 100));
   const ok = response(requestOf(tx), 200);
   t.ok(tx.respond(ok));
-  t.equal(tx.state, TransactionState.Accepted);
+  t.equal(tx.state, TransactionState.Terminated, 'ended: Accepted is a record of the layer');
+  t.same(user.terminated, [tx], 'the user is told at once');
+  t.equal(layer.stats().serverInvite, 1, 'still counted until Timer L');
   transport.clear();
   layer.receive(request(), src);
   t.equal(transport.sent.length, 0, 'retransmitted INVITE absorbed: the 2xx is the TU’s to resend');
-  t.equal(user.requests.length, 1);
+  t.equal(user.requests.length, 1, 'not a new transaction');
+  t.equal(layer.stats().retransmissionsAbsorbed, 1);
   t.ok(tx.respond(ok), 'a retransmitted 2xx passes through');
   t.ok(tx.respond(response(requestOf(tx), 200, { toTag: 'other-fork' })), 'so does a 2xx of another fork');
   t.notOk(tx.respond(response(requestOf(tx), 486)), 'no non-2xx after a 2xx');
   t.notOk(tx.respond(response(requestOf(tx), 180)), 'no provisional after a 2xx');
   t.equal(transport.sent.length, 2);
+  t.equal(transport.sent[0].dest, tx.dest, 'to where the INVITE’s responses go');
   wheel.advance(30_000);
   t.equal(transport.sent.length, 2, 'no Timer G for 2xx');
   // ACK for the 2xx: a new branch (§13.2.2.4), or the INVITE's (a common UA bug): both go up.
   layer.receive(ackFor('z9hG4bKclient1', 'srv-tag', { branch: 'z9hG4bKack2xx' }), src);
   layer.receive(ackFor('z9hG4bKclient1'), src);
   t.equal(user.acks.length, 2);
+  // A CANCEL that crossed the 2xx: the INVITE is known, answered; the CANCEL has no effect (§9.2).
+  layer.receive(request({ method: 'CANCEL' }), src);
+  t.equal(user.cancels.length, 1);
+  t.equal(user.cancels[0].inviteTx, null);
+  t.equal(user.cancels[0].inviteAnswered, true, 'the user answers 200');
+  wheel.advance(64 * T1 - 30_000 - 1);
+  layer.receive(request(), src);
+  t.equal(user.requests.length, 1, 'absorbed until Timer L');
+  wheel.advance(1);
+  t.equal(layer.stats().serverInvite, 0, 'Timer L = 64*T1');
+  layer.receive(request(), src);
+  t.equal(user.requests.length, 2, 'after L the same INVITE is a new transaction');
+  layer.receive(request({ method: 'CANCEL', branch: 'z9hG4bKother' }), src);
+  t.equal(user.cancels[1].inviteAnswered, false, 'an unknown INVITE: 481');
+});
+
+t.test('INVITE server over TCP: Accepted stays an object until Timer L; then no more 2xx pass', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source('tcp', '192.0.2.10', 5062, 7);
+  layer.receive(request({ transport: 'TCP' }), src);
+  const tx = user.requests[0].tx;
+  const ok = response(requestOf(tx), 200);
+  t.ok(tx.respond(ok));
   t.equal(tx.state, TransactionState.Accepted);
-  wheel.advance(64 * T1 - 30_000);
-  t.equal(tx.state, TransactionState.Terminated, 'Timer L = 64*T1');
-  t.equal(layer.stats().serverInvite, 0);
+  t.same(user.terminated, []);
+  layer.receive(request({ method: 'CANCEL', transport: 'TCP' }), src);
+  t.equal(user.cancels[0].inviteTx, tx, 'a CANCEL finds the object');
+  t.ok(tx.respond(ok));
+  wheel.advance(64 * T1);
+  t.equal(tx.state, TransactionState.Terminated, 'Timer L = 64*T1 on streams too (RFC 6026)');
+  t.same(user.terminated.filter((x) => x === tx), [tx]);
+  transport.clear();
+  t.notOk(tx.respond(ok), 'nothing passes after Timer L');
+  t.equal(transport.sent.length, 0);
 });
 
 t.test('non-INVITE server: Trying absorbs silently, Proceeding/Completed resend the last response, Timer J ends it', async (t) => {
@@ -434,5 +469,6 @@ t.test('a finished server transaction keeps only what it resends: no request, th
   transport.clear();
   layer.receive(request({ branch: 'z9hG4bKok' }), src);
   t.equal(transport.sent.length, 0, 'Accepted resends nothing for a retransmitted INVITE (the 2xx is the TU\'s to resend)');
-  t.equal(ok.state, TransactionState.Accepted);
+  t.equal(ok.state, TransactionState.Terminated, 'over UDP, Accepted is a record');
+  t.equal(user.requests.length, 3, 'the retransmission absorbed');
 });
