@@ -117,7 +117,7 @@ export function createRegistry(src: MetricsSources): Registry {
     name: 'portier_sip_responses_total',
     help:
       'Final SIP responses Portier sent or forwarded upstream, one per server transaction, counted when the ' +
-      'transaction ends (a non-INVITE as its final is sent; an INVITE over UDP 64*T1 later, 32 s with the default timers), ' +
+      'transaction ends (a non-INVITE, and an INVITE\'s 2xx, as the final is sent; an INVITE\'s non-2xx over UDP once its ACK came and T4 passed, 5 s with the default timers), ' +
       'plus stateless answers to malformed requests; ' +
       'by code class and the method of the request. Provisional responses, retransmissions and stateless ' +
       'forwarding are not counted.',
