@@ -300,7 +300,7 @@ export class Proxy {
     });
   }
 
-  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage, inviteAnswered = false): void {
+  onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage, inviteAnswered: boolean): void {
     // §9.2: a CANCEL matching an INVITE transaction gets 200, even when the
     // INVITE was already answered (the CANCEL then has no effect).
     if (inviteTx === null) {
@@ -367,7 +367,7 @@ export class Proxy {
   }
 
   onServerTerminated(stx: ServerTransaction): void {
-    stx.userData = undefined;
+    this.endCall(stx);
   }
 
   // ---- routing ----

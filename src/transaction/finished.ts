@@ -1,7 +1,10 @@
-// Non-INVITE transactions over UDP in their Completed state, kept off the JS
-// heap: server ones for Timer J (64*T1: 32 s), with the final to resend;
-// client ones for Timer K (T4: 5 s), only their keys, to absorb the final's
-// retransmissions.
+// Finished transactions over UDP, kept off the JS heap for their last wait:
+// non-INVITE server ones for Timer J (64*T1: 32 s), with the final to
+// resend; non-INVITE client ones for Timer K (T4: 5 s), only their keys, to
+// absorb the final's retransmissions. The layer keeps INVITE ones the same
+// way: accepted server ones for Timer L (keys only), client ones with a
+// non-2xx final for Timer D (the ACK to resend), accepted client ones their
+// owner released for Timer M (where their 2xx go). See layer.ts.
 //
 // In Completed a server transaction only answers a retransmitted request
 // with its final again, and a client one only swallows retransmitted
@@ -127,9 +130,14 @@ export class FinishedTable {
     return hash < 0 ? -1 : this.lookup(key, hash);
   }
 
+  /** Whether the record at `slot` (from slotOf()) still holds at `now`: not past its due. */
+  liveAt(slot: number, now: number): boolean {
+    return this.dues[slot] >= now;
+  }
+
   /** The answer of the record at `slot` (from slotOf()), or null once it is past its due at `now`. */
   answerAt(slot: number, now: number): FinishedAnswer | null {
-    if (this.dues[slot] < now) return null;
+    if (!this.liveAt(slot, now)) return null;
     const at = this.offsets[slot] + this.keyLengths[slot];
     return { bytes: this.chunkOf(slot).subarray(at, at + this.answerLengths[slot]), dest: this.dests[slot]! };
   }
@@ -286,6 +294,12 @@ export class CompletedRecords implements TimerTarget {
   answer(key: string): FinishedAnswer | null {
     const slot = this.table.slotOf(key);
     return slot < 0 ? null : this.table.answerAt(slot, this.wheel.now());
+  }
+
+  /** Whether a record for `key` is kept: answer() without building the answer (records that answer nothing, absorption). */
+  has(key: string): boolean {
+    const slot = this.table.slotOf(key);
+    return slot >= 0 && this.table.liveAt(slot, this.wheel.now());
   }
 
   /** @internal The wheel: the oldest records are due. */

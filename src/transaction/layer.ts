@@ -196,8 +196,7 @@ export class TransactionLayer implements TransactionContext {
 
   /** @internal */
   serverTerminated(tx: ServerTransaction): void {
-    if (this.servers.get(tx.key) !== tx) return;
-    this.servers.delete(tx.key);
+    if (!this.servers.deleteIf(tx.key, tx)) return;
     if (tx.isInvite) this.serverInvite--;
     else this.serverNonInvite--;
   }
@@ -236,23 +235,24 @@ export class TransactionLayer implements TransactionContext {
   }
 
   private serverRecord(tx: ServerTransaction, records: CompletedRecords, bytes: Buffer, dest: Destination): boolean {
-    if (this.servers.get(tx.key) !== tx || !records.keep(tx.key, bytes, dest)) return false;
-    // Out of the table, so that serverTerminated() leaves the count to the record.
-    this.servers.delete(tx.key);
-    return true;
+    // Out of the table first, so that serverTerminated() leaves the count to the record.
+    if (!this.servers.deleteIf(tx.key, tx)) return false;
+    if (records.keep(tx.key, bytes, dest)) return true;
+    this.servers.set(tx.key, tx); // a key the records cannot hold (beyond latin1): the object stays
+    return false;
   }
 
   private clientRecord(tx: ClientTransaction, records: CompletedRecords, bytes: Buffer, dest: Destination): boolean {
-    if (this.clients.get(tx.key) !== tx || !records.keep(tx.key, bytes, dest)) return false;
-    // Out of the table, so that clientTerminated() leaves the count to the record.
-    this.clients.delete(tx.key);
-    return true;
+    // Out of the table first, so that clientTerminated() leaves the count to the record.
+    if (!this.clients.deleteIf(tx.key, tx)) return false;
+    if (records.keep(tx.key, bytes, dest)) return true;
+    this.clients.set(tx.key, tx); // a key the records cannot hold (beyond latin1): the object stays
+    return false;
   }
 
   /** @internal */
   clientTerminated(tx: ClientTransaction): void {
-    if (this.clients.get(tx.key) !== tx) return;
-    this.clients.delete(tx.key);
+    if (!this.clients.deleteIf(tx.key, tx)) return;
     if (tx.isInvite) this.clientInvite--;
     else this.clientNonInvite--;
   }
@@ -274,17 +274,21 @@ export class TransactionLayer implements TransactionContext {
       existing.receiveRetransmission();
       return;
     }
-    const answer = (method === 'INVITE' ? this.acceptedServers : this.completedServers).answer(key);
-    if (answer !== null) {
-      // A retransmission of a request whose transaction is a record: a
-      // non-INVITE's final again (§17.2.2); nothing for an accepted INVITE
-      // (RFC 6026 §8.7, the 2xx is the TU's to resend).
-      this.retransmissionsAbsorbed++;
-      if (answer.bytes.length !== 0) {
+    if (method === 'INVITE') {
+      if (this.acceptedServers.has(key)) {
+        // An accepted INVITE again: absorbed, nothing sent (RFC 6026 §8.7, the 2xx is the TU's to resend).
+        this.retransmissionsAbsorbed++;
+        return;
+      }
+    } else {
+      const answer = this.completedServers.answer(key);
+      if (answer !== null) {
+        // A retransmission of a request whose transaction is in Completed: its final again (§17.2.2).
+        this.retransmissionsAbsorbed++;
         this.retransmissionsSent++;
         this.transport.send(answer.bytes, answer.dest);
+        return;
       }
-      return;
     }
     let tx: ServerTransaction;
     const kept = detach(key);
@@ -302,7 +306,7 @@ export class TransactionLayer implements TransactionContext {
       const inviteKey = rfc3261 ? serverKey(via, branch, 'INVITE') : legacyServerKey(req, via, toTag, 'INVITE');
       const invite = this.servers.get(inviteKey);
       if (invite !== undefined) this.user.onCancel(tx, invite, req, false);
-      else this.user.onCancel(tx, null, req, this.acceptedServers.answer(inviteKey) !== null);
+      else this.user.onCancel(tx, null, req, this.acceptedServers.has(inviteKey));
       return;
     }
     this.user.onRequest(tx, req);
@@ -338,7 +342,7 @@ export class TransactionLayer implements TransactionContext {
     const tx = this.clients.get(key);
     if (tx !== undefined) tx.receiveResponse(res);
     else if (method === 'INVITE') this.inviteRecordResponse(res, source, key);
-    else if (this.completedClients.answer(key) !== null) {
+    else if (this.completedClients.has(key)) {
       // A retransmitted final for a transaction in Completed (§17.1.2.2).
       this.retransmissionsAbsorbed++;
     } else this.user.onStrayResponse(res, source);

@@ -150,10 +150,11 @@ export class InviteServerTransaction extends ServerTransaction {
     if (res.isRequest) throw new Error('respond() needs a response');
     const status = res.status;
     const state = this.currentState;
-    if (state === TransactionState.Accepted || this.passes2xx) {
-      // RFC 6026 §8.7: the TU's 2xx retransmissions, and 2xx from other
-      // forks a proxy forwards, go straight through.
-      if (!this.passes2xx || status < 200 || status >= 300) return false;
+    if (this.passes2xx) {
+      // Accepted, or its record (RFC 6026 §8.7): the TU's 2xx
+      // retransmissions, and 2xx from other forks a proxy forwards, go
+      // straight through.
+      if (status < 200 || status >= 300) return false;
       this.send(res.toBuffer());
       return true;
     }

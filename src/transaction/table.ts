@@ -71,29 +71,17 @@ export class TransactionTable<T> {
   }
 
   delete(key: string): boolean {
-    let i = this.find(key, hashOf(key));
+    const i = this.find(key, hashOf(key));
     if (i < 0) return false;
-    const keys = this.keys;
-    const values = this.values;
-    const hashes = this.hashes;
-    const mask = this.mask;
-    // Backward shift: move each later entry of the run into the hole when its home allows.
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const k = keys[j];
-      if (k === undefined) break;
-      const home = hashes[j] & mask;
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        keys[i] = k;
-        values[i] = values[j];
-        hashes[i] = hashes[j];
-        i = j;
-      }
-    }
-    keys[i] = undefined;
-    values[i] = undefined;
-    this.count--;
+    this.removeAt(i);
+    return true;
+  }
+
+  /** Deletes the entry for `key` only when it holds `value`: one lookup for the layer's "if it is still mine". */
+  deleteIf(key: string, value: T): boolean {
+    const i = this.find(key, hashOf(key));
+    if (i < 0 || this.values[i] !== value) return false;
+    this.removeAt(i);
     return true;
   }
 
@@ -120,6 +108,32 @@ export class TransactionTable<T> {
       if (k === undefined) return -1;
       if (hashes[i] === hash && k === key) return i;
     }
+  }
+
+  /** Empties slot `at`, shifting back the entries after it (no tombstones). */
+  private removeAt(at: number): void {
+    let i = at;
+    const keys = this.keys;
+    const values = this.values;
+    const hashes = this.hashes;
+    const mask = this.mask;
+    // Backward shift: move each later entry of the run into the hole when its home allows.
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const k = keys[j];
+      if (k === undefined) break;
+      const home = hashes[j] & mask;
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
+        keys[i] = k;
+        values[i] = values[j];
+        hashes[i] = hashes[j];
+        i = j;
+      }
+    }
+    keys[i] = undefined;
+    values[i] = undefined;
+    this.count--;
   }
 
   private grow(): void {

@@ -22,6 +22,13 @@ t.test('get, has, set (add and replace), delete, size, snapshot, clear', async (
   t.notOk(table.delete('z9hG4bKa CANCEL'), 'once');
   t.equal(table.size, 2);
   t.equal(table.get('z9hG4bKa CANCEL'), undefined);
+  t.notOk(table.deleteIf('z9hG4bKb INVITE', 4), 'deleteIf(): not when the entry holds another value');
+  t.equal(table.get('z9hG4bKb INVITE'), 3, 'which stays');
+  t.notOk(table.deleteIf('z9hG4bKnone INVITE', 3), 'nor for a missing key');
+  t.ok(table.deleteIf('z9hG4bKb INVITE', 3), 'but when it holds this one');
+  t.equal(table.size, 1);
+  t.equal(table.get('z9hG4bKb INVITE'), undefined);
+  table.set('z9hG4bKb INVITE', 3);
   table.set('\u4e2d\u6587 \u{1f600} INVITE', 5);
   t.equal(table.get('\u4e2d\u6587 \u{1f600} INVITE'), 5, 'any UTF-16 key');
   table.clear();
@@ -45,8 +52,14 @@ t.test('agrees with a Map over random inserts, replacements and deletes, through
     if (r < 0.45) {
       table.set(key, op);
       map.set(key, op);
-    } else if (r < 0.9) {
+    } else if (r < 0.7) {
       if (table.delete(key) !== map.delete(key)) mismatches++;
+    } else if (r < 0.9) {
+      // deleteIf() with the value held, or with another one.
+      const v = next() < 0.5 ? map.get(key) ?? -1 : -2;
+      const expected = map.get(key) === v;
+      if (expected) map.delete(key);
+      if (table.deleteIf(key, v) !== expected) mismatches++;
     } else {
       if (table.get(key) !== map.get(key)) mismatches++;
       checks++;
