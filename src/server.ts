@@ -39,7 +39,7 @@ import { Registrar, aorOf, buildRegisterResponse, flowTimerFor, type Binding } f
 import { Proxy, flowDestination, type Location, type LocationResult, type ProxyObserver, type Target, type Waker, type WakeHandle } from './proxy/proxy.js';
 import { HANDOFF_PARAM, pathUri, type RouteSigner } from './proxy/route.js';
 import { SelfAddresses } from './proxy/self.js';
-import { DeviceCensus, MetricsHttpServer, SipCounters, createRegistry, renderStatus, type Health, type RefusalReason } from './metrics/index.js';
+import { DeviceCensus, MetricsHttpServer, SipCounters, type PortierRegistry, createRegistry, renderStatus, type Health, type RefusalReason } from './metrics/index.js';
 import { openStore, type OpenedStore } from './storage/index.js';
 import { AddressSet, Authenticator, DigestAuthenticator, SourceGuard, accountFor, isScanner, loadUsersFile, type Accounts, type Ban } from './auth/index.js';
 import { DoorRouter, RoutingNames } from './routing/index.js';
@@ -164,6 +164,7 @@ class Server implements RunningServer {
   private readonly wakeup: RegisterWakeup | null = null;
   readonly refused: Record<RefusalReason, number> = { rate_limit: 0, banned: 0, scanner: 0 };
   private http: MetricsHttpServer | null = null;
+  private registry: PortierRegistry | null = null;
   private provisioning: ProvisioningServer | null = null;
   private state: 'new' | 'running' | 'stopping' = 'new';
   private startedAt = 0;
@@ -419,10 +420,12 @@ class Server implements RunningServer {
       try {
         await http.start();
       } catch (err) {
+        ops.registry.close();
         await this.stopSip();
         throw err;
       }
       this.http = http;
+      this.registry = ops.registry;
     }
     if (this.config.provisioning !== null) {
       // The users file is read again when a link made by `portier provision` (a new password) is used.
@@ -431,7 +434,7 @@ class Server implements RunningServer {
         provisioning = new ProvisioningServer({ config: () => this.config, accounts: () => this.accounts, usersChanged: () => this.reloadUsersForProvisioning(), log: this.log });
         await provisioning.start();
       } catch (err) {
-        await this.http?.close();
+        await this.closeMetrics();
         await this.stopSip();
         throw err;
       }
@@ -449,8 +452,13 @@ class Server implements RunningServer {
     // /healthz answers 503 from here until the HTTP listener closes.
     this.state = 'stopping';
     await this.stopSip();
-    await this.http?.close();
+    await this.closeMetrics();
     await this.provisioning?.close();
+  }
+
+  private async closeMetrics(): Promise<void> {
+    await this.http?.close();
+    this.registry?.close();
   }
 
   provisioningAddress(): { address: string; port: number } | null {
