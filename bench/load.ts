@@ -93,7 +93,8 @@ const USAGE = `Usage: node dist/bench/load.js [options]
                     (default: $TMPDIR/portier-load-failures-PID.txt, only when some fail)
   --max-traces N    failed calls written to it (default 20)
   --metrics         serve metrics (metrics.listen on a free loopback port) and
-                    scrape /metrics every second during the calls; the
+                    scrape /metrics every second during the calls (from a
+                    worker thread); the
                     portier_proxy_processing_seconds histogram of the call
                     phase is printed (time inside Portier per request)
   --gc              run Portier with --trace-gc and print its GC pauses

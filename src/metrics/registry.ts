@@ -1,5 +1,5 @@
 /**
- * Portier's Prometheus registry: the Node/process default metrics and the
+ * Portier's Prometheus registry: the Node/process metrics (./runtime.ts) and the
  * portier_* metrics. Nothing here runs per message: every portier_* value is
  * read on scrape (collect callbacks) from the counters the layers keep anyway
  * (./counters.ts, TransportLayer.stats, TransactionLayer.stats(), ...).
