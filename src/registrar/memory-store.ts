@@ -190,10 +190,12 @@ export class MemoryLocationStore implements LocationStore {
       if (old === undefined) {
         // A new array of exactly the new length: one grown by push() has 17 slots, 188 bytes for
         // the usual AOR of one binding against 57 (100,000 AORs: 13 MB).
+        // Keyed by the binding's own copy of the AOR (the caller's may be a concatenation or a slice
+        // of the request): one string per AOR, shared with its bindings. An existing key stays.
         set = set === undefined ? [frozen] : set.concat(frozen);
-        this.aors.set(aor, set);
+        this.aors.set(frozen.aor, set);
       } else if (set !== undefined) set[set.indexOf(old)] = frozen;
-      for (let k = 0; k < kept.length; k++) this.tempIndex.set(kept[k], { aor, key: b.key });
+      for (let k = 0; k < kept.length; k++) this.tempIndex.set(kept[k], { aor: frozen.aor, key: frozen.key });
     }
     if (set !== undefined && set.length === 0) this.aors.delete(aor);
     return removed;
