@@ -13,7 +13,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import type { PortierRegistry } from './registry.js';
 
 const GC_KINDS: ReadonlyMap<number, string> = new Map([
   [perfConstants.NODE_PERFORMANCE_GC_MAJOR, 'major'],
@@ -45,115 +46,54 @@ function openFds(): number | null {
 }
 
 /**
- * Registers the runtime metrics on `register`. Returns a function that stops
- * the event-loop monitor and the GC observer (a registry that is thrown away
- * must not keep them running).
+ * Registers the runtime metrics on `register`. Values several families read
+ * (CPU, heap, event-loop delay) are taken once per scrape (register.perScrape).
+ * Returns a function that stops the event-loop monitor and the GC observer (a
+ * registry that is thrown away must not keep them running).
  */
-export function registerRuntimeMetrics(register: Registry): () => void {
+export function registerRuntimeMetrics(register: PortierRegistry): () => void {
   const registers = [register];
-
-  const cpu = { user: 0, system: 0 };
-  const readCpu = () => {
-    const u = process.cpuUsage();
-    cpu.user = u.user / 1e6;
-    cpu.system = u.system / 1e6;
+  const gauge = (name: string, help: string, read: () => number | null): void => {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const v = read();
+        if (v !== null) this.set(v);
+      },
+    });
   };
-  new Counter({
-    name: 'process_cpu_user_seconds_total',
-    help: 'Total user CPU time spent in seconds.',
-    registers,
-    collect() {
-      readCpu();
-      this.reset();
-      this.inc(cpu.user);
-    },
-  });
-  new Counter({
-    name: 'process_cpu_system_seconds_total',
-    help: 'Total system CPU time spent in seconds.',
-    registers,
-    collect() {
-      this.reset();
-      this.inc(cpu.system);
-    },
-  });
-  new Counter({
-    name: 'process_cpu_seconds_total',
-    help: 'Total user and system CPU time spent in seconds.',
-    registers,
-    collect() {
-      this.reset();
-      this.inc(cpu.user + cpu.system);
-    },
-  });
+  const counter = (name: string, help: string, read: () => number): void => {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  };
+
+  const cpu = register.perScrape(() => process.cpuUsage());
+  counter('process_cpu_user_seconds_total', 'Total user CPU time spent in seconds.', () => cpu().user / 1e6);
+  counter('process_cpu_system_seconds_total', 'Total system CPU time spent in seconds.', () => cpu().system / 1e6);
+  counter('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds.', () => cpu().user / 1e6 + cpu().system / 1e6);
 
   const started = Math.round(Date.now() / 1000 - process.uptime());
-  new Gauge({
-    name: 'process_start_time_seconds',
-    help: 'Start time of the process since unix epoch in seconds.',
-    registers,
-    collect() {
-      this.set(started);
-    },
-  });
-  new Gauge({
-    name: 'process_resident_memory_bytes',
-    help: 'Resident memory size in bytes.',
-    registers,
-    collect() {
-      this.set(process.memoryUsage.rss());
-    },
-  });
+  gauge('process_start_time_seconds', 'Start time of the process since unix epoch in seconds.', () => started);
+  gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => process.memoryUsage.rss());
   const max = maxFds();
   if (max !== null) {
-    new Gauge({
-      name: 'process_max_fds',
-      help: 'Maximum number of open file descriptors.',
-      registers,
-      collect() {
-        this.set(max);
-      },
-    });
-    new Gauge({
-      name: 'process_open_fds',
-      help: 'Number of open file descriptors.',
-      registers,
-      collect() {
-        const n = openFds();
-        if (n !== null) this.set(n);
-      },
-    });
+    gauge('process_max_fds', 'Maximum number of open file descriptors.', () => max);
+    gauge('process_open_fds', 'Number of open file descriptors.', openFds);
   }
 
-  const heap = { total: 0, used: 0, external: 0 };
-  new Gauge({
-    name: 'nodejs_heap_size_total_bytes',
-    help: 'Process heap size from Node.js in bytes.',
-    registers,
-    collect() {
-      const h = getHeapStatistics();
-      heap.total = h.total_heap_size;
-      heap.used = h.used_heap_size;
-      heap.external = h.external_memory;
-      this.set(heap.total);
-    },
-  });
-  new Gauge({
-    name: 'nodejs_heap_size_used_bytes',
-    help: 'Process heap size used from Node.js in bytes.',
-    registers,
-    collect() {
-      this.set(heap.used);
-    },
-  });
-  new Gauge({
-    name: 'nodejs_external_memory_bytes',
-    help: 'Node.js external memory size in bytes.',
-    registers,
-    collect() {
-      this.set(heap.external);
-    },
-  });
+  const heap = register.perScrape(getHeapStatistics);
+  gauge('nodejs_heap_size_total_bytes', 'Process heap size from Node.js in bytes.', () => heap().total_heap_size);
+  gauge('nodejs_heap_size_used_bytes', 'Process heap size used from Node.js in bytes.', () => heap().used_heap_size);
+  gauge('nodejs_external_memory_bytes', 'Node.js external memory size in bytes.', () => heap().external_memory);
 
   // Event-loop delay since the previous scrape. Percentiles walk the histogram only up to the
   // percentile; the standard deviation (left out) walked all of it.
@@ -168,38 +108,28 @@ export function registerRuntimeMetrics(register: Registry): () => void {
       setImmediate(() => lag.set(Number(process.hrtime.bigint() - start) / 1e9));
     },
   });
-  const delayValues = { min: 0, max: 0, mean: 0, p50: 0, p90: 0, p99: 0 };
-  new Gauge({
-    name: 'nodejs_eventloop_lag_min_seconds',
-    help: 'The minimum recorded event loop delay.',
-    registers,
-    collect() {
-      // Read all at once, then start the next interval.
-      delayValues.min = delay.count > 0 ? delay.min / 1e9 : 0;
-      delayValues.max = delay.count > 0 ? delay.max / 1e9 : 0;
-      delayValues.mean = delay.count > 0 ? delay.mean / 1e9 : 0;
-      delayValues.p50 = delay.percentile(50) / 1e9;
-      delayValues.p90 = delay.percentile(90) / 1e9;
-      delayValues.p99 = delay.percentile(99) / 1e9;
-      delay.reset();
-      this.set(delayValues.min);
-    },
+  const delays = register.perScrape(() => {
+    const any = delay.count > 0;
+    const d = {
+      min: any ? delay.min / 1e9 : 0,
+      max: any ? delay.max / 1e9 : 0,
+      mean: any ? delay.mean / 1e9 : 0,
+      p50: delay.percentile(50) / 1e9,
+      p90: delay.percentile(90) / 1e9,
+      p99: delay.percentile(99) / 1e9,
+    };
+    delay.reset(); // the next scrape sees the interval from here
+    return d;
   });
   for (const [key, help] of [
+    ['min', 'The minimum recorded event loop delay.'],
     ['max', 'The maximum recorded event loop delay.'],
     ['mean', 'The mean of the recorded event loop delays.'],
     ['p50', 'The 50th percentile of the recorded event loop delays.'],
     ['p90', 'The 90th percentile of the recorded event loop delays.'],
     ['p99', 'The 99th percentile of the recorded event loop delays.'],
   ] as const) {
-    new Gauge({
-      name: `nodejs_eventloop_lag_${key}_seconds`,
-      help,
-      registers,
-      collect() {
-        this.set(delayValues[key]);
-      },
-    });
+    gauge(`nodejs_eventloop_lag_${key}_seconds`, help, () => delays()[key]);
   }
 
   const gc = new Histogram({
@@ -212,8 +142,7 @@ export function registerRuntimeMetrics(register: Registry): () => void {
   const observer = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
       const detail = (entry as { detail?: unknown }).detail as { kind?: number } | undefined;
-      const kind = GC_KINDS.get(detail?.kind ?? -1) ?? 'unknown';
-      gc.observe({ kind }, entry.duration / 1000);
+      gc.observe({ kind: GC_KINDS.get(detail?.kind ?? -1) ?? 'unknown' }, entry.duration / 1000);
     }
   });
   observer.observe({ entryTypes: ['gc'] });
