@@ -100,6 +100,8 @@ const USAGE = `Usage: node dist/bench/load.js [options]
   --gc              run Portier with --trace-gc and print its GC pauses
                     during the measured phase (count, total, p50/p99/max)
   --store S         Portier's location store: sqlite (default) or memory
+  --overload M      on (default, Portier's default) or off: Portier's overload
+                    control (503 to new requests while its loop is saturated)
   --settle S        after the measured phase, wait S seconds (transactions
                     expire: 64*T1) and measure the server's memory again:
                     what the bindings themselves hold (default 0)
@@ -157,6 +159,7 @@ function options() {
     metrics: { type: 'boolean', default: false },
     gc: { type: 'boolean', default: false },
     store: { type: 'string', default: 'sqlite' },
+    overload: { type: 'string', default: 'on' },
     warmup: { type: 'string', default: '0' },
     'warmup-rate': { type: 'string' },
     'server-cpu': { type: 'string' },
@@ -262,6 +265,8 @@ const SETTLE_MS = int('settle', opt.settle, 0, 600) * 1000;
 const SERVER_CPU = opt['server-cpu'] === undefined ? -1 : int('server-cpu', opt['server-cpu'], 0, 1023);
 const STORE = opt.store;
 if (STORE !== 'sqlite' && STORE !== 'memory') usage(`--store must be sqlite or memory, not ${STORE}`);
+const OVERLOAD = opt.overload;
+if (OVERLOAD !== 'on' && OVERLOAD !== 'off') usage(`--overload must be on or off, not ${OVERLOAD}`);
 const SCENARIO = opt.scenario;
 if (SCENARIO !== 'call' && SCENARIO !== 'register') usage(`--scenario must be call or register, not ${SCENARIO}`);
 const REGISTERS = int('registers', opt.registers, 1, 10_000_000);
@@ -334,6 +339,8 @@ const stats = {
   extraDialogs: 0,
   cancelled: 0,
   cancelAfterAnswer: 0,
+  /** Registrations refused with 503 and Retry-After, sent again. */
+  registerRetries: 0,
 };
 
 // ---------------------------------------------------------------- user agents
@@ -359,8 +366,15 @@ interface Registration {
   t0: number;
   timer: NodeJS.Timeout | null;
   interval: number;
+  /** REGISTERs sent after a 503 with Retry-After. */
+  attempt: number;
+  /** Sends the REGISTER again as a new transaction. */
+  again: () => void;
   done: (err: Error | null) => void;
 }
+
+/** A registration refused with 503 is sent again after its Retry-After (a cold server may shed load), this many times at most. */
+const MAX_REGISTER_RETRIES = 5;
 
 /** A door's view of one dialog the call created (one per answering device). */
 interface Dialog {
@@ -532,6 +546,7 @@ function responseHead(m: WireMessage, toTag: string | null): string {
 // ---------------------------------------------------------------- registration
 
 function registerBytes(ua: Ua, callId: string, attempt: number): Buffer {
+  // A REGISTER sent again after a 503 is a new transaction: new branch, CSeq one up (§10.2.4).
   return b(
     `REGISTER sip:${DOMAIN} SIP/2.0\r\n` +
       `Via: SIP/2.0/UDP ${HOST}:${ua.port};branch=z9hG4bK${RUN}r${ua.door ? 'd' : 'p'}${ua.index}x${attempt};rport\r\n` +
@@ -539,7 +554,7 @@ function registerBytes(ua: Ua, callId: string, attempt: number): Buffer {
       `From: <sip:${ua.aorUser}@${DOMAIN}>;tag=r${RUN}${ua.index}\r\n` +
       `To: <sip:${ua.aorUser}@${DOMAIN}>\r\n` +
       `Call-ID: ${callId}\r\n` +
-      'CSeq: 1 REGISTER\r\n' +
+      `CSeq: ${attempt + 1} REGISTER\r\n` +
       `Contact: <${ua.uri}>;expires=3600\r\n` +
       'Expires: 3600\r\n' +
       'User-Agent: portier-bench-load\r\n' +
@@ -557,6 +572,15 @@ function register(ua: Ua): Promise<void> {
       t0: now(),
       timer: null,
       interval: T1,
+      attempt: 0,
+      again: () => {
+        reg.attempt++;
+        reg.buf = registerBytes(ua, callId, reg.attempt);
+        reg.t0 = now();
+        reg.interval = T1;
+        send(ua, reg.buf);
+        reg.timer = setTimeout(retransmit, reg.interval);
+      },
       done: (err) => {
         if (reg.timer) clearTimeout(reg.timer);
         ua.reg = null;
@@ -584,6 +608,15 @@ function onRegisterResponse(ua: Ua, m: WireMessage): void {
     return;
   }
   if (m.status < 200) return;
+  if (m.cseq !== reg.attempt + 1) return; // a late answer to an earlier attempt
+  const retryAfter = m.status === 503 ? Number.parseInt(m.get('retry-after') ?? '', 10) : NaN;
+  if (retryAfter >= 0 && reg.attempt < MAX_REGISTER_RETRIES) {
+    // §21.5.4: unavailable for now; a UA tries again after Retry-After.
+    stats.registerRetries++;
+    if (reg.timer) clearTimeout(reg.timer);
+    reg.timer = setTimeout(reg.again, Math.min(retryAfter, 30) * 1000);
+    return;
+  }
   if (m.status >= 300) return reg.done(new Error(`REGISTER of ${ua.user}: ${m.status} ${m.reason}`));
   const bound = (m.contactUris() ?? []).includes(ua.uri);
   if (!bound) return reg.done(new Error(`REGISTER of ${ua.user}: 200 without the Contact ${ua.uri}`));
@@ -1594,6 +1627,7 @@ async function main(): Promise<number> {
             ...(DIGEST !== 'off' ? [`auth: {users: users, realm: ${DOMAIN}, algorithms: [SHA-256, MD5], nonce-lifetime: 300}`] : []),
             STORE === 'memory' ? 'storage: {type: memory}' : `storage: {type: sqlite, path: ${JSON.stringify(join(dir, 'portier.db'))}}`,
             ...(METRICS ? [`metrics: {listen: "${HOST}:${metricsPort}"}`] : []),
+            ...(OVERLOAD === 'off' ? ['overload: {enabled: false}'] : []),
             '',
           ].join('\n'),
         );
@@ -1632,7 +1666,7 @@ async function main(): Promise<number> {
       regRtx = stats.rtx.register - regRtx0;
       out(
         `registrations     ${PHONES + DOORS} in ${regMs.toFixed(0)} ms = ${(((PHONES + DOORS) * 1000) / regMs).toFixed(0)}/s, ` +
-          `50 in flight, ${regRtx} retransmissions (generator sockets: ${PHONES + DOORS}, SO_RCVBUF ${(rcvbuf / 1048576).toFixed(1)} MiB as the kernel reports it)`,
+          `50 in flight, ${regRtx} retransmissions, ${stats.registerRetries} sent again after a 503 (generator sockets: ${PHONES + DOORS}, SO_RCVBUF ${(rcvbuf / 1048576).toFixed(1)} MiB as the kernel reports it)`,
       );
     } else {
       await createRegScenario();

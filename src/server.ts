@@ -34,7 +34,7 @@ import {
   type TransportLimits,
   type WsSettings,
 } from './transport/index.js';
-import { TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
+import { OverloadControl, TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
 import { Registrar, aorOf, buildRegisterResponse, flowTimerFor, type Binding } from './registrar/index.js';
 import { Proxy, flowDestination, type Location, type LocationResult, type ProxyObserver, type Target, type Waker, type WakeHandle } from './proxy/proxy.js';
 import { HANDOFF_PARAM, pathUri, type RouteSigner } from './proxy/route.js';
@@ -71,6 +71,8 @@ export interface RunningServer {
   listening(): Endpoint[];
   readonly stats: ServerStats;
   readonly transport: TransportLayer;
+  /** Overload control: its level, its refusals (tests drive it with stop() and sample()). */
+  readonly overload: OverloadControl;
   /** Where /metrics and /healthz are served (port resolved when 0 was asked); null when metrics.listen is off. */
   metricsAddress(): { address: string; port: number } | null;
   /** Where provisioning links are served (port resolved when 0 was asked); null without a provisioning: section. */
@@ -163,6 +165,11 @@ class Server implements RunningServer {
   /** push.register-wakeup: silent pushes before bindings expire; null when off. */
   private readonly wakeup: RegisterWakeup | null = null;
   readonly refused: Record<RefusalReason, number> = { rate_limit: 0, banned: 0, scanner: 0 };
+  /** Refuses new requests with 503 while the event loop has no idle time (overload: in the config). */
+  readonly overload: OverloadControl;
+  /** Refusals when the overload began: the warning at its end says how many. */
+  private refusedBefore = 0;
+  private overloadSince = 0;
   private http: MetricsHttpServer | null = null;
   private registry: PortierRegistry | null = null;
   private provisioning: ProvisioningServer | null = null;
@@ -231,7 +238,12 @@ class Server implements RunningServer {
         this.proxy.onServerTerminated(tx);
       },
     };
-    this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers });
+    this.overload = new OverloadControl({
+      retryAfter: config.overload.retryAfter,
+      onRefused: (method) => this.counters.response(method, 503),
+      onChange: (overloaded, o) => this.overloadChanged(overloaded, o),
+    });
+    this.transactions = new TransactionLayer({ transport: this.transport, user, timers: config.timers, overload: this.overload });
     const p = config.push;
     if (p.fcm !== null || p.apns !== null || p.generic !== null) {
       this.push = new PushService(p, {
@@ -271,6 +283,17 @@ class Server implements RunningServer {
       };
       this.authenticator = new Authenticator(authOptions);
       this.authOptions = authOptions;
+    }
+  }
+
+  private overloadChanged(overloaded: boolean, o: OverloadControl): void {
+    const total = o.refused.INVITE + o.refused.REGISTER + o.refused.other;
+    if (overloaded) {
+      this.refusedBefore = total;
+      this.overloadSince = performance.now();
+      this.log.warn({ utilization: Math.round(o.utilization * 1000) / 1000, messagesPerSecond: o.lastMessages * 10 }, 'overload: no idle time left; new requests are refused with 503 until it passes');
+    } else {
+      this.log.warn({ refused: total - this.refusedBefore, seconds: Math.round(performance.now() - this.overloadSince) / 1000 }, 'overload over: new requests are taken again');
     }
   }
 
@@ -335,6 +358,11 @@ class Server implements RunningServer {
     this.accounts = accounts;
     if (trusted !== null && this.authOptions !== null) this.authOptions.trusted = trusted;
     this.guard.reconfigure(guardSettings);
+    this.overload.setRetryAfter(next.overload.retryAfter);
+    if (this.state === 'running') {
+      if (next.overload.enabled) this.overload.start();
+      else this.overload.stop();
+    }
     this.limits = parseLimits(next);
     if (router !== null) this.router = router;
     if (this.proxy !== undefined) this.proxy.options.ringTimeoutMs = next.proxy.ringTimeout * 1000;
@@ -441,6 +469,7 @@ class Server implements RunningServer {
       this.provisioning = provisioning;
       this.log.info({ provisioning: this.config.provisioning.baseUrl }, 'provisioning listening');
     }
+    if (this.config.overload.enabled) this.overload.start();
     this.startedAt = performance.now();
     this.state = 'running';
     const metrics = this.metricsAddress();
@@ -478,6 +507,7 @@ class Server implements RunningServer {
   }
 
   private async stopSip(): Promise<void> {
+    this.overload.stop();
     this.transactions.stop();
     this.wakeup?.close();
     this.push?.close();
@@ -533,6 +563,7 @@ class Server implements RunningServer {
         bansStarted: () => this.guard.stats.bansStarted,
       },
       devices: census,
+      overload: { level: () => this.overload.level, refused: this.overload.refused },
       push:
         this.push === null
           ? undefined
@@ -610,6 +641,8 @@ class Server implements RunningServer {
       stampTopVia(r, source);
       if (this.refuse(r, source)) return;
     } else this.stats.responses++;
+    // What overload control could relieve: not a flood the per-source limits already dropped.
+    this.overload.received();
     // Per-message detail at debug only (levelVal: pino's number, the cheapest check); never the raw text.
     if (this.log.levelVal <= 20) this.logMessage(r, source);
     this.transactions.receive(r, source);

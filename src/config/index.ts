@@ -44,6 +44,7 @@ import {
   type Config,
   type DigestAlgorithm,
   type SecurityConfig,
+  type OverloadConfig,
   type StorageConfig,
   type StorageType,
   STORAGE_TYPES,
@@ -67,6 +68,7 @@ export type {
   Config,
   DigestAlgorithm,
   SecurityConfig,
+  OverloadConfig,
   StorageConfig,
   StorageType,
   HttpListen,
@@ -298,6 +300,11 @@ const security: Field<SecurityConfig> = section({
   'relay-to-loopback': boolean({ default: false }),
 });
 
+const overload: Field<OverloadConfig> = section({
+  enabled: boolean({ default: true }),
+  'retry-after': integer({ min: 1, max: 3600, default: 2 }),
+});
+
 const nodeAddress: Field<string | null> = {
   parse(value) {
     if (value === null || value === 'auto') return null;
@@ -489,6 +496,7 @@ export const SCHEMA = section(
     websocket,
     auth: authField,
     security,
+    overload,
     storage,
     push,
     groups,

@@ -67,6 +67,13 @@ export interface ProxyConfig {
   ringTimeout: number;
 }
 
+/** `overload:` — new requests refused with 503 while the event loop has no idle time (src/transaction/overload.ts). */
+export interface OverloadConfig {
+  enabled: boolean;
+  /** Seconds in Retry-After; each refusal says a value between this and twice it. */
+  retryAfter: number;
+}
+
 /** `timers:` — RFC 3261 §17 transaction timers, in milliseconds. */
 export interface TimersConfig {
   t1: number;
@@ -347,6 +354,7 @@ export interface Config {
   /** Null: no authentication (`auth: off`, or no section while every listener is on loopback). */
   auth: AuthConfig | null;
   security: SecurityConfig;
+  overload: OverloadConfig;
   storage: StorageConfig;
   /** Always present: no `push:` section gives the defaults with no providers. */
   push: PushConfig;

@@ -63,6 +63,15 @@ export interface MetricsSources {
   devices?: { snapshot(): Promise<DeviceSnapshot> };
   /** Absent when no push provider is configured. */
   push?: PushSources;
+  /** Overload control (src/transaction/overload.ts). */
+  overload?: OverloadSources;
+}
+
+export interface OverloadSources {
+  /** 0: every request taken; up to 1: every new one refused. */
+  level(): number;
+  /** Refusals since start, by class of request. */
+  refused: Readonly<Record<'INVITE' | 'REGISTER' | 'other', number>>;
 }
 
 /** Requests refused before any SIP work, by reason. */
@@ -175,7 +184,7 @@ export function createRegistry(src: MetricsSources): PortierRegistry {
     help:
       'Final SIP responses Portier sent or forwarded upstream, one per server transaction, counted when the ' +
       'transaction ends (a non-INVITE, and an INVITE\'s 2xx, as the final is sent; an INVITE\'s non-2xx over UDP once its ACK came and T4 passed, 5 s with the default timers), ' +
-      'plus stateless answers to malformed requests; ' +
+      'plus stateless answers to malformed requests and overload refusals (503, each copy of a retransmitted request); ' +
       'by code class and the method of the request. Provisional responses, retransmissions and stateless ' +
       'forwarding are not counted.',
     labelNames: ['code_class', 'method'],
@@ -350,6 +359,30 @@ export function createRegistry(src: MetricsSources): PortierRegistry {
       registers,
       collect() {
         this.set(storageUp() ? 1 : 0);
+      },
+    });
+  }
+
+  const overload = src.overload;
+  if (overload !== undefined) {
+    new Gauge({
+      name: 'portier_overload_level',
+      help:
+        'Overload control: 0 while every request is taken; above 0, new requests are refused with 503 (those other than INVITE ' +
+        'with fraction min(1, 2 x level), INVITEs with max(0, 2 x level - 1)) because the event loop had no idle time.',
+      registers,
+      collect() {
+        this.set(overload.level());
+      },
+    });
+    new Counter({
+      name: 'portier_overload_refused_total',
+      help: 'New requests refused with 503 Service Unavailable by overload control, by method: INVITE, REGISTER, other.',
+      labelNames: ['method'],
+      registers,
+      collect() {
+        this.reset();
+        for (const method of ['INVITE', 'REGISTER', 'other'] as const) this.inc({ method }, overload.refused[method]);
       },
     });
   }

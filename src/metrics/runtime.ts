@@ -11,7 +11,7 @@
  * per-space heap figures and the active handles/requests/resources lists.
  */
 import { readFileSync, readdirSync } from 'node:fs';
-import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay } from 'node:perf_hooks';
+import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { PortierRegistry } from './registry.js';
@@ -99,6 +99,8 @@ export function registerRuntimeMetrics(register: PortierRegistry): () => void {
   // percentile; the standard deviation (left out) walked all of it.
   const delay = monitorEventLoopDelay({ resolution: 10 });
   delay.enable();
+  // rate() of it is the loop's utilization, the signal overload control acts on.
+  counter('portier_event_loop_busy_seconds_total', 'Time the event loop spent running callbacks (not waiting for I/O), in seconds.', () => performance.eventLoopUtilization().active / 1000);
   const lag = new Gauge({
     name: 'nodejs_eventloop_lag_seconds',
     help: 'Lag of event loop in seconds: how late a setImmediate queued at the previous scrape ran.',

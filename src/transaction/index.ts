@@ -17,3 +17,4 @@ export {
 export { TimerWheel, TimerHandle, type TimerTarget, type TimerWheelOptions } from './timer-wheel.js';
 export { newBranch, buildAck, buildAckBytes, buildCancel, BRANCH_COOKIE } from './messages.js';
 export { responseDestination, isReliable } from './destination.js';
+export { OverloadControl, statelessTag, type OverloadOptions, type RefusedClass } from './overload.js';

@@ -10,6 +10,8 @@ import { clientKey, legacyServerKey, serverKey } from './keys.js';
 import { InviteServerTransaction, NonInviteServerTransaction, type ServerTransaction } from './server.js';
 import { TransactionTable } from './table.js';
 import { TimerWheel } from './timer-wheel.js';
+import { responseDestination } from './destination.js';
+import type { OverloadControl } from './overload.js';
 import {
   DEFAULT_TIMERS,
   type ClientTransactionOwner,
@@ -27,6 +29,8 @@ export interface TransactionLayerOptions {
   timers?: Partial<TransactionTimers>;
   /** The wheel to run timers on (a manual one in tests). Default: a new one, stopped with the layer. */
   wheel?: TimerWheel;
+  /** Refuses new requests while the server is overloaded (overload.ts); none: every request is taken. */
+  overload?: OverloadControl;
 }
 
 /**
@@ -69,6 +73,7 @@ export class TransactionLayer implements TransactionContext {
   private clientInvite = 0;
   private clientNonInvite = 0;
   private readonly ownsWheel: boolean;
+  private readonly overload: OverloadControl | null;
 
   constructor(opts: TransactionLayerOptions) {
     this.transport = opts.transport;
@@ -80,6 +85,7 @@ export class TransactionLayer implements TransactionContext {
     this.timerD = Math.max(MIN_TIMER_D_MS, 64 * this.t1);
     this.ownsWheel = opts.wheel === undefined;
     this.wheel = opts.wheel ?? new TimerWheel();
+    this.overload = opts.overload ?? null;
     // Records still count as live transactions until their timer.
     this.completedServers = new CompletedRecords(this.wheel, 64 * this.t1, (n) => {
       this.serverNonInvite -= n;
@@ -289,6 +295,12 @@ export class TransactionLayer implements TransactionContext {
         this.transport.send(answer.bytes, answer.dest);
         return;
       }
+    }
+    // Overloaded: a new request is refused before it costs a transaction (CANCEL goes on: it ends work).
+    const overload = this.overload;
+    if (overload !== null && overload.level > 0 && method !== 'CANCEL' && overload.refuses(req)) {
+      this.transport.send(overload.refusal(req), responseDestination(req, source));
+      return;
     }
     let tx: ServerTransaction;
     const kept = detach(key);

@@ -17,7 +17,7 @@ import {
   type Config,
 } from '../../src/config/index.js';
 import { Invalid, integer, run, section } from '../../src/config/schema.js';
-import { DEFAULT_SECURITY, F, MIN, refusal } from './helpers.js';
+import { DEFAULT_OVERLOAD, DEFAULT_SECURITY, F, MIN, refusal } from './helpers.js';
 
 
 /** `storage:` with nothing set: SQLite, the path taken from the working directory. */
@@ -135,6 +135,7 @@ security:
       dropScanners: false,
       relayToLoopback: false,
     },
+    overload: DEFAULT_OVERLOAD,
     storage: DEFAULT_STORAGE,
     push: DEFAULT_PUSH,
     groups: {},
@@ -267,7 +268,7 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
     [`${MIN}tlss: {}\n`, `${F}: tlss: unknown key (did you mean "tls"?)`],
-    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`],
+    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`],
     [`${MIN}tls: {}\n`, `${F}: tls.cert: required (e.g. cert: /etc/portier/tls/cert.pem)`],
     [`${MIN}tls: {cert: "", key: k}\n`, `${F}: tls.cert: must not be empty`],
     [`${MIN}tls: {cert: 3, key: k}\n`, `${F}: tls.cert: must be a file path (got 3)`],
@@ -275,8 +276,8 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}tls: {cert: c, key: k, verify-clients: true}\n`, `${F}: tls.verify-clients: must be false, optional or required (got true)`],
     [`${MIN}tls: {cert: c, key: k, min-version: TLSv1.1}\n`, `${F}: tls.min-version: must be one of TLSv1.2 or TLSv1.3 (got "TLSv1.1")`],
     [`${MIN}tls: {cert: c, key: k, ca: ca, verify-client: required}\n`, `${F}: tls.verify-client: unknown key (did you mean "verify-clients"?)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not "just text"`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -299,7 +300,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout or calls-per-door)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -344,7 +345,9 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'policy', 'proxy', 'registrar', 'resolver', 'routes', 'security', 'storage', 'timers']);
+  t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'overload', 'policy', 'proxy', 'registrar', 'resolver', 'routes', 'security', 'storage', 'timers']);
+  t.same(Object.keys(raw.overload).sort(), ['enabled', 'retry-after']);
+  t.same(c.overload, DEFAULT_OVERLOAD, 'the example shows the overload defaults');
   t.same(c.storage, DEFAULT_STORAGE, 'the example shows the storage defaults');
   t.same(Object.keys(raw.metrics), ['listen']);
   t.same(c.metrics, { listen: { host: '127.0.0.1', port: 9090 } }, 'the example serves metrics on localhost');
@@ -392,6 +395,7 @@ t.test('demo config', async (t) => {
     websocket: { path: null, maxPayload: 0, pingInterval: 30 },
     auth: null,
     security: DEFAULT_SECURITY,
+    overload: DEFAULT_OVERLOAD,
     storage: { ...DEFAULT_STORAGE, type: 'memory' },
     push: DEFAULT_PUSH,
     groups: {},
