@@ -32,12 +32,15 @@ const DAY_MS = 86_400_000;
 
 export class MemoryLocationStore implements LocationStore {
   /**
-   * AOR → its bindings. An AOR has a handful (registrar.max-bindings, 10 by
-   * default), so a small array searched by key costs less memory than a
-   * Map per AOR (about 150 bytes per AOR fewer). An AOR with no binding has
-   * no entry.
+   * AOR → its bindings: the binding itself when there is one (most AORs: a
+   * door station, a phone), else an array of exactly their number. An AOR
+   * has a handful (registrar.max-bindings, 10 by default), so a small array
+   * searched by key costs less memory than a Map per AOR (about 150 bytes
+   * per AOR fewer), and no array at all 56 bytes fewer again. An AOR with no
+   * binding has no entry. Entries are never changed in place: a change
+   * stores a new one (the caller of update() gets copies either way).
    */
-  private readonly aors = new Map<string, Binding[]>();
+  private readonly aors = new Map<string, Entry>();
   /** temp-gruu token → where its binding is. */
   private readonly tempIndex = new Map<string, { aor: string; key: string }>();
   /**
@@ -69,20 +72,19 @@ export class MemoryLocationStore implements LocationStore {
    */
   updateNow<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>, applied: { changes: ChangeSet | null } | null): UpdateOutcome<R> {
     const expired = this.purge(aor, now);
-    // What the purge left is live: a copy, since apply() changes the set in place.
-    const set = this.aors.get(aor);
-    const decision = fn(set === undefined ? NO_BINDINGS : set.slice());
+    // What the purge left is live; a copy, which the caller may keep.
+    const decision = fn(listOf(this.aors.get(aor)).slice());
     const removed = decision.changes === null ? NONE_REMOVED : this.apply(aor, decision.changes, now);
     if (applied !== null) applied.changes = decision.changes;
     return { result: decision.result, bindings: this.live(aor, now), removed, expired };
   }
 
   async remove(aor: string, key: string, now: number): Promise<Binding | null> {
-    const set = this.aors.get(aor);
-    const b = set === undefined ? undefined : byKey(set, key);
-    if (set === undefined || b === undefined) return null;
-    this.drop(set, b, now);
-    if (set.length === 0) this.aors.delete(aor);
+    const set = listOf(this.aors.get(aor));
+    const b = byKey(set, key);
+    if (b === undefined) return null;
+    this.retireGruus(b, now);
+    this.store(aor, set.filter((x) => x !== b));
     return b;
   }
 
@@ -98,9 +100,9 @@ export class MemoryLocationStore implements LocationStore {
 
   async count(now: number): Promise<BindingCounts> {
     const counts: BindingCounts = { aors: 0, bindings: 0, byDomain: {} };
-    for (const [aor, set] of this.aors) {
+    for (const [aor, entry] of this.aors) {
       let n = 0;
-      for (const b of set) if (b.expiresAt > now) n++;
+      for (const b of listOf(entry)) if (b.expiresAt > now) n++;
       if (n === 0) continue;
       counts.aors++;
       counts.bindings += n;
@@ -114,8 +116,7 @@ export class MemoryLocationStore implements LocationStore {
     if (ref.kind === 'temp') {
       const at = this.tempIndex.get(ref.token);
       if (at !== undefined) {
-        const set = this.aors.get(at.aor);
-        const b = set === undefined ? undefined : byKey(set, at.key);
+        const b = byKey(listOf(this.aors.get(at.aor)), at.key);
         if (b !== undefined) return b.expiresAt > now ? b : 'expired';
       }
       return this.isRetired('t ' + ref.token, now) ? 'expired' : null;
@@ -123,7 +124,7 @@ export class MemoryLocationStore implements LocationStore {
     const want = instanceKey(ref.instance);
     let best: Binding | null = null;
     let ended = false;
-    for (const b of this.aors.get(ref.aor) ?? []) {
+    for (const b of listOf(this.aors.get(ref.aor))) {
       if (b.gruu === null || instanceKey(b.gruu.pub) !== want) continue;
       if (b.expiresAt <= now) ended = true;
       else if (best === null || b.updatedAt > best.updatedAt) best = b;
@@ -142,32 +143,44 @@ export class MemoryLocationStore implements LocationStore {
 
   private live(aor: string, now: number): Binding[] {
     const out: Binding[] = [];
-    const set = this.aors.get(aor);
-    if (set !== undefined) for (let i = 0; i < set.length; i++) if (set[i].expiresAt > now) out.push(set[i]);
+    const set = listOf(this.aors.get(aor));
+    for (let i = 0; i < set.length; i++) if (set[i].expiresAt > now) out.push(set[i]);
     return out;
   }
 
   /** Drops the AOR's expired bindings; returns them (a shared empty array when none: the usual case, it is never written to). */
   private purge(aor: string, now: number): Binding[] {
-    const set = this.aors.get(aor);
-    if (set === undefined) return NONE_REMOVED;
+    const set = listOf(this.aors.get(aor));
     let out: Binding[] | null = null;
     for (let i = 0; i < set.length; i++) if (set[i].expiresAt <= now) (out ??= []).push(set[i]);
     if (out === null) return NONE_REMOVED;
-    for (const b of out) this.drop(set, b, now);
-    if (set.length === 0) this.aors.delete(aor);
+    for (const b of out) this.retireGruus(b, now);
+    this.store(aor, set.filter((b) => b.expiresAt > now));
     return out;
   }
 
+  /**
+   * The AOR's entry from its bindings: none, the binding itself, or the
+   * array (of exactly their number). A new AOR is keyed by its binding's
+   * own copy of the AOR string (the caller's may be a concatenation or a
+   * slice of the request): one string per AOR, shared with its bindings. An
+   * existing key stays.
+   */
+  private store(aor: string, set: readonly Binding[]): void {
+    if (set.length === 0) this.aors.delete(aor);
+    else this.aors.set(set[0].aor, set.length === 1 ? set[0] : (set as Binding[]));
+  }
+
   private apply(aor: string, changes: ChangeSet, now: number): Binding[] {
-    let set = this.aors.get(aor);
+    let set: Binding[] = listOf(this.aors.get(aor)).slice();
     let removed: Binding[] = NONE_REMOVED;
     const remove = changes.remove;
-    if (set !== undefined && remove !== undefined) {
+    if (set.length > 0 && remove !== undefined) {
       for (let i = 0; i < remove.length; i++) {
         const b = byKey(set, remove[i]);
         if (b === undefined) continue;
-        this.drop(set, b, now);
+        this.retireGruus(b, now);
+        set = set.filter((x) => x !== b);
         if (removed === NONE_REMOVED) removed = [];
         removed.push(b);
       }
@@ -176,7 +189,7 @@ export class MemoryLocationStore implements LocationStore {
     for (let i = 0; i < put.length; i++) {
       const b = put[i];
       if (b.aor !== aor) throw new Error(`binding for ${b.aor} put under ${aor}`);
-      const old = set === undefined ? undefined : byKey(set, b.key);
+      const old = byKey(set, b.key);
       const kept = b.gruu?.temp ?? NO_TOKENS;
       if (old !== undefined && old.gruu != null) {
         // Tokens the new version no longer carries have ended.
@@ -187,24 +200,17 @@ export class MemoryLocationStore implements LocationStore {
         }
       }
       const frozen = freezeBinding(b);
-      if (old === undefined) {
-        // A new array of exactly the new length: one grown by push() has 17 slots, 188 bytes for
-        // the usual AOR of one binding against 57 (100,000 AORs: 13 MB).
-        // Keyed by the binding's own copy of the AOR (the caller's may be a concatenation or a slice
-        // of the request): one string per AOR, shared with its bindings. An existing key stays.
-        set = set === undefined ? [frozen] : set.concat(frozen);
-        this.aors.set(frozen.aor, set);
-      } else if (set !== undefined) set[set.indexOf(old)] = frozen;
+      // A new array of exactly the new length: one grown by push() reserves 17 slots.
+      if (old === undefined) set = set.concat(frozen);
+      else set[set.indexOf(old)] = frozen;
       for (let k = 0; k < kept.length; k++) this.tempIndex.set(kept[k], { aor: frozen.aor, key: frozen.key });
     }
-    if (set !== undefined && set.length === 0) this.aors.delete(aor);
+    this.store(aor, set);
     return removed;
   }
 
-  /** Removes a binding from its set and retires its GRUUs. */
-  private drop(set: Binding[], b: Binding, now: number): void {
-    const i = set.indexOf(b);
-    if (i >= 0) set.splice(i, 1);
+  /** A binding left its AOR: its GRUUs are retired. */
+  private retireGruus(b: Binding, now: number): void {
     if (b.gruu === null) return;
     for (const t of b.gruu.temp) {
       this.tempIndex.delete(t);
@@ -226,6 +232,15 @@ export class MemoryLocationStore implements LocationStore {
     const until = this.retired.get(key);
     return until !== undefined && until > now;
   }
+}
+
+/** One binding, or the array of several (see MemoryLocationStore.aors). */
+type Entry = Binding | Binding[];
+
+/** An entry's bindings (a one-element array made for a single binding: reads are short-lived). */
+function listOf(entry: Entry | undefined): readonly Binding[] {
+  if (entry === undefined) return NO_BINDINGS;
+  return Array.isArray(entry) ? entry : [entry];
 }
 
 function byKey(set: readonly Binding[], key: string): Binding | undefined {
