@@ -165,7 +165,7 @@ class Server implements RunningServer {
   /** push.register-wakeup: silent pushes before bindings expire; null when off. */
   private readonly wakeup: RegisterWakeup | null = null;
   readonly refused: Record<RefusalReason, number> = { rate_limit: 0, banned: 0, scanner: 0 };
-  /** Refuses new requests with 503 while the event loop has no idle time (overload: in the config). */
+  /** Refuses new requests with 503 while they wait too long in the UDP receive queue (overload: in the config). */
   readonly overload: OverloadControl;
   /** Refusals when the overload began: the warning at its end says how many. */
   private refusedBefore = 0;
@@ -240,6 +240,9 @@ class Server implements RunningServer {
     };
     this.overload = new OverloadControl({
       retryAfter: config.overload.retryAfter,
+      t1: config.timers.t1,
+      queueDelay: () => this.transport.takeUdpQueueDelay(),
+      probe: () => this.transport.probeUdp(),
       onRefused: (method) => this.counters.response(method, 503),
       onChange: (overloaded, o) => this.overloadChanged(overloaded, o),
     });
@@ -291,7 +294,10 @@ class Server implements RunningServer {
     if (overloaded) {
       this.refusedBefore = total;
       this.overloadSince = performance.now();
-      this.log.warn({ utilization: Math.round(o.utilization * 1000) / 1000, messagesPerSecond: o.lastMessages * 10 }, 'overload: no idle time left; new requests are refused with 503 until it passes');
+      this.log.warn(
+        { queueDelayMs: Math.round(o.delay), messagesPerSecond: o.lastMessages * 10, utilization: Math.round(o.utilization * 1000) / 1000 },
+        'overload: requests wait too long in the UDP receive queue; new ones are refused with 503 until it drains',
+      );
     } else {
       this.log.warn({ refused: total - this.refusedBefore, seconds: Math.round(performance.now() - this.overloadSince) / 1000 }, 'overload over: new requests are taken again');
     }
@@ -563,7 +569,7 @@ class Server implements RunningServer {
         bansStarted: () => this.guard.stats.bansStarted,
       },
       devices: census,
-      overload: { level: () => this.overload.level, refused: this.overload.refused },
+      overload: { level: () => this.overload.level, queueDelay: () => this.overload.delay, refused: this.overload.refused },
       push:
         this.push === null
           ? undefined
@@ -630,6 +636,7 @@ class Server implements RunningServer {
   }
 
   private onMessage(data: Buffer, source: Source): void {
+    this.overload.arrived();
     const r = parseAndValidate(data, { transport: source.protocol, limits: this.limits });
     if (r instanceof SipParseError) {
       this.onParseError(r, source);

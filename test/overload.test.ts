@@ -1,10 +1,13 @@
 // Overload control in the running server, over real UDP and TCP on loopback:
 // the stateless 503 with Retry-After for new requests while the level is up,
 // calls refused after registrations, requests inside a dialog still answered,
-// the metrics, reload, and the real event-loop sampler against a loop kept busy.
+// the metrics, reload, and the real signal: the UDP queue probe, against a loop
+// that cannot keep up and one that can.
 import t from 'tap';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { parseConfig } from '../src/config/index.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
@@ -12,6 +15,8 @@ import { parseAndValidate, SipParseError, type SipMessage } from '../src/sip/ind
 import { metric, scrape } from './helpers/tools.js';
 import { replyCollector } from './helpers/ua.js';
 import { until } from './helpers/wait.js';
+
+const execFileP = promisify(execFile);
 
 const yaml = (overload: string): string =>
   [
@@ -80,7 +85,7 @@ function portOf(server: RunningServer, protocol: string): number {
 /** Holds the server's level at `level` (a multiple of 0.2): its sampler stopped, windows fed by hand. */
 function hold(server: RunningServer, level: number): void {
   server.overload.stop();
-  while (server.overload.level < level - 1e-9) server.overload.sample(1);
+  while (server.overload.level < level - 1e-9) server.overload.sample(150); // 0.3 x T1: RISE per window
 }
 
 t.test('while the level is up: 503 with Retry-After, registrations refused before calls, dialogs and CANCEL answered, all counted', async (t) => {
@@ -155,44 +160,67 @@ t.test('reload: overload.enabled off stops the sampler and takes everything; on 
   t.ok(Number(r.get('retry-after')) >= 10 && Number(r.get('retry-after')) <= 20, 'the new retry-after applies');
 });
 
-/** Keeps the loop busy in slices of 20 ms, each handed back to the loop (as SIP work would be), until `done()` or `ms`. */
-async function busy(ms: number, done: () => boolean): Promise<void> {
+/**
+ * REGISTERs from another process (so that Portier, not the sender, is what
+ * cannot keep up), `perTick` every 10 ms for `ms`, each for a new AOR; the
+ * replies are counted by status for 2 s more. Bounded in count and time.
+ */
+const FLOOD = `
+const dgram = require('node:dgram');
+const [port, perTick, ms] = process.argv.slice(1).map(Number);
+const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 });
+const statuses = {};
+let sent = 0;
+sock.on('message', (m) => {
+  const s = m.toString('latin1', 8, 11);
+  statuses[s] = (statuses[s] ?? 0) + 1;
+});
+sock.bind(0, '127.0.0.1', () => {
+  const me = sock.address().port;
   const end = Date.now() + ms;
-  while (!done() && Date.now() < end) {
-    const slice = Date.now() + 20;
-    while (Date.now() < slice);
-    await new Promise((r) => setImmediate(r));
-  }
+  const tick = () => {
+    if (Date.now() >= end) {
+      setTimeout(() => { process.stdout.write(JSON.stringify({ sent, statuses })); sock.close(); }, 2000);
+      return;
+    }
+    for (let i = 0; i < perTick; i++, sent++) {
+      sock.send('REGISTER sip:example.test SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:' + me + ';branch=z9hG4bKfl' + sent + ';rport\\r\\nMax-Forwards: 70\\r\\n' +
+        'From: <sip:f' + sent + '@example.test>;tag=f\\r\\nTo: <sip:f' + sent + '@example.test>\\r\\nCall-ID: fl' + sent + '\\r\\nCSeq: 1 REGISTER\\r\\n' +
+        'Contact: <sip:f' + sent + '@127.0.0.1:' + me + '>\\r\\nExpires: 60\\r\\nContent-Length: 0\\r\\n\\r\\n', port, '127.0.0.1');
+    }
+    setTimeout(tick, 10);
+  };
+  tick();
+});`;
+
+async function flood(port: number, perTick: number, ms: number): Promise<{ sent: number; statuses: Record<string, number> }> {
+  const { stdout } = await execFileP(process.execPath, ['-e', FLOOD, String(port), String(perTick), String(ms)], { timeout: ms + 20_000 });
+  return JSON.parse(stdout) as { sent: number; statuses: Record<string, number> };
 }
 
-t.test('the real sampler: a saturated loop gets REGISTERs refused, an idle one takes them again; disabled, never', async (t) => {
+t.test('the real signal: REGISTERs faster than Portier reads them are refused once they wait; a rate it keeps up with is not; disabled, never', async (t) => {
   const server = await startServer(parseConfig(yaml('{}'), 'test.yaml'), createLogger('fatal'));
   t.teardown(() => server.stop());
   const udp = portOf(server, 'udp');
+
+  const calm = await flood(udp, 1, 1500); // 100/s
+  t.same(Object.keys(calm.statuses), ['200'], `100 REGISTERs a second: every one taken (${JSON.stringify(calm)})`);
+  t.equal(server.overload.level, 0);
+
+  // 100,000/s offered for 1.5 s (the sender reaches what it can): far beyond what any Portier takes.
+  const storm = await flood(udp, 1000, 1500);
+  t.ok((storm.statuses['503'] ?? 0) > 0, `a flood of REGISTERs: some refused with 503 (${JSON.stringify(storm)})`);
+  t.ok((storm.statuses['200'] ?? 0) > 0, 'and some taken');
+  const text = await scrape(server.metricsAddress()!.port);
+  t.ok(metric(text, 'portier_overload_refused_total', { method: 'REGISTER' }) > 0, 'counted');
+  await until(() => server.overload.level === 0, 'the level back to 0', 15000);
   const client = await Client.open();
   t.teardown(() => client.close());
-  let sent = 0;
-  await busy(6000, () => {
-    // A REGISTER every slice; stop once one was refused.
-    if (client.replies.some((r) => r.status === 503)) return true;
-    // Ten per slice: ~400 messages/s with the answers, above the 200/s overload needs to blame SIP.
-    for (let i = 0; i < 10; i++) client.send(request('REGISTER'), udp);
-    sent += 10;
-    return false;
-  });
-  t.ok(
-    client.replies.some((r) => r.status === 503),
-    `refused while the loop had no idle time (${sent} REGISTERs, utilization ${server.overload.utilization.toFixed(3)})`,
-  );
-  await until(() => server.overload.level === 0, 'the level back to 0', 8000);
-  t.equal((await client.ask(request('REGISTER'), udp)).status, 200, 'idle again: taken');
+  t.equal((await client.ask(request('REGISTER'), udp)).status, 200, 'drained: taken again');
 
   const off = await startServer(parseConfig(yaml('{enabled: false}'), 'test.yaml'), createLogger('fatal'));
   t.teardown(() => off.stop());
-  const offPort = portOf(off, 'udp');
-  await busy(1500, () => {
-    for (let i = 0; i < 10; i++) client.send(request('REGISTER'), offPort);
-    return false;
-  });
-  t.equal(off.overload.level, 0, 'disabled: a saturated loop refuses nothing');
+  const unguarded = await flood(portOf(off, 'udp'), 1000, 1000);
+  t.equal(unguarded.statuses['503'] ?? 0, 0, `disabled: nothing refused (${JSON.stringify(unguarded)})`);
+  t.equal(off.overload.level, 0);
 });

@@ -67,7 +67,7 @@ export interface ProxyConfig {
   ringTimeout: number;
 }
 
-/** `overload:` — new requests refused with 503 while the event loop has no idle time (src/transaction/overload.ts). */
+/** `overload:` — new requests refused with 503 while requests wait too long in the UDP receive queue (src/transaction/overload.ts). */
 export interface OverloadConfig {
   enabled: boolean;
   /** Seconds in Retry-After; each refusal says a value between this and twice it. */

@@ -70,6 +70,8 @@ export interface MetricsSources {
 export interface OverloadSources {
   /** 0: every request taken; up to 1: every new one refused. */
   level(): number;
+  /** How long a datagram waited in the UDP receive queue, ms (the last 100 ms window). */
+  queueDelay(): number;
   /** Refusals since start, by class of request. */
   refused: Readonly<Record<'INVITE' | 'REGISTER' | 'other', number>>;
 }
@@ -369,10 +371,18 @@ export function createRegistry(src: MetricsSources): PortierRegistry {
       name: 'portier_overload_level',
       help:
         'Overload control: 0 while every request is taken; above 0, new requests are refused with 503 (those other than INVITE ' +
-        'with fraction min(1, 2 x level), INVITEs with max(0, 2 x level - 1)) because the event loop had no idle time.',
+        'with fraction min(1, 2 x level), INVITEs with max(0, 2 x level - 1)) because requests waited too long in the UDP receive queue.',
       registers,
       collect() {
         this.set(overload.level());
+      },
+    });
+    new Gauge({
+      name: 'portier_udp_queue_delay_seconds',
+      help: 'How long a datagram waits in the UDP receive queue before Portier reads it (a probe each listener sends itself every 100 ms; the deepest queue). Overload control acts from 0.4 x T1 (0.2 s).',
+      registers,
+      collect() {
+        this.set(overload.queueDelay() / 1000);
       },
     });
     new Counter({

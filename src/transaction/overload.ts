@@ -1,5 +1,5 @@
-// Overload control: new requests refused with a stateless 503 while the
-// event loop has no idle time left.
+// Overload control: new requests refused with a stateless 503 while
+// requests wait too long in the UDP receive queue.
 //
 // Over UDP a server that falls behind by more than T1 collapses: every
 // request it has not answered yet is sent again, the copies take their
@@ -11,23 +11,28 @@
 // here), ACK, CANCEL, requests inside a dialog (a BYE ends a call, an INFO
 // opens a door) and every response.
 //
-// The signal is the event loop's utilization (ELU) over windows of 100 ms.
-// A loop that never went idle in a window never found its sockets empty;
-// one that did idle had drained them. A queue cannot be read from Node
-// (and the loop's lag stays small: libuv reads at most 32 datagrams per
-// socket before it runs timers), but an ELU of ~1 is exactly "arrivals
-// keep up with the work". A loop can also be full of work that is not SIP
-// (start-up, a burst of TLS handshakes, a reload, a test harness sharing
-// the process) or of a flood the per-source limits already drop: then
-// refusing requests relieves nothing. So a window only counts as saturated
-// when it also received at least MIN_MESSAGES SIP messages that passed
-// those limits (200/s): fewer could not fill a core even at 5 ms each,
-// fifty times what a message costs here.
+// The signal is how long a datagram waits in the UDP receive queue before
+// Portier reads it, measured by a probe each UDP listener sends itself
+// every 100 ms (src/transport/udp.ts). A queue cannot be read from Node,
+// the loop's lag stays small however deep it is (libuv reads 32 datagrams
+// per socket between timers), and a loop with no idle time is not
+// overloaded by itself: a client that keeps 200 requests in flight keeps
+// it busy with a queue 20-120 ms deep, served as fast as it can be. What does
+// harm is the wait: at T1 (500 ms) every request comes twice. A window
+// counts as saturated when the queue delay reached HIGH_DELAY_T1 of T1 and at
+// least MIN_MESSAGES SIP messages that passed the per-source limits
+// arrived in it (200/s): a loop stalled by something else (a start-up, a
+// reload, a test harness in the same process, a flood the rate limit
+// already drops) is not relieved by refusing SIP.
 //
-// The response is a level from 0 to 1. Two saturated windows in a row
-// (one is a burst or a collection) raise it by RISE per window; a window
-// with idle time to spare (below RELAXED) lowers it by FALL, four times that
-// when the loop was idle most of the window; in between it holds. Calls come first, since a visitor waits at the gate and a
+// The response is a level from 0 to 1. Two windows in a row with a long
+// queue (one is a burst or a collection) raise it by RISE per window, more
+// the longer the wait (up to three times). Below the high delay a queue
+// that does not shrink nudges it up by NUDGE, so that the backlog drains
+// instead of standing; one shrinking holds it; a short one (below
+// LOW_DELAY_T1 of T1), or one that refusing SIP cannot shorten, lowers it
+// by FALL, four times that when the event loop was also idle most of the
+// window (the flood is over). Calls come first, since a visitor waits at the gate and a
 // registration refresh can come back later: at level L, new requests
 // other than INVITE are refused with fraction min(1, 2L), new INVITEs with
 // fraction max(0, 2L - 1). The fraction is applied by an accumulator, not
@@ -41,10 +46,19 @@
 import { performance } from 'node:perf_hooks';
 import { buildResponseBytes, type SipMessage } from '../sip/index.js';
 
-/** A window whose utilization reaches this had no idle time worth the name. */
-export const SATURATED = 0.97;
-/** A window below this had idle time to spare. */
-export const RELAXED = 0.9;
+/**
+ * The UDP queue delay, as a share of T1, from which requests wait too long:
+ * the level rises (150 ms with T1 = 500), well before their senders'
+ * first retransmission at T1. A client that keeps 200 requests in flight
+ * to a cold Portier on a slow machine queues ~120 ms: served, not refused.
+ */
+export const HIGH_DELAY_T1 = 0.3;
+/** Below this share of T1 (50 ms) the queue is short: the level falls. */
+export const LOW_DELAY_T1 = 0.1;
+/** The high delay is never below this (the low one never below a quarter of it), whatever T1. */
+export const MIN_HIGH_DELAY_MS = 100;
+/** An event loop utilization below this is mostly idle: the level falls four times faster. */
+export const IDLE = 0.45;
 /** SIP messages a window must have received to count as saturated by them. */
 export const MIN_MESSAGES = 20;
 /** Saturated windows in a row before the level rises. */
@@ -53,6 +67,8 @@ export const CONFIRM_WINDOWS = 2;
 export const RISE = 0.2;
 /** Fall of the level per relaxed window: from 1 to 0 in 2 s (0.5 s when idle). */
 export const FALL = 0.05;
+/** Rise of the level per window whose queue, between the low and high delays, did not shrink. */
+export const NUDGE = 0.05;
 const SAMPLE_MS = 100;
 
 /** The classes refusals are counted in. */
@@ -61,6 +77,12 @@ export type RefusedClass = 'INVITE' | 'REGISTER' | 'other';
 export interface OverloadOptions {
   /** Seconds in Retry-After: a value between this and twice this. */
   retryAfter: number;
+  /** T1 of the transactions, ms (default 500): the delays that count are shares of it. */
+  t1?: number;
+  /** How long datagrams waited in the UDP receive queue since the previous call, ms (TransportLayer.takeUdpQueueDelay); 0 without UDP. */
+  queueDelay?: () => number;
+  /** Sends the next queue probes (TransportLayer.probeUdp), once per window. */
+  probe?: () => void;
   /** The utilization of the loop since the previous call, 0-1. Default: performance.eventLoopUtilization(). */
   utilization?: () => number;
   /** No timer: the caller feeds sample() (tests). */
@@ -76,28 +98,44 @@ export interface OverloadOptions {
 export class OverloadControl {
   /** 0: every request is taken; 1: every new one is refused. */
   level = 0;
-  /** The last window's utilization. */
+  /** The last window's UDP queue delay, ms. */
+  delay = 0;
+  /** The last window's event loop utilization. */
   utilization = 0;
-  /** SIP messages received in the current window (the server counts them: received()). */
+  /** SIP messages received in the current window that passed the per-source limits (received()). */
   private messages = 0;
+  /** Every datagram or stream message read in the current window (arrived()). */
+  private arrivals = 0;
   /** The last window's. */
   lastMessages = 0;
   /** Refusals since start, by class. */
   readonly refused: Record<RefusedClass, number> = { INVITE: 0, REGISTER: 0, other: 0 };
   private saturatedWindows = 0;
+  /** The previous window's queue delay. */
+  private previousDelay = 0;
   private inviteCredit = 0;
   private otherCredit = 0;
   private timer: NodeJS.Timeout | null = null;
   private retryAfter: number;
   private readonly readUtilization: () => number;
+  private readonly queueDelay: () => number;
+  private readonly probe: () => void;
   private readonly random: () => number;
   private readonly onChange: OverloadOptions['onChange'];
   private readonly onRefused: OverloadOptions['onRefused'];
   private readonly manual: boolean;
+  private readonly highDelay: number;
+  private readonly lowDelay: number;
 
   constructor(opts: OverloadOptions) {
+    const t1 = opts.t1 ?? 500;
+    // Never below 100 and 25 ms: a short T1 (tests, a LAN) must not make a queue of a few ms overload.
+    this.highDelay = Math.max(MIN_HIGH_DELAY_MS, HIGH_DELAY_T1 * t1);
+    this.lowDelay = Math.max(MIN_HIGH_DELAY_MS / 4, LOW_DELAY_T1 * t1);
     this.retryAfter = checkRetryAfter(opts.retryAfter);
     this.readUtilization = opts.utilization ?? loopUtilization();
+    this.queueDelay = opts.queueDelay ?? (() => 0);
+    this.probe = opts.probe ?? (() => {});
     this.random = opts.random ?? Math.random;
     this.onChange = opts.onChange;
     this.onRefused = opts.onRefused;
@@ -108,11 +146,14 @@ export class OverloadControl {
   start(): void {
     if (this.manual || this.timer !== null) return;
     this.readUtilization(); // the windows start now, not at process start
-    this.messages = 0;
+    this.messages = this.arrivals = 0;
+    this.probe();
     this.timer = setInterval(() => {
       const n = this.messages;
-      this.messages = 0;
-      this.sample(this.readUtilization(), n);
+      const all = this.arrivals;
+      this.messages = this.arrivals = 0;
+      this.sample(this.queueDelay(), n, this.readUtilization(), all);
+      this.probe();
     }, SAMPLE_MS);
     this.timer.unref();
   }
@@ -134,19 +175,42 @@ export class OverloadControl {
     this.messages++;
   }
 
-  /** One window's utilization (0-1) and the SIP messages it received. */
-  sample(u: number, messages = MIN_MESSAGES): void {
-    this.utilization = u;
+  /** A message was read, whatever becomes of it (a flood the per-source limits drop included). */
+  arrived(): void {
+    this.arrivals++;
+  }
+
+  /**
+   * One window: the UDP queue delay (ms), the SIP messages that passed the
+   * per-source limits, the event loop's utilization (0-1), and every
+   * message read. Refusing can only shorten the queue when what passed the
+   * limits is at least half of what fills it: a flood from one source,
+   * which the rate limit drops, is that limit's job.
+   */
+  sample(delay: number, messages = MIN_MESSAGES, utilization = 1, arrivals = messages): void {
+    this.delay = delay;
+    this.utilization = utilization;
+    if (delay >= this.highDelay) this.previousDelay = delay;
     this.lastMessages = messages;
-    if (u >= SATURATED && messages >= MIN_MESSAGES) {
+    const sip = messages >= MIN_MESSAGES && 2 * messages >= arrivals;
+    if (delay >= this.highDelay && sip) {
       this.saturatedWindows++;
-      if (this.saturatedWindows >= CONFIRM_WINDOWS) this.setLevel(Math.min(1, this.level + RISE));
+      // Faster the longer the wait: twice the high delay, twice the rise (at most three times).
+      if (this.saturatedWindows >= CONFIRM_WINDOWS) this.setLevel(Math.min(1, this.level + RISE * Math.min(3, delay / this.highDelay)));
       return;
     }
     this.saturatedWindows = 0;
-    if (u >= RELAXED || this.level === 0) return;
+    const before = this.previousDelay;
+    this.previousDelay = delay;
+    if (this.level === 0) return;
+    if (delay >= this.lowDelay && sip) {
+      // A standing queue that does not shrink: refuse a little more, until it drains.
+      if (delay >= before) this.setLevel(Math.min(1, this.level + NUDGE));
+      return;
+    }
+    // A short queue, or one that refusing SIP cannot shorten: take more again.
     // A loop mostly idle (the flood over) takes everything again four times faster.
-    const step = u < RELAXED / 2 ? 4 * FALL : FALL;
+    const step = utilization < IDLE ? 4 * FALL : FALL;
     // Rounded to a twentieth, so that the level comes back to 0 exactly.
     this.setLevel(Math.max(0, Math.round((this.level - step) * 20) / 20));
   }

@@ -213,6 +213,20 @@ export class TransportLayer {
     return out;
   }
 
+  /** Sends a queue probe on every UDP listener (see UdpListener.sendProbe). */
+  probeUdp(): void {
+    const now = performance.now();
+    for (let i = 0; i < this.udp.length; i++) this.udp[i].sendProbe(now);
+  }
+
+  /** How long a datagram waited in the deepest UDP receive queue since the previous call, ms (0 without UDP; see UdpListener.takeQueueDelay). */
+  takeUdpQueueDelay(): number {
+    const now = performance.now();
+    let out = 0;
+    for (let i = 0; i < this.udp.length; i++) out = Math.max(out, this.udp[i].takeQueueDelay(now));
+    return out;
+  }
+
   /** Whether the stream connection with this id is still open (a registered app's flow). */
   hasConnection(id: number): boolean {
     return this.table.get(id) !== undefined;

@@ -1,6 +1,7 @@
 // One dgram socket per UDP listen spec. A datagram is one SIP message
 // (RFC 3261 §18.3 framing does not apply); it is handed up as received.
 
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { lookup as dnsLookup } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
@@ -40,6 +41,22 @@ function literalLookup(address: string, family: unknown, callback: (err: NodeJS.
  */
 const SOURCE_CACHE_MAX = 4096;
 
+/**
+ * Queue probes: a datagram the listener sends to itself, which waits in its
+ * receive queue behind whatever is there. Its time there is what a request
+ * arriving now waits before Portier reads it: the one figure that says the
+ * server has fallen behind (overload control, src/transaction/overload.ts).
+ * Node cannot read the socket's queue, and the event loop's lag stays small
+ * however deep it is (libuv reads 32 datagrams per socket between timers).
+ * A probe is 20 octets: 0x00 (never a SIP message's first octet), 15 random
+ * octets of this listener, a sequence number; it never leaves the host.
+ */
+const PROBE_LENGTH = 20;
+/** A probe not back by then was dropped (the queue was full) or cannot arrive. */
+const PROBE_LOST_MS = 2000;
+/** A probe lost while the listener read fewer datagrams than this cannot have found the queue full: probing stops. */
+const PROBE_BROKEN_BELOW = 100;
+
 export class UdpListener {
   readonly spec: ListenSpec;
   readonly family: 4 | 6;
@@ -52,6 +69,17 @@ export class UdpListener {
   private localEndpoint: Endpoint | null = null;
   private closed = false;
   private readonly sources = new Map<number, Source>();
+  private readonly probe = Buffer.alloc(PROBE_LENGTH);
+  private probeSeq = 0;
+  /** When the probe on its way was sent (performance.now()); 0: none is. */
+  private probeSentAt = 0;
+  /** The longest wait of the probes back since the last takeQueueDelay(). */
+  private probeDelay = 0;
+  /** The age of the probe on its way was reported: its wait, when it is back, adds nothing. */
+  private probeAgeReported = false;
+  /** Datagrams read since the probe on its way was sent. */
+  private sinceProbe = 0;
+  private probing = true;
 
   constructor(
     spec: ListenSpec,
@@ -77,6 +105,61 @@ export class UdpListener {
     if (limits.udpSendBufferSize) options.sendBufferSize = limits.udpSendBufferSize;
     this.socket = dgram.createSocket(options);
     this.bindHost = host;
+    randomBytes(PROBE_LENGTH - 5).copy(this.probe, 1);
+  }
+
+  /**
+   * Sends a queue probe to this socket unless one is on its way. One lost
+   * (PROBE_LOST_MS) is replaced; one lost while the socket read almost
+   * nothing cannot have been dropped by a full queue: the path to itself is
+   * blocked (a firewall), probing stops for good and queueDelay() says 0.
+   */
+  sendProbe(now: number): void {
+    if (!this.probing || this.closed || this.localEndpoint === null) return;
+    if (this.probeSentAt !== 0) {
+      if (now - this.probeSentAt < PROBE_LOST_MS) return;
+      if (this.sinceProbe < PROBE_BROKEN_BELOW) {
+        this.probing = false;
+        this.probeDelay = 0;
+        this.log?.warn({ local: this.localEndpoint }, 'udp queue probes do not come back (a firewall on loopback?): overload control cannot watch this socket');
+        return;
+      }
+      this.probeDelay = Math.max(this.probeDelay, now - this.probeSentAt);
+    }
+    this.probe.writeUInt32BE(++this.probeSeq >>> 0, PROBE_LENGTH - 4);
+    this.probeSentAt = now;
+    this.probeAgeReported = false;
+    this.sinceProbe = 0;
+    const e = this.localEndpoint;
+    const to = e.address === '0.0.0.0' ? '127.0.0.1' : e.address === '::' ? '::1' : e.address;
+    this.socket.send(this.probe, e.port, to, this.onSent);
+  }
+
+  /**
+   * How long a datagram waited in this socket's queue before it was read,
+   * in ms, since the previous call: the longest wait of the probes back
+   * since, or the age of the one on its way when that is longer (a queue
+   * that has grown). Each probe's wait is reported once, as its age or as
+   * its wait: a pause of the loop (a collection) counts in one window, not
+   * in two.
+   */
+  takeQueueDelay(now: number): number {
+    const age = this.probeSentAt === 0 ? 0 : now - this.probeSentAt;
+    if (this.probeSentAt !== 0) this.probeAgeReported = true;
+    const out = age > this.probeDelay ? age : this.probeDelay;
+    this.probeDelay = 0;
+    return out;
+  }
+
+  /** This listener's own probe, the one on its way: its wait is recorded. */
+  private isProbe(msg: Buffer, rinfo: dgram.RemoteInfo): boolean {
+    const probe = this.probe;
+    if (rinfo.port !== this.localEndpoint?.port || msg.compare(probe, 0, PROBE_LENGTH - 4, 0, PROBE_LENGTH - 4) !== 0) return false;
+    if (msg.readUInt32BE(PROBE_LENGTH - 4) === probe.readUInt32BE(PROBE_LENGTH - 4) && this.probeSentAt !== 0) {
+      if (!this.probeAgeReported) this.probeDelay = Math.max(this.probeDelay, performance.now() - this.probeSentAt);
+      this.probeSentAt = 0;
+    }
+    return true; // a late copy of an earlier probe: swallowed too
   }
 
   /** The bound local endpoint; valid after start(). */
@@ -153,6 +236,7 @@ export class UdpListener {
       return;
     }
     if (msg.length === 0) return;
+    this.sinceProbe++;
     const first = msg[0];
     if (first === CR || first === LF) {
       if (onlyCrlf(msg)) {
@@ -160,6 +244,7 @@ export class UdpListener {
         return;
       }
     } else if (first <= 0x01) {
+      if (msg.length === PROBE_LENGTH && first === 0 && this.isProbe(msg, rinfo)) return;
       if (isStun(msg)) {
         this.answerStun(msg, rinfo);
         return;

@@ -1,10 +1,14 @@
 // Overload control (src/transaction/overload.ts): the level's dynamics from
 // window utilizations, the fractions refused by class, what is never refused,
-// the stateless 503 itself, the layer's gate in front of new transactions, and
-// the real event-loop sampler against a loop kept busy.
+// the stateless 503 itself and the layer's gate in front of new transactions
+// (the real signal, the UDP queue probe, is tested in test/overload.test.ts).
 import t from 'tap';
 import { OverloadControl, statelessTag, TransactionLayer, TimerWheel } from '../../src/transaction/index.js';
-import { CONFIRM_WINDOWS, FALL, MIN_MESSAGES, RELAXED, RISE, SATURATED } from '../../src/transaction/overload.js';
+import { CONFIRM_WINDOWS, FALL, HIGH_DELAY_T1, IDLE, LOW_DELAY_T1, MIN_MESSAGES, NUDGE, RISE } from '../../src/transaction/overload.js';
+
+// With the default T1 of 500 ms.
+const HIGH_DELAY_MS = HIGH_DELAY_T1 * 500;
+const LOW_DELAY_MS = LOW_DELAY_T1 * 500;
 import { FakeTransport, RecordingUser, parsed, request, source } from './helpers.js';
 
 function control(extra: Partial<ConstructorParameters<typeof OverloadControl>[0]> = {}): OverloadControl {
@@ -14,58 +18,92 @@ function control(extra: Partial<ConstructorParameters<typeof OverloadControl>[0]
 /** Raises the level to `level` (a multiple of RISE) with saturated windows. */
 function raise(o: OverloadControl, level: number): void {
   let n = 0;
-  while (o.level < level - 1e-9 && n++ < 100) o.sample(1);
+  while (o.level < level - 1e-9 && n++ < 100) o.sample(HIGH_DELAY_MS);
 }
 
-t.test('the level: two saturated windows before it rises, RISE per window, holds between RELAXED and SATURATED, falls by FALL to exactly 0', async (t) => {
+t.test('the level: two windows with a long queue before it rises, faster the longer; a standing queue nudges it; a short one lets it fall by FALL to exactly 0', async (t) => {
   const changes: boolean[] = [];
   const o = control({ onChange: (on) => changes.push(on) });
   t.equal(CONFIRM_WINDOWS, 2);
-  o.sample(1);
-  t.equal(o.level, 0, 'one saturated window (a burst, a collection) changes nothing');
-  o.sample(0.5);
-  o.sample(1);
-  t.equal(o.level, 0, 'saturated windows that are not consecutive do not add up');
-  o.sample(SATURATED);
-  t.equal(o.level, RISE, 'the second saturated window in a row raises it');
+  t.equal(HIGH_DELAY_MS, 150, 'the level rises from 0.3 x T1');
+  t.equal(LOW_DELAY_MS, 50, 'and falls below 0.1 x T1');
+  o.sample(2 * HIGH_DELAY_MS - 1);
+  t.equal(o.level, 0, 'one window with a long queue (a burst, a collection) changes nothing');
+  o.sample(LOW_DELAY_MS);
+  o.sample(2 * HIGH_DELAY_MS - 1);
+  t.equal(o.level, 0, 'windows with a long queue that are not consecutive do not add up');
+  o.sample(HIGH_DELAY_MS);
+  t.equal(o.level, RISE, 'the second in a row raises it, by RISE at the high delay');
   t.same(changes, [true], 'entering overload is reported once');
-  o.sample(0.99);
-  t.equal(o.level, 2 * RISE);
-  o.sample((RELAXED + SATURATED) / 2);
-  o.sample(RELAXED);
-  t.equal(o.level, 2 * RISE, 'between RELAXED and SATURATED it holds');
-  for (let i = 0; i < 10; i++) o.sample(1);
-  t.equal(o.level, 1, 'it stops at 1');
+  o.sample(2 * HIGH_DELAY_MS);
+  t.equal(o.level, 3 * RISE, 'twice the delay, twice the rise');
+  o.sample(10 * HIGH_DELAY_MS);
+  t.equal(o.level, 1, 'at most three times, and it stops at 1');
+
+  const p = control();
+  p.sample(10 * HIGH_DELAY_MS);
+  t.equal(p.level, 0, 'however long, one window alone changes nothing (a burst that the next window may show for what it is)');
+
+  const q = control();
+  raise(q, 0.4);
+  q.sample(HIGH_DELAY_MS - 1);
+  t.equal(q.level, 0.4, 'below the high delay, a queue shorter than the last window holds it');
+  q.sample(HIGH_DELAY_MS - 1);
+  t.equal(q.level, 0.4 + NUDGE, 'a standing queue that does not shrink nudges it up, by NUDGE');
+  q.sample(LOW_DELAY_MS + 1);
+  t.equal(q.level, 0.45, 'a queue shrinking towards the low delay holds it');
+
   let windows = 0;
   while (o.level > 0 && windows < 1000) {
-    o.sample(0.6);
+    o.sample(5, MIN_MESSAGES, 0.8);
     windows++;
   }
   t.equal(o.level, 0, 'it comes back to exactly 0');
-  t.equal(windows, Math.round(1 / FALL), 'by FALL per relaxed window');
+  t.equal(windows, Math.round(1 / FALL), 'by FALL per window with a short queue');
   t.same(changes, [true, false], 'and leaving is reported once');
-  t.equal(o.utilization, 0.6, 'the last window is kept for the log and metrics');
-  for (let i = 0; i < 10; i++) o.sample(1);
+  t.equal(o.delay, 5, 'the last window is kept for the log and metrics');
+  t.equal(o.utilization, 0.8);
+  for (let i = 0; i < 10; i++) o.sample(1000);
   windows = 0;
   while (o.level > 0 && windows < 1000) {
-    o.sample(RELAXED / 2 - 0.01);
+    o.sample(0, MIN_MESSAGES, IDLE - 0.01);
     windows++;
   }
-  t.equal(windows, Math.round(1 / (4 * FALL)), 'four times faster when the loop was idle most of the window');
+  t.equal(windows, Math.round(1 / (4 * FALL)), 'four times faster when the loop was also idle most of the window');
 });
 
-t.test('a loop full of something else than SIP (fewer than MIN_MESSAGES per window) is not overload: refusing SIP would relieve nothing', async (t) => {
+t.test('a busy loop with a short queue is not overload: a client that keeps many requests in flight is served as fast as can be', async (t) => {
+  const o = control();
+  for (let i = 0; i < 50; i++) o.sample(HIGH_DELAY_MS - 1, 1000, 1);
+  t.equal(o.level, 0, `no idle time, 1,000 messages a window, a ${HIGH_DELAY_MS - 1} ms queue: nothing refused`);
+  const slow = control({ t1: 2000 });
+  for (let i = 0; i < 5; i++) slow.sample(500);
+  t.equal(slow.level, 0, 'with T1 = 2 s (a high-latency link), 500 ms of queue is still short');
+  for (let i = 0; i < 5; i++) slow.sample(700);
+  t.ok(slow.level > 0, 'and 700 ms is not');
+  const lan = control({ t1: 100 });
+  for (let i = 0; i < 5; i++) lan.sample(60);
+  t.equal(lan.level, 0, 'with T1 = 100 ms, a 60 ms queue is still short: the high delay is never below 100 ms');
+  for (let i = 0; i < 5; i++) lan.sample(100);
+  t.ok(lan.level > 0, 'and 100 ms is not');
+});
+
+t.test('a long queue with fewer than MIN_MESSAGES per window is not overload: refusing SIP would relieve nothing', async (t) => {
   const o = control();
   t.equal(MIN_MESSAGES, 20, '200 messages/s');
-  for (let i = 0; i < 10; i++) o.sample(1, MIN_MESSAGES - 1);
-  t.equal(o.level, 0, 'ten saturated windows with 19 messages each: nothing');
-  o.sample(1, MIN_MESSAGES);
-  o.sample(1, 1000);
+  for (let i = 0; i < 10; i++) o.sample(1000, MIN_MESSAGES - 1);
+  t.equal(o.level, 0, 'ten windows with a 1 s queue and 19 messages each: nothing');
+  o.sample(HIGH_DELAY_MS, MIN_MESSAGES);
+  o.sample(HIGH_DELAY_MS, 1000);
   t.equal(o.level, RISE, 'with the messages, it rises');
-  o.sample(1, 0);
-  t.equal(o.level, RISE, 'a saturated window without SIP holds it (neither rises nor falls)');
-  o.sample(0.6, 0);
-  t.equal(o.level, 0.15, 'a relaxed one lowers it, by FALL');
+  o.sample(1000, 0, 0.6);
+  t.equal(o.level, 0.15, 'a long queue without SIP lowers it, by FALL: refusing SIP cannot shorten it');
+
+  const f = control();
+  for (let i = 0; i < 10; i++) f.sample(1000, 400, 1, 1000);
+  t.equal(f.level, 0, 'a long queue filled mostly by what the per-source limits drop (400 of 1,000 passed): the rate limit\'s job, nothing refused');
+  for (let i = 0; i < 2; i++) f.sample(HIGH_DELAY_MS, 500, 1, 1000);
+  t.equal(f.level, RISE, 'half of it passing the limits: refusing can help');
 });
 
 t.test('fractions refused: other requests at min(1, 2L), INVITEs at max(0, 2L - 1), exactly; nothing at level 0', async (t) => {
@@ -163,36 +201,4 @@ t.test('the layer: a refused request gets the 503 and no transaction; retransmis
   layer.receive(request({ method: 'REGISTER', branch: 'z9hG4bKreg' }), src);
   t.equal(user.requests.length, 3, 'once the level is 0 again, new requests are taken');
   layer.stop();
-});
-
-t.test('the real sampler: a loop kept busy raises the level, an idle one lets it fall back to 0', async (t) => {
-  const changes: boolean[] = [];
-  const o = new OverloadControl({ retryAfter: 2, onChange: (on) => changes.push(on) });
-  o.start();
-  t.teardown(() => o.stop());
-  // Busy in slices of ~20 ms, each handed back to the loop (as SIP work would be): no idle time, timers still run.
-  const until = Date.now() + 5000;
-  while (o.level === 0 && Date.now() < until) {
-    const end = Date.now() + 20;
-    while (Date.now() < end);
-    for (let i = 0; i < 10; i++) o.received(); // 500 messages/s arrived meanwhile
-    await new Promise((r) => setImmediate(r));
-  }
-  t.ok(o.level > 0, `a saturated loop raised the level (utilization ${o.utilization.toFixed(3)})`);
-  t.ok(o.utilization >= SATURATED);
-  const idleUntil = Date.now() + 8000;
-  while (o.level > 0 && Date.now() < idleUntil) await new Promise((r) => setTimeout(r, 50));
-  t.equal(o.level, 0, 'idle again: back to 0');
-  t.same(changes, [true, false]);
-
-  // The same busy loop without messages: not overload.
-  o.stop();
-  o.start();
-  const end = Date.now() + 1000;
-  while (Date.now() < end) {
-    const slice = Date.now() + 20;
-    while (Date.now() < slice);
-    await new Promise((r) => setImmediate(r));
-  }
-  t.equal(o.level, 0, `busy with no SIP for 1 s (utilization ${o.utilization.toFixed(3)}): level still 0`);
 });

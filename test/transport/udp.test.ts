@@ -332,3 +332,43 @@ t.test('start rejects naming the spec on EADDRINUSE, and binds nothing', TEST_TI
   });
   await t.rejects(named.start(), { message: /host must be an IP address/ });
 });
+
+t.test('queue probes: a listener measures how long a datagram waits in its own queue; probes never reach the sink', async (t) => {
+  const h = await startLayer(t, [
+    { protocol: 'udp', host: '127.0.0.1', port: 0 },
+    { protocol: 'udp', host: '0.0.0.0', port: 0 },
+  ]);
+  h.layer.probeUdp();
+  await new Promise((r) => setTimeout(r, 100));
+  const idle = h.layer.takeUdpQueueDelay();
+  t.ok(idle < 50, `probes back from both listeners at once (0.0.0.0 probes itself on 127.0.0.1): ${idle.toFixed(1)} ms`);
+  t.equal(h.messages.length, 0, 'a probe is swallowed by the listener, never handed up as a message');
+
+  // A probe sent, then the loop blocked for 150 ms: the probe waited about that long in the queue.
+  const block = (ms: number) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end);
+  };
+  h.layer.probeUdp();
+  block(150);
+  await new Promise((r) => setTimeout(r, 20));
+  const waited = h.layer.takeUdpQueueDelay();
+  t.ok(waited >= 140, `once read, the wait it had is reported (${waited.toFixed(0)} ms)`);
+  t.equal(h.layer.takeUdpQueueDelay(), 0, 'once: the next window starts afresh');
+
+  h.layer.probeUdp();
+  block(150);
+  const age = h.layer.takeUdpQueueDelay();
+  t.ok(age >= 140, `while it is still queued, its age counts (${age.toFixed(0)} ms)`);
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(h.layer.takeUdpQueueDelay(), 0, 'and its wait, once read, is not reported again: one pause counts in one window');
+
+  // 20 octets that look like a probe but are not this listener's: handed up like any datagram.
+  const port = h.layer.listening()[0].port;
+  const s = dgram.createSocket('udp4');
+  t.teardown(() => s.close());
+  const fake = Buffer.alloc(20);
+  s.send(fake, port, '127.0.0.1');
+  await until(() => h.messages.length === 1, 'the stranger handed up');
+  t.equal(h.messages[0].data.length, 20);
+});
