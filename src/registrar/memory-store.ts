@@ -73,7 +73,7 @@ export class MemoryLocationStore implements LocationStore {
   updateNow<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>, applied: { changes: ChangeSet | null } | null): UpdateOutcome<R> {
     const expired = this.purge(aor, now);
     // What the purge left is live; a copy, which the caller may keep.
-    const decision = fn(listOf(this.aors.get(aor)).slice());
+    const decision = fn(copyOf(this.aors.get(aor)));
     const removed = decision.changes === null ? NONE_REMOVED : this.apply(aor, decision.changes, now);
     if (applied !== null) applied.changes = decision.changes;
     return { result: decision.result, bindings: this.live(aor, now), removed, expired };
@@ -142,15 +142,20 @@ export class MemoryLocationStore implements LocationStore {
   // ---- internals ----
 
   private live(aor: string, now: number): Binding[] {
+    const entry = this.aors.get(aor);
+    if (entry === undefined) return [];
+    if (!Array.isArray(entry)) return entry.expiresAt > now ? [entry] : [];
     const out: Binding[] = [];
-    const set = listOf(this.aors.get(aor));
-    for (let i = 0; i < set.length; i++) if (set[i].expiresAt > now) out.push(set[i]);
+    for (let i = 0; i < entry.length; i++) if (entry[i].expiresAt > now) out.push(entry[i]);
     return out;
   }
 
   /** Drops the AOR's expired bindings; returns them (a shared empty array when none: the usual case, it is never written to). */
   private purge(aor: string, now: number): Binding[] {
-    const set = listOf(this.aors.get(aor));
+    const entry = this.aors.get(aor);
+    // The usual case, one live binding: nothing to drop, nothing allocated.
+    if (entry === undefined || (!Array.isArray(entry) && entry.expiresAt > now)) return NONE_REMOVED;
+    const set = listOf(entry);
     let out: Binding[] | null = null;
     for (let i = 0; i < set.length; i++) if (set[i].expiresAt <= now) (out ??= []).push(set[i]);
     if (out === null) return NONE_REMOVED;
@@ -172,7 +177,7 @@ export class MemoryLocationStore implements LocationStore {
   }
 
   private apply(aor: string, changes: ChangeSet, now: number): Binding[] {
-    let set: Binding[] = listOf(this.aors.get(aor)).slice();
+    let set: Binding[] = copyOf(this.aors.get(aor));
     let removed: Binding[] = NONE_REMOVED;
     const remove = changes.remove;
     if (set.length > 0 && remove !== undefined) {
@@ -241,6 +246,12 @@ type Entry = Binding | Binding[];
 function listOf(entry: Entry | undefined): readonly Binding[] {
   if (entry === undefined) return NO_BINDINGS;
   return Array.isArray(entry) ? entry : [entry];
+}
+
+/** A fresh array of an entry's bindings, the caller's to change. */
+function copyOf(entry: Entry | undefined): Binding[] {
+  if (entry === undefined) return [];
+  return Array.isArray(entry) ? entry.slice() : [entry];
 }
 
 function byKey(set: readonly Binding[], key: string): Binding | undefined {

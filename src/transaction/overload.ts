@@ -190,8 +190,9 @@ export class OverloadControl {
   sample(delay: number, messages = MIN_MESSAGES, utilization = 1, arrivals = messages): void {
     this.delay = delay;
     this.utilization = utilization;
-    if (delay >= this.highDelay) this.previousDelay = delay;
     this.lastMessages = messages;
+    const before = this.previousDelay;
+    this.previousDelay = delay;
     const sip = messages >= MIN_MESSAGES && 2 * messages >= arrivals;
     if (delay >= this.highDelay && sip) {
       this.saturatedWindows++;
@@ -200,8 +201,6 @@ export class OverloadControl {
       return;
     }
     this.saturatedWindows = 0;
-    const before = this.previousDelay;
-    this.previousDelay = delay;
     if (this.level === 0) return;
     if (delay >= this.lowDelay && sip) {
       // A standing queue that does not shrink: refuse a little more, until it drains.
