@@ -99,7 +99,12 @@ const USAGE = `Usage: node dist/bench/load.js [options]
                     phase is printed (time inside Portier per request)
   --gc              run Portier with --trace-gc and print its GC pauses
                     during the measured phase (count, total, p50/p99/max)
-  --store S         Portier's location store: sqlite (default) or memory
+  --store S         Portier's location store: sqlite (default), memory, or
+                    redis (a redis-server of its own on a free loopback port,
+                    counted in the server's CPU and memory)
+  --workers N       Portier's config \`workers\`: N processes on the same
+                    sockets (N > 1 needs --store redis); the server's CPU and
+                    memory are the primary's and every worker's (default 1)
   --overload M      on (default, Portier's default) or off: Portier's overload
                     control (503 to new requests while its loop is saturated)
   --settle S        after the measured phase, wait S seconds (transactions
@@ -159,6 +164,7 @@ function options() {
     metrics: { type: 'boolean', default: false },
     gc: { type: 'boolean', default: false },
     store: { type: 'string', default: 'sqlite' },
+    workers: { type: 'string', default: '1' },
     overload: { type: 'string', default: 'on' },
     warmup: { type: 'string', default: '0' },
     'warmup-rate': { type: 'string' },
@@ -264,7 +270,9 @@ function dueAt(ms: number): number {
 const SETTLE_MS = int('settle', opt.settle, 0, 600) * 1000;
 const SERVER_CPU = opt['server-cpu'] === undefined ? -1 : int('server-cpu', opt['server-cpu'], 0, 1023);
 const STORE = opt.store;
-if (STORE !== 'sqlite' && STORE !== 'memory') usage(`--store must be sqlite or memory, not ${STORE}`);
+if (STORE !== 'sqlite' && STORE !== 'memory' && STORE !== 'redis') usage(`--store must be sqlite, memory or redis, not ${STORE}`);
+const WORKERS = int('workers', opt.workers, 1, 64);
+if (WORKERS > 1 && STORE !== 'redis') usage('--workers above 1 needs --store redis');
 const OVERLOAD = opt.overload;
 if (OVERLOAD !== 'on' && OVERLOAD !== 'off') usage(`--overload must be on or off, not ${OVERLOAD}`);
 const SCENARIO = opt.scenario;
@@ -294,6 +302,27 @@ const SERVER_PID = opt['server-pid'] === undefined ? 0 : int('server-pid', opt['
 if (SERVER_PID !== 0 && TARGET === null) usage('--server-pid goes with --target');
 /** The server's host: Portier's on HOST, or --target's. */
 const SERVER_HOST = TARGET?.host ?? HOST;
+
+/** --store redis: the redis-server this run started, and its port. */
+let redis: ReturnType<typeof spawn> | null = null;
+let redisPort = 0;
+
+/** Resolves once something accepts TCP connections on HOST:port (a redis-server starting). */
+async function waitTcp(port: number, ms: number): Promise<void> {
+  const until = performance.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: HOST, port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (performance.now() > until) throw new Error(`nothing listens on ${HOST}:${port} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 /** A TCP port free on HOST now (bound to 0, read, released), for metrics.listen. */
 async function freeTcpPort(): Promise<number> {
@@ -1607,6 +1636,11 @@ async function main(): Promise<number> {
       if (SERVER_PID !== 0) serverPids = processTree(SERVER_PID);
       out(`server            ${TARGET.host}:${TARGET.port}${SERVER_PID !== 0 ? `, pids ${serverPids.join(' ')}` : ' (no --server-pid: CPU and memory not measured)'}`);
     } else {
+      if (STORE === 'redis') {
+        redisPort = await freeTcpPort();
+        redis = spawn('redis-server', ['--port', String(redisPort), '--bind', HOST, '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+        await waitTcp(redisPort, 10_000);
+      }
       // Portier on a free port (another process may grab it between probe and bind: try again).
       for (let attempt = 1; ; attempt++) {
         serverPort = await freeUdpPort();
@@ -1625,7 +1659,12 @@ async function main(): Promise<number> {
             // Every simulated device sends from this one address: a load generator is what security.exempt is for.
             `security: {exempt: ["${HOST}"]}`,
             ...(DIGEST !== 'off' ? [`auth: {users: users, realm: ${DOMAIN}, algorithms: [SHA-256, MD5], nonce-lifetime: 300}`] : []),
-            STORE === 'memory' ? 'storage: {type: memory}' : `storage: {type: sqlite, path: ${JSON.stringify(join(dir, 'portier.db'))}}`,
+            STORE === 'memory'
+              ? 'storage: {type: memory}'
+              : STORE === 'redis'
+                ? `storage: {type: redis, url: "redis://${HOST}:${redisPort}", prefix: "load:"}`
+                : `storage: {type: sqlite, path: ${JSON.stringify(join(dir, 'portier.db'))}}`,
+            ...(WORKERS > 1 ? [`workers: ${WORKERS}`] : []),
             ...(METRICS ? [`metrics: {listen: "${HOST}:${metricsPort}"}`] : []),
             ...(OVERLOAD === 'off' ? ['overload: {enabled: false}'] : []),
             '',
@@ -1641,14 +1680,15 @@ async function main(): Promise<number> {
         }
       }
       const running = portier;
-      serverPids = [running.pid];
+      // With workers: the primary and its children; with redis: its server too.
+      serverPids = [...(WORKERS > 1 ? processTree(running.pid) : [running.pid]), ...(redis?.pid !== undefined ? [redis.pid] : [])];
       died = running.exited.then(() => {
         throw new Error(`Portier exited during the run (status ${running.exitCode})`);
       });
       died.catch(() => {});
       if (SERVER_CPU >= 0) execFileSync('taskset', ['-a', '-p', '-c', String(SERVER_CPU), String(portier.pid)], { stdio: 'ignore' });
       out(
-        `portier           pid ${portier.pid}, udp:${HOST}:${serverPort}, store ${STORE}, ready after ${(now() - tRun).toFixed(0)} ms` +
+        `portier           pid ${portier.pid}, udp:${HOST}:${serverPort}, store ${STORE}${WORKERS > 1 ? `, ${WORKERS} workers (pids ${serverPids.join(" ")})` : ""}, ready after ${(now() - tRun).toFixed(0)} ms` +
           `${SERVER_CPU >= 0 ? `, pinned to CPU ${SERVER_CPU}` : ''}`,
       );
     }
@@ -1789,6 +1829,7 @@ async function main(): Promise<number> {
     }
     const portierExit = portier !== null && portier.exitCode !== undefined ? portier.exitCode : undefined;
     const stopped = portier === null ? 'never started' : await stopPortier(portier);
+    redis?.kill('SIGKILL');
     closing = true;
     for (const u of sockets) {
       try {
@@ -2016,6 +2057,7 @@ async function main(): Promise<number> {
 // Never leave Portier running behind us.
 process.on('exit', () => {
   if (portier !== null && portier.exitCode === undefined) portier.child.kill('SIGKILL');
+  redis?.kill('SIGKILL');
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {

@@ -17,6 +17,7 @@ import { logRegistration, safeContact, type Logger } from './log.js';
 import {
   buildResponse,
   buildResponseBytes,
+  ownerOf,
   parseAndValidate,
   parseUri,
   SipParseError,
@@ -32,6 +33,7 @@ import {
   type Source,
   type TlsSettings,
   type TransportLimits,
+  type WorkerSeat,
   type WsSettings,
 } from './transport/index.js';
 import { OverloadControl, TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
@@ -181,6 +183,8 @@ class Server implements RunningServer {
     private config: Config,
     private readonly log: Logger,
     private readonly storage: OpenedStore,
+    /** One worker of several (config `workers`); undefined: this process alone. */
+    private readonly seat?: ServerSeat,
   ) {
     this.limits = parseLimits(config);
     this.transport = new TransportLayer(
@@ -203,6 +207,8 @@ class Server implements RunningServer {
       },
       tlsSettings(config),
       wsSettings(config),
+      // A call's every message goes to the worker its Call-ID hashes to; one without a Call-ID stays where it was read.
+      seat === undefined ? undefined : { seat, owner: (data) => ownerOf(data, seat.count, seat.index) },
     );
     this.registrar = new Registrar(
       {
@@ -387,7 +393,8 @@ class Server implements RunningServer {
     }
     await this.transport.start();
     // Several nodes on one shared store: each must tell the others where it is (calls to devices whose flow it holds).
-    const nodeAddress = this.config.storage.type === 'redis' ? advertisedAddress(this.transport.listening(), this.config.storage.nodeAddress) : null;
+    // Workers of one machine share its sockets: none needs to be reached through another (no Path).
+    const nodeAddress = this.config.storage.type === 'redis' && this.seat === undefined ? advertisedAddress(this.transport.listening(), this.config.storage.nodeAddress) : null;
     const self = new SelfAddresses(this.config.domains, this.transport.listening(), nodeAddress === null ? [] : [nodeAddress]);
     const layer = this.transactions;
     const sender = {
@@ -461,7 +468,8 @@ class Server implements RunningServer {
       this.http = http;
       this.registry = ops.registry;
     }
-    if (this.config.provisioning !== null) {
+    // With workers, the first serves provisioning links (the others are told when a password changed).
+    if (this.config.provisioning !== null && (this.seat === undefined || this.seat.index === 0)) {
       // The users file is read again when a link made by `portier provision` (a new password) is used.
       let provisioning: ProvisioningServer;
       try {
@@ -507,6 +515,7 @@ class Server implements RunningServer {
     try {
       this.accounts = this.readAccounts(auth.users, false);
       this.warnUnknownMembers();
+      this.seat?.usersChanged?.();
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'provisioning: cannot read the users file again');
     }
@@ -916,12 +925,17 @@ function stampTopVia(req: SipMessage, source: Source): void {
   if (v !== null) req.replaceFirstValue('via', v);
 }
 
+/** A worker's seat (src/cli/workers.ts), and whom to tell when a provisioning link changed the users file. */
+export interface ServerSeat extends WorkerSeat {
+  usersChanged?: () => void;
+}
+
 /** Starts Portier with a validated configuration (the contract src/cli/run.ts expects). */
-export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+export async function startServer(config: Config, log: Logger, seat?: ServerSeat): Promise<RunningServer> {
   const storage = await openStore(config.storage, { warn: (obj, msg) => log.warn(obj, msg) });
   let server: Server;
   try {
-    server = new Server(config, log, storage);
+    server = new Server(config, log, storage, seat);
   } catch (err) {
     await storage.store.close();
     throw err;

@@ -20,6 +20,7 @@ import { createLogger, type Logger } from '../log.js';
 import { reloadConfig } from './reload.js';
 import { runUser, type CliStdin } from './user.js';
 import { runProvision } from './provision.js';
+import { joinPrimary, runPrimary, workerConfig, workerFromEnv, type WorkerEnv } from './workers.js';
 
 export { version };
 
@@ -30,10 +31,18 @@ export interface RunningServer {
    * apply what changes live. Throws, changing nothing, when it cannot.
    */
   reload?(next?: Config): void;
+  /** A worker of several (config `workers`): its relay, and where its metrics are. */
+  readonly transport?: { readonly relayPort: number | null; setRelayPeers(ports: Array<number | null>): void };
+  metricsAddress?(): { port: number } | null;
+}
+
+/** A worker's seat (src/cli/workers.ts), as startServer takes it. */
+export interface WorkerSeatOptions extends WorkerEnv {
+  usersChanged?: () => void;
 }
 
 /** The contract of `startServer` in src/server.ts. */
-export type StartServer = (config: Config, log: Logger) => Promise<RunningServer>;
+export type StartServer = (config: Config, log: Logger, seat?: WorkerSeatOptions) => Promise<RunningServer>;
 
 /** The parts of `process` the CLI uses; tests pass an EventEmitter with a recording `exit`. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -205,7 +214,8 @@ async function serve(configPath: string | undefined, io: CliIo): Promise<number>
   }
 
   const proc: ProcessLike = io.process ?? process;
-  const log = createLogger(config.log.level, io.logDestination);
+  const seat = workerFromEnv();
+  let log = createLogger(config.log.level, io.logDestination);
   const listeners: Array<[string, Listener]> = [];
   const listen = (event: string, fn: Listener) => {
     proc.on(event, fn);
@@ -225,12 +235,24 @@ async function serve(configPath: string | undefined, io: CliIo): Promise<number>
     proc.exit(EXIT_ERROR);
   });
 
-  if (config.demo) log.warn(DEMO_WARNING);
+  if (config.demo && seat === null) log.warn(DEMO_WARNING);
 
+  if (seat === null && config.workers > 1) {
+    // The primary runs no SIP: it forks the workers and watches them (src/cli/workers.ts).
+    const code = await runPrimary(config, log, proc, io.stopTimeoutMs ?? 10_000);
+    unlisten();
+    return code;
+  }
+  if (seat !== null) {
+    config = workerConfig(config);
+    log = log.child({ worker: seat.index });
+  }
+  let hooks: { usersChanged(): void } | null = null;
   let server: RunningServer;
   try {
     const start = io.startServer ?? (await importStartServer());
-    server = await start(config, log);
+    server = await start(config, log, seat === null ? undefined : { ...seat, usersChanged: () => hooks?.usersChanged() });
+    if (seat !== null) hooks = joinPrimary(server);
   } catch (err) {
     log.fatal({ err }, 'cannot start');
     io.stderr.write(`portier: cannot start: ${oneLine(err)}\n`);
@@ -283,7 +305,7 @@ async function serve(configPath: string | undefined, io: CliIo): Promise<number>
       }
       log.info({ signal: 'SIGHUP', config: config.source }, 'reloading the configuration');
       // Synchronous and never throws: a second SIGHUP waits for this one.
-      config = reloadConfig(server, config, log).config;
+      config = reloadConfig(server, config, log, seat === null ? undefined : () => workerConfig(loadConfig(config.source))).config;
     });
   });
   unlisten();

@@ -518,11 +518,15 @@ export const SCHEMA = section(
       }),
       { default: () => [] },
     ),
+    workers: integer({ min: 1, max: 64, default: 1 }),
   },
   {
     check(c, report) {
       checkRouting(c, report);
       checkProvisioning(c, report);
+      // Every worker must see the bindings the others write: one shared store, on one machine.
+      if (c.workers > 1 && c.storage.type !== 'redis') report('workers', `more than one worker needs storage type redis (the workers share the registrations), not ${c.storage.type}`);
+      if (c.workers > 1 && c.storage.nodeAddress !== null) report('workers', 'more than one worker serves one machine: it cannot be combined with storage.node-address (several nodes)');
       const i = c.listen.findIndex((l) => l.protocol === 'tls' || l.protocol === 'wss');
       if (i >= 0 && c.tls === null) report('tls', `required by listen[${i}] (${formatListen(c.listen[i])}) (e.g. ${TLS_EXAMPLE})`);
     },

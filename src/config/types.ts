@@ -368,6 +368,12 @@ export interface Config {
   provisioning: ProvisioningConfig | null;
   /** Always present: no `media:` section gives no STUN and no TURN. */
   media: MediaConfig;
+  /**
+   * Processes that share the SIP sockets (node:cluster), each owning the
+   * calls whose Call-ID hashes to it; 1: this process alone. More than one
+   * needs storage type redis. Restart only.
+   */
+  workers: number;
   /** DNS servers for RFC 3263 lookups (`127.0.0.1:53`, `[::1]:5353`); empty: the system's. */
   resolver: string[];
   /** True only for the embedded demo configuration (no --config given). */

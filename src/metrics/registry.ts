@@ -13,7 +13,7 @@ import type { Protocol } from '../config/types.js';
 import type { BindingCounts } from '../registrar/index.js';
 import type { CallCounts } from '../proxy/calls.js';
 import type { TransactionStats } from '../transaction/index.js';
-import type { DropReason, TransportStats } from '../transport/index.js';
+import type { DropReason, RelayStats, TransportStats } from '../transport/index.js';
 import { CODE_CLASSES, METHODS, PARSE_ERROR_REASONS, type SipCounters } from './counters.js';
 import { DEVICE_KINDS, DOOR_STATES, type DeviceSnapshot } from './devices.js';
 import { PROTOCOLS } from '../config/types.js';
@@ -48,7 +48,7 @@ export interface MetricsSources {
   /** Served domains: the only values of the domain label. */
   domains: readonly string[];
   version: string;
-  transport: { readonly stats: TransportStats; connectionCount(protocol?: Protocol): number };
+  transport: { readonly stats: TransportStats; connectionCount(protocol?: Protocol): number; readonly relayStats?: Readonly<RelayStats> | null };
   transactions: { stats(): TransactionStats };
   registrations(): Promise<BindingCounts>;
   /** Null before the proxy exists. */
@@ -332,6 +332,25 @@ export function createRegistry(src: MetricsSources): PortierRegistry {
       for (const reason of DROP_REASONS) this.inc({ reason }, d[reason]);
     },
   });
+
+  if (src.transport.relayStats) {
+    const relay = src.transport.relayStats;
+    new Counter({
+      name: 'portier_worker_relay_total',
+      help:
+        'With workers: messages this worker read for another (forwarded) and read by another for this one (received), ' +
+        'sends it asked of the worker holding the connection (sends), frames lost because that worker was not up (dropped).',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ kind: 'forwarded' }, relay.forwarded);
+        this.inc({ kind: 'received' }, relay.received);
+        this.inc({ kind: 'sends' }, relay.sendsRelayed);
+        this.inc({ kind: 'dropped' }, relay.dropped);
+      },
+    });
+  }
 
   new Counter({
     name: 'portier_retransmissions_total',

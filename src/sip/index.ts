@@ -24,3 +24,4 @@ export {
 export { parseCredentials, type Credentials } from './credentials.js';
 export { StreamFramer, findContentLength, type FramerLimits, type FramerSink } from './framer.js';
 export { isPushParam, scrubContactPush, withoutPushParams } from './push-params.js';
+export { callIdHash, ownerOf } from './owner.js';

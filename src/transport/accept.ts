@@ -70,7 +70,7 @@ export function admitSocket(ctx: StreamContext, socket: net.Socket, protocol: Pr
  * Binds a stream server and resolves with the endpoint it got (the port
  * resolved when 0 was asked); later server errors go to `onError`.
  */
-export function bindServer(server: net.Server, protocol: Protocol, host: string, port: number, family: 4 | 6, onError: (err: Error) => void): Promise<Endpoint> {
+export function bindServer(server: net.Server, protocol: Protocol, host: string, port: number, family: 4 | 6, onError: (err: Error) => void, shared = false): Promise<Endpoint> {
   return new Promise((resolve, reject) => {
     const failed = (err: Error) => {
       server.removeListener('listening', listening);
@@ -85,7 +85,8 @@ export function bindServer(server: net.Server, protocol: Protocol, host: string,
     server.once('error', failed);
     server.once('listening', listening);
     // ipv6Only so that [::] and 0.0.0.0 can be bound side by side.
-    server.listen({ host, port, ipv6Only: family === 6, exclusive: true });
+    // Exclusive unless shared with the other workers of a cluster (ListenSpec.shared).
+    server.listen({ host, port, ipv6Only: family === 6, exclusive: !shared });
   });
 }
 
@@ -120,7 +121,7 @@ export abstract class StreamListener<P extends Protocol> {
 
   /** Binds `server` on the spec's port (bindServer) and keeps the endpoint it got. */
   protected async bind(server: net.Server, onError: (err: Error) => void): Promise<void> {
-    this.localEndpoint = await bindServer(server, this.protocol, this.host, this.spec.port, this.family, onError);
+    this.localEndpoint = await bindServer(server, this.protocol, this.host, this.spec.port, this.family, onError, this.spec.shared === true);
   }
 }
 

@@ -59,6 +59,11 @@ export class ConnectionTable<C extends TableConnection = TableConnection> {
   private readonly byEndpoint = new Map<string, C>();
   private readonly perSource = new Map<string, number>();
   private lastId = 0;
+  /** Ids are lastId * idStride + idOffset: unique across the workers of a cluster, whose owner is id % idStride. */
+  private idStride = 1;
+  private idOffset = 0;
+  /** Told of every connection added (the other workers learn which flows are up). */
+  onAdded: ((id: number) => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly sweepInterval: number;
 
@@ -77,7 +82,13 @@ export class ConnectionTable<C extends TableConnection = TableConnection> {
 
   nextId(): number {
     // Ids are never reused within a process, so a stale id cannot hit a new connection.
-    return ++this.lastId;
+    return ++this.lastId * this.idStride + this.idOffset;
+  }
+
+  /** Worker `index` of `count`: its ids are the ones equal to index modulo count. */
+  setIdSpace(index: number, count: number): void {
+    this.idStride = count;
+    this.idOffset = index;
   }
 
   /** May a new inbound connection from `address` be kept? Counts a refusal. */
@@ -104,6 +115,7 @@ export class ConnectionTable<C extends TableConnection = TableConnection> {
     // ends connect at once, and either serves for sending.
     this.byEndpoint.set(conn.key, conn);
     if (conn.inbound) this.perSource.set(conn.remoteAddress, (this.perSource.get(conn.remoteAddress) ?? 0) + 1);
+    if (this.onAdded !== null) this.onAdded(conn.id);
     if (this.timer === null) {
       this.timer = setInterval(this.sweep, this.sweepInterval);
       this.timer.unref();

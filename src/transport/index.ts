@@ -26,9 +26,21 @@ import {
 } from './types.js';
 import { UdpListener } from './udp.js';
 import { WsListener, type WsContext } from './ws.js';
+import { WorkerRelay, type RelayStats, type WorkerSeat } from './relay.js';
 
 export * from './types.js';
 export { ConnectionTable, type StreamConnection } from './connections.js';
+export type { WorkerSeat, RelayStats } from './relay.js';
+
+/**
+ * One worker of several reading the same sockets (config `workers`). The
+ * transport knows nothing of SIP: `owner` says which worker a message
+ * belongs to, from its bytes (src/sip/owner.ts: the Call-ID's hash).
+ */
+export interface TransportWorkers {
+  seat: WorkerSeat;
+  owner(data: Buffer): number;
+}
 
 type State = 'new' | 'starting' | 'running' | 'stopped';
 
@@ -45,6 +57,15 @@ export class TransportLayer {
   private tcp: TcpListener[] = [];
   private ws: WsListener[] = [];
   private state: State = 'new';
+  private relayPortNumber: number | null = null;
+  /** With workers: the link to the others, and the connections they hold that are open. */
+  private readonly relay: WorkerRelay | null = null;
+  /** With workers: the open connections the others hold, by id, with their remote end. */
+  private readonly siblingConnections = new Map<number, Endpoint>();
+  /** The sink as given (with workers, `sink` is the one that steers messages to their owner). */
+  private readonly innerSink: TransportSink;
+  private readonly workerIndex: number = 0;
+  private readonly workerCount: number = 1;
 
   /**
    * `tls` gives the certificate and key of TLS and WSS listeners (required
@@ -52,14 +73,57 @@ export class TransportLayer {
    * TLS verifies against the system store. `ws` sets the path, largest
    * message and ping interval of WS and WSS listeners.
    */
-  constructor(specs: ListenSpec[], limits: TransportLimits, sink: TransportSink, log?: TransportLog, tls?: TlsSettings, ws?: WsSettings) {
-    this.specs = specs.slice();
+  constructor(specs: ListenSpec[], limits: TransportLimits, sink: TransportSink, log?: TransportLog, tls?: TlsSettings, ws?: WsSettings, workers?: TransportWorkers) {
     this.limits = { ...limits };
-    this.sink = sink;
     this.log = log;
     this.tls = Object.freeze({ ...(tls ?? DEFAULT_TLS_SETTINGS) });
     this.stats = createTransportStats();
     this.table = new ConnectionTable<StreamConnection>(this.limits, this.stats);
+    this.innerSink = sink;
+    if (workers !== undefined && workers.seat.count > 1) {
+      const { seat, owner } = workers;
+      const inner = sink;
+      this.workerIndex = seat.index;
+      this.workerCount = seat.count;
+      this.table.setIdSpace(seat.index, seat.count);
+      const siblings = this.siblingConnections;
+      const relay = new WorkerRelay(
+        seat,
+        {
+          deliver: (data, source) => inner.onMessage(data, source),
+          send: (data, dest) => this.send(data, dest),
+          probe: (listener, data) => this.udp[listener]?.acceptProbe(data),
+          opened: (id, remote) => siblings.set(id, remote),
+          closed: (id, remote) => {
+            siblings.delete(id);
+            inner.onConnectionClosed?.(id, remote);
+          },
+        },
+        log,
+      );
+      this.relay = relay;
+      const table = this.table;
+      this.table.onAdded = (id) => {
+        const c = table.get(id);
+        if (c !== undefined) relay.broadcastOpened(id, c.remote);
+      };
+      // Every message goes to its owner; the worker that read it only carries it there.
+      sink = {
+        onMessage(data, source) {
+          const w = relay.route(owner(data));
+          if (w === seat.index) inner.onMessage(data, source);
+          else relay.forward(w, data, source);
+        },
+        onSendError: inner.onSendError?.bind(inner),
+        onConnectionClosed(id, remote) {
+          relay.broadcastClosed(id, remote);
+          inner.onConnectionClosed?.(id, remote);
+        },
+      };
+      specs = specs.map((s) => ({ ...s, shared: true }));
+    }
+    this.specs = specs.slice();
+    this.sink = sink;
     const wsSettings = Object.freeze({ ...(ws ?? DEFAULT_WS_SETTINGS) });
     const layer = this;
     // A getter: reloadTls() replaces the settings, and new outbound connections must see them.
@@ -99,6 +163,9 @@ export class TransportLayer {
       }
       if (spec.protocol === 'udp') {
         const l = new UdpListener(spec, host, this.limits, this.stats, this.sink, this.log);
+        const relay = this.relay;
+        const index = udp.length;
+        if (relay !== null) l.shareProbes(this.workerIndex, (worker, probe) => relay.probe(worker, index, probe));
         udp.push(l);
         starting.push(l.start().catch((err: NodeJS.ErrnoException) => Promise.reject(listenError(spec, err))));
       } else if (spec.protocol === 'ws' || spec.protocol === 'wss') {
@@ -111,6 +178,13 @@ export class TransportLayer {
         starting.push(l.start().catch((err: NodeJS.ErrnoException) => Promise.reject(listenError(spec, err))));
       }
     }
+    if (this.relay !== null && failure === null) {
+      starting.push(
+        this.relay.start().then((port) => {
+          this.relayPortNumber = port;
+        }),
+      );
+    }
     const results = await Promise.allSettled(starting);
     if (failure === null) {
       for (const r of results) {
@@ -121,7 +195,7 @@ export class TransportLayer {
       }
     }
     if (failure !== null) {
-      await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close()), ...ws.map((l) => l.close())]);
+      await Promise.all([...udp.map((l) => l.close()), ...tcp.map((l) => l.close()), ...ws.map((l) => l.close()), this.relay?.close()]);
       this.state = 'stopped';
       throw failure;
     }
@@ -142,7 +216,30 @@ export class TransportLayer {
     // Copy first: destroying a connection removes it from the table.
     for (const c of [...this.table.values()]) c.destroy(null);
     for (const l of this.udp) closing.push(l.close());
+    if (this.relay !== null) closing.push(this.relay.close());
     await Promise.all(closing);
+  }
+
+  /** With workers: the port of this worker's relay on 127.0.0.1, once started (the primary passes it to the others). */
+  get relayPort(): number | null {
+    return this.relayPortNumber;
+  }
+
+  /** With workers: every worker's relay port, by index (null: that worker is not up). */
+  setRelayPeers(ports: Array<number | null>): void {
+    if (this.relay === null) return;
+    this.relay.setPeers(ports);
+    // A worker gone took its connections with it, without a word: they are closed for the others too.
+    for (const [id, remote] of this.siblingConnections) {
+      if (ports[id % this.workerCount] !== null) continue;
+      this.siblingConnections.delete(id);
+      this.innerSink.onConnectionClosed?.(id, remote);
+    }
+  }
+
+  /** With workers: what went over the relay; null without. */
+  get relayStats(): Readonly<RelayStats> | null {
+    return this.relay?.stats ?? null;
   }
 
   /**
@@ -163,6 +260,12 @@ export class TransportLayer {
   send(data: Buffer, dest: Destination): void {
     if (this.state !== 'running') {
       this.sendFailed(dest, 'transport layer is not running', 'ENOTCONN');
+      return;
+    }
+    const id = dest.connectionId;
+    // Down a connection another worker holds: that worker sends it (UDP: every worker has the socket).
+    if (this.relay !== null && id !== undefined && id !== 0 && dest.protocol !== 'udp' && id % this.workerCount !== this.workerIndex) {
+      this.relay.sendVia(id % this.workerCount, data, dest);
       return;
     }
     switch (dest.protocol) {
@@ -215,12 +318,18 @@ export class TransportLayer {
 
   /** Sends a queue probe on every UDP listener (see UdpListener.sendProbe). */
   probeUdp(): void {
+    // With workers, only while every one is up: another may read the probe, and one not up loses it.
+    if (this.relay !== null && !this.relay.complete) return;
     const now = performance.now();
     for (let i = 0; i < this.udp.length; i++) this.udp[i].sendProbe(now);
   }
 
   /** How long a datagram waited in the deepest UDP receive queue since the previous call, ms (0 without UDP; see UdpListener.takeQueueDelay). */
   takeUdpQueueDelay(): number {
+    if (this.relay !== null && !this.relay.complete) {
+      for (let i = 0; i < this.udp.length; i++) this.udp[i].forgetProbe();
+      return 0;
+    }
     const now = performance.now();
     let out = 0;
     for (let i = 0; i < this.udp.length; i++) out = Math.max(out, this.udp[i].takeQueueDelay(now));
@@ -229,6 +338,7 @@ export class TransportLayer {
 
   /** Whether the stream connection with this id is still open (a registered app's flow). */
   hasConnection(id: number): boolean {
+    if (this.relay !== null && id % this.workerCount !== this.workerIndex) return this.siblingConnections.has(id);
     return this.table.get(id) !== undefined;
   }
 

@@ -43,6 +43,12 @@ export interface ListenSpec {
   host: string;
   /** 0 asks the system for a free port; see TransportLayer.listening(). */
   port: number;
+  /**
+   * Bound in common with the other workers of a node:cluster primary
+   * (config `workers`): one socket read by all of them, connections
+   * handed out in turn. Default: this process alone.
+   */
+  shared?: boolean;
 }
 
 export interface TransportSink {

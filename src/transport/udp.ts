@@ -80,6 +80,13 @@ export class UdpListener {
   /** Datagrams read since the probe on its way was sent. */
   private sinceProbe = 0;
   private probing = true;
+  /**
+   * With workers (config `workers`): this worker's index, written in its
+   * probes' second octet, and where a probe of another worker goes (each
+   * worker probes the queue they all read, and any of them may read it).
+   */
+  private workerIndex = -1;
+  private probeOwner: ((worker: number, probe: Buffer) => void) | null = null;
 
   constructor(
     spec: ListenSpec,
@@ -106,6 +113,24 @@ export class UdpListener {
     this.socket = dgram.createSocket(options);
     this.bindHost = host;
     randomBytes(PROBE_LENGTH - 5).copy(this.probe, 1);
+  }
+
+  /** One of several workers reading this socket: `relay` takes the probes of the others. */
+  shareProbes(workerIndex: number, relay: (worker: number, probe: Buffer) => void): void {
+    this.workerIndex = workerIndex;
+    this.probe[1] = workerIndex;
+    this.probeOwner = relay;
+  }
+
+  /** The probe on its way may be lost through no fault of the queue (a worker restarting): it is not waited for. */
+  forgetProbe(): void {
+    this.probeSentAt = 0;
+    this.probeDelay = 0;
+  }
+
+  /** A probe of this listener, read by another worker. */
+  acceptProbe(msg: Buffer): void {
+    if (msg.length === PROBE_LENGTH && this.localEndpoint !== null) this.isProbe(msg, this.localEndpoint.port);
   }
 
   /**
@@ -152,9 +177,9 @@ export class UdpListener {
   }
 
   /** This listener's own probe, the one on its way: its wait is recorded. */
-  private isProbe(msg: Buffer, rinfo: dgram.RemoteInfo): boolean {
+  private isProbe(msg: Buffer, port: number): boolean {
     const probe = this.probe;
-    if (rinfo.port !== this.localEndpoint?.port || msg.compare(probe, 0, PROBE_LENGTH - 4, 0, PROBE_LENGTH - 4) !== 0) return false;
+    if (port !== this.localEndpoint?.port || msg.compare(probe, 0, PROBE_LENGTH - 4, 0, PROBE_LENGTH - 4) !== 0) return false;
     if (msg.readUInt32BE(PROBE_LENGTH - 4) === probe.readUInt32BE(PROBE_LENGTH - 4) && this.probeSentAt !== 0) {
       if (!this.probeAgeReported) this.probeDelay = Math.max(this.probeDelay, performance.now() - this.probeSentAt);
       this.probeSentAt = 0;
@@ -189,7 +214,8 @@ export class UdpListener {
       };
       socket.once('error', onError);
       socket.once('listening', onListening);
-      socket.bind({ port: this.spec.port, address: this.bindHost, exclusive: true });
+      // Exclusive unless shared with the other workers of a cluster (ListenSpec.shared).
+      socket.bind({ port: this.spec.port, address: this.bindHost, exclusive: this.spec.shared !== true });
     });
   }
 
@@ -244,7 +270,14 @@ export class UdpListener {
         return;
       }
     } else if (first <= 0x01) {
-      if (msg.length === PROBE_LENGTH && first === 0 && this.isProbe(msg, rinfo)) return;
+      if (msg.length === PROBE_LENGTH && first === 0) {
+        if (this.isProbe(msg, rinfo.port)) return;
+        // Another worker's: it goes to that worker (a probe never leaves the host, nor comes from elsewhere).
+        if (this.probeOwner !== null && msg[1] !== this.workerIndex && rinfo.port === this.localEndpoint?.port) {
+          this.probeOwner(msg[1], msg);
+          return;
+        }
+      }
       if (isStun(msg)) {
         this.answerStun(msg, rinfo);
         return;

@@ -145,6 +145,7 @@ security:
     provisioning: null,
     media: { stun: null, turn: null },
     resolver: [],
+    workers: 1,
     demo: false,
     source: F,
   });
@@ -268,7 +269,7 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     // top level
     [`${MIN}listn: []\n`, `${F}: listn: unknown key (did you mean "listen"?)`],
     [`${MIN}tlss: {}\n`, `${F}: tlss: unknown key (did you mean "tls"?)`],
-    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`],
+    [`${MIN}bogus: {}\n`, `${F}: bogus: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media, resolver or workers)`],
     [`${MIN}tls: {}\n`, `${F}: tls.cert: required (e.g. cert: /etc/portier/tls/cert.pem)`],
     [`${MIN}tls: {cert: "", key: k}\n`, `${F}: tls.cert: must not be empty`],
     [`${MIN}tls: {cert: 3, key: k}\n`, `${F}: tls.cert: must be a file path (got 3)`],
@@ -276,8 +277,8 @@ t.test('every refusal names the file, the key and the reason', async (t) => {
     [`${MIN}tls: {cert: c, key: k, verify-clients: true}\n`, `${F}: tls.verify-clients: must be false, optional or required (got true)`],
     [`${MIN}tls: {cert: c, key: k, min-version: TLSv1.1}\n`, `${F}: tls.min-version: must be one of TLSv1.2 or TLSv1.3 (got "TLSv1.1")`],
     [`${MIN}tls: {cert: c, key: k, ca: ca, verify-client: required}\n`, `${F}: tls.verify-client: unknown key (did you mean "verify-clients"?)`],
-    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not a list`],
-    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media and resolver, not "just text"`],
+    [`- a\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media, resolver and workers, not a list`],
+    [`just text\n`, `${F}: the top level must be a mapping with the keys domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media, resolver and workers, not "just text"`],
     [``, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`# only a comment\n`, `${F}: the file is empty (it needs at least domains and listen; see conf/portier.yaml)`],
     [`${MIN}1: x\n`, `${F}: keys must be plain names, not 1`],
@@ -300,7 +301,7 @@ t.test('all problems are collected, in file order', async (t) => {
     `${F}: listen[0]: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)`,
     `${F}: limits.headers: must be an integer between 16 and 1000`,
     `${F}: limits.bogus: unknown key (expected message-size, headers, line-length, connections, connections-per-source, idle-timeout, first-message-timeout or calls-per-door)`,
-    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media or resolver)`,
+    `${F}: extra: unknown key (expected domains, listen, limits, registrar, proxy, timers, log, metrics, tls, websocket, auth, security, overload, storage, push, groups, aliases, policy, routes, provisioning, media, resolver or workers)`,
   ]);
   t.equal(err.message, err.problems[0]);
   t.ok(err instanceof Error);
@@ -345,7 +346,8 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const c = loadConfig(path);
   t.equal(c.demo, false);
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
-  t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'overload', 'policy', 'proxy', 'registrar', 'resolver', 'routes', 'security', 'storage', 'timers']);
+  t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'overload', 'policy', 'proxy', 'registrar', 'resolver', 'routes', 'security', 'storage', 'timers', 'workers']);
+  t.equal(c.workers, 1, 'the example runs one process');
   t.same(Object.keys(raw.overload).sort(), ['enabled', 'retry-after']);
   t.same(c.overload, DEFAULT_OVERLOAD, 'the example shows the overload defaults');
   t.same(c.storage, DEFAULT_STORAGE, 'the example shows the storage defaults');
@@ -405,6 +407,7 @@ t.test('demo config', async (t) => {
     provisioning: null,
     media: { stun: null, turn: null },
     resolver: [],
+    workers: 1,
     demo: true,
     source: DEMO_SOURCE,
   });
@@ -599,4 +602,14 @@ t.test('tls section: files, defaults, relative paths, round trip', async (t) => 
     `${file}: tls.cert: cannot read ${join(dir, 'missing.pem')}: no such file`,
     `${file}: tls.key: cannot read ${dir}: is a directory, not a file`,
   ]);
+});
+
+t.test('workers: more than one needs redis, and no node-address', async (t) => {
+  const base = 'domains: [a.test]\nlisten: [udp:127.0.0.1:5060]\n';
+  t.equal(parseConfig(base, F).workers, 1, 'default 1');
+  t.equal(parseConfig(base + 'workers: 4\nstorage: {type: redis}\n', F).workers, 4, 'four on redis');
+  t.throws(() => parseConfig(base + 'workers: 2\nstorage: {type: sqlite}\n', F), { message: /workers: more than one worker needs storage type redis .*not sqlite/ });
+  t.throws(() => parseConfig(base + 'workers: 2\nstorage: {type: redis, node-address: 127.0.0.1}\n', F), { message: /workers: more than one worker serves one machine/ });
+  t.throws(() => parseConfig(base + 'workers: 0\n', F), { message: /workers/ });
+  t.throws(() => parseConfig(base + 'workers: 65\n', F), { message: /workers/ });
 });
