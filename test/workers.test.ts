@@ -4,8 +4,9 @@
 // some), INVITE retransmissions read by either worker and absorbed by the
 // owner, CANCEL, a fork to a UDP and a TCP device (the TCP connection held
 // by one worker, the call owned by either), a TCP caller, merged /metrics,
-// a worker killed and restarted, SIGTERM. Everything on 127.0.0.0/8; every
-// wait bounded.
+// a worker killed and restarted, SIGTERM; and a worker that cannot start (its
+// port taken): the primary exits 1. Everything on 127.0.0.0/8; every wait
+// bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { writeFileSync } from 'node:fs';
@@ -20,6 +21,8 @@ import { redisServerMissing, startRedisServer } from './storage/redis-server.js'
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const DOMAIN = 'example.test';
 const missing = redisServerMissing();
+// Three processes load the TypeScript sources (twice more for a restart): slow on a busy machine.
+t.setTimeout(300_000);
 
 /** A port free now for both UDP and TCP on 127.0.0.1. */
 async function freePort(): Promise<number> {
@@ -93,13 +96,17 @@ if (missing) {
       const m = new Map<number, number>();
       for (const line of output.split('\n')) {
         if (!line.includes('"worker ready"')) continue;
-        const j = JSON.parse(line) as { worker: number; pid: number };
-        m.set(j.worker, j.pid);
+        try {
+          const j = JSON.parse(line) as { worker: number; pid: number };
+          m.set(j.worker, j.pid);
+        } catch {
+          // the line is still being written
+        }
       }
       return m;
     };
 
-    await until(async () => (await get(metrics + '/readyz')).status === 200, 'both workers ready', 30_000);
+    await until(async () => (await get(metrics + '/readyz')).status === 200, 'both workers ready', 90_000);
     t.equal(workerPids().size, 2, 'the primary started two workers');
 
     const uas: UA[] = [];
@@ -238,9 +245,9 @@ if (missing) {
       const before = workerPids();
       const victim = before.get(1) as number;
       process.kill(victim, 'SIGKILL');
-      await until(() => workerPids().get(1) !== victim, 'worker 1 restarted', 20_000);
+      await until(() => workerPids().get(1) !== victim, 'worker 1 restarted', 90_000);
       t.not(workerPids().get(1), victim, 'worker 1 has a new process');
-      await until(async () => (await get(metrics + '/readyz')).status === 200, 'ready again', 20_000);
+      await until(async () => (await get(metrics + '/readyz')).status === 200, 'ready again', 90_000);
       let ok = 0;
       for (let i = 0; i < 10; i++) {
         const call = door.call(phones[i % 3].aor);
@@ -267,5 +274,30 @@ if (missing) {
         t.notOk(alive, `worker ${pid} is gone`);
       }
     });
+  });
+
+  await t.test('a worker that cannot start: the primary stops and exits 1, saying why', async (t) => {
+    const redis = await startRedisServer();
+    t.teardown(() => redis.close());
+    const dir = t.testdir();
+    const taken = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => taken.bind({ port: 0, address: '127.0.0.1', exclusive: true }, resolve));
+    t.teardown(() => taken.close());
+    const file = join(dir, 'portier.yaml');
+    writeFileSync(
+      file,
+      [`domains: [${DOMAIN}]`, `listen: [udp:127.0.0.1:${taken.address().port}]`, `storage: {type: redis, url: ${JSON.stringify(redis.url)}}`, 'auth: off', 'workers: 2'].join('\n') + '\n',
+    );
+    const child = spawn(process.execPath, [...process.execArgv, MAIN, '--config', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    let output = '';
+    child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    t.equal(code, 1, 'exit status 1');
+    t.match(output, /address already in use/, 'the reason is printed');
+    t.match(output, /a worker could not start/, 'the primary says a worker could not start');
   });
 }
