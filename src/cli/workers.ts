@@ -109,9 +109,10 @@ export async function runPrimary(config: Config, log: Logger, proc: { on(e: stri
       slot.failures = Date.now() - slot.startedAt > 60_000 ? 1 : slot.failures + 1;
       const delay = Math.min(30_000, 500 * 2 ** (slot.failures - 1));
       log.error({ worker: index, code, signal, restartInMs: delay }, 'worker died; restarting it');
+      // Not unref'd: with every worker dead and no metrics listener, it is all that keeps the primary up.
       setTimeout(() => {
         if (!stopping) fork(index);
-      }, delay).unref();
+      }, delay);
     });
   };
 

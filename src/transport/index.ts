@@ -265,7 +265,10 @@ export class TransportLayer {
     const id = dest.connectionId;
     // Down a connection another worker holds: that worker sends it (UDP: every worker has the socket).
     if (this.relay !== null && id !== undefined && id !== 0 && dest.protocol !== 'udp' && id % this.workerCount !== this.workerIndex) {
-      this.relay.sendVia(id % this.workerCount, data, dest);
+      const holder = id % this.workerCount;
+      // Not up: its connections went with it.
+      if (this.relay.isUp(holder)) this.relay.sendVia(holder, data, dest);
+      else this.sendFailed(dest, `the worker holding connection ${id} is not running`, 'ENOTCONN');
       return;
     }
     switch (dest.protocol) {

@@ -120,13 +120,18 @@ export class WorkerRelay {
    * that a call's messages still meet in one place while w restarts.
    */
   route(w: number): number {
-    const peers = this.peers;
     const n = this.seat.count;
     for (let k = 0; k < n; k++) {
       const j = (w + k) % n;
-      if (j === this.seat.index || (peers[j] !== null && peers[j] !== undefined)) return j;
+      if (this.isUp(j)) return j;
     }
     return this.seat.index;
+  }
+
+  /** Whether worker `w` is up (its relay port known). */
+  isUp(w: number): boolean {
+    const p = this.peers[w];
+    return w === this.seat.index || (p !== null && p !== undefined);
   }
 
   /** Every worker is up and known: a probe read by any of them comes back. */

@@ -113,6 +113,8 @@ t.test('a worker that is not up: its frames are dropped, its messages go to the 
   a.setPeers([ports[0], null]);
   t.notOk(a.complete, 'one down');
   t.equal(a.route(1), 0, 'worker 1 down: taken by worker 0');
+  t.notOk(a.isUp(1), 'isUp says so');
+  t.ok(a.isUp(0), 'and that this one is up');
   const source: Source = { protocol: 'udp', address: '127.0.0.9', port: 1, family: 4, local: { protocol: 'udp', address: '127.0.0.1', port: 5060 }, connectionId: 0 };
   a.forward(1, Buffer.from('x'), source);
   t.equal(a.stats.dropped, 1, 'a frame to it is dropped and counted');
