@@ -50,7 +50,13 @@ export function startPortier(
   command?: { file: string; args: readonly string[] },
 ): Portier {
   const [file, args] = command === undefined ? [process.execPath, [...nodeArgs, PORTIER_MAIN, '--config', configPath]] : [command.file, [...command.args]];
-  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // As the systemd unit and the Docker image run it (glibc gives freed
+  // retransmission buffers back); MALLOC_MMAP_THRESHOLD_= (empty) runs it with glibc's own.
+  // Another server (Kamailio) runs in the environment as it is.
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (command === undefined) env.MALLOC_MMAP_THRESHOLD_ ??= '131072';
+  if (env.MALLOC_MMAP_THRESHOLD_ === '') delete env.MALLOC_MMAP_THRESHOLD_;
+  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const p: Portier = { child, pid: child.pid ?? 0, exited: Promise.resolve(null), output: [], exitCode: undefined };
   const keeper = (): ((chunk: Buffer | null) => void) => {
     let partial = '';

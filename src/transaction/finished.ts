@@ -13,7 +13,7 @@
 // view of the response) were what every young-generation collection copied
 // on its way to the old generation (bench/README.md, "Sixth session"). Here
 // a finished transaction is a record in typed arrays: its key's and its
-// response's octets in a chunk of a FIFO of 64 KiB buffers, an
+// response's octets in a chunk of a FIFO of 64 or 128 KiB buffers, an
 // open-addressing index by the key's hash, its due time, and where to
 // resend. The records of one table all wait the same time, so they end in
 // the order they came (a FIFO, as the timer wheel's wait lanes), and a
@@ -26,6 +26,7 @@
 // character above 0xff is refused and its transaction kept as an object.
 
 import type { Destination } from '../transport/index.js';
+import { KEPT_BUFFER_SIZE } from './retained.js';
 import type { TimerTarget, TimerWheel } from './timer-wheel.js';
 
 /** Where a retransmitted request's answer goes, and what it is. */
@@ -36,7 +37,8 @@ export interface FinishedAnswer {
 
 const EMPTY = 0;
 const INITIAL_RECORDS = 4096;
-const CHUNK_SIZE = 64 * 1024;
+/** 128 KiB where glibc maps them on their own, else 64 KiB (see retained.ts). */
+const CHUNK_SIZE = KEPT_BUFFER_SIZE;
 
 /** FNV-1a (32 bits) of a latin1 key; -1 for a key with a character above 0xff. */
 function hashKey(key: string): number {

@@ -1,7 +1,29 @@
 // Bytes a transaction keeps for its Timers D, G, H, J: up to 32 s.
 
-/** Slabs the kept bytes are copied into, one after the other. */
-const SLAB_SIZE = 64 * 1024;
+/**
+ * The size of the buffers kept bytes are copied into, here and in
+ * FinishedTable's chunks (finished.ts). A burst (a restart: every phone
+ * registers again) leaves 32 s of them, tens of MB, then frees them all.
+ * From glibc's heap, the holes they leave stay resident; mapped on their
+ * own, they go back to the system when freed. glibc maps an allocation of
+ * at least its mmap threshold, 128 KiB at first, but raises the threshold
+ * after the first such free. The systemd unit and the Docker image pin it
+ * (MALLOC_MMAP_THRESHOLD_=131072): then 128 KiB, mapped on their own. Not
+ * pinned, 64 KiB: 128 KiB buffers there sit at the threshold glibc moves,
+ * and the setup p99 at 1,000 calls/s went from 3-7 ms to 20-65 ms (five
+ * runs each, bench/README.md, "Tenth session").
+ */
+export const KEPT_BUFFER_SIZE = mmapThresholdPinnedAt(128 * 1024) ? 128 * 1024 : 64 * 1024;
+
+/** Whether glibc's mmap threshold is pinned at or below `size` (so that buffers of that size are mapped on their own). */
+export function mmapThresholdPinnedAt(size: number, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.MALLOC_MMAP_THRESHOLD_;
+  if (v === undefined || !/^[0-9]+$/.test(v)) return false;
+  const n = Number(v);
+  return n > 0 && n <= size;
+}
+
+const SLAB_SIZE = KEPT_BUFFER_SIZE;
 /** Bigger messages get a buffer of their own rather than most of a slab. */
 const OWN_BUFFER_OVER = 4 * 1024;
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { retained } from '../../src/transaction/retained.js';
+import { KEPT_BUFFER_SIZE, mmapThresholdPinnedAt, retained } from '../../src/transaction/retained.js';
 
 t.test('retained() keeps a copy: later changes to the original do not reach it', async (t) => {
   const original = Buffer.from('SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n');
@@ -9,7 +9,7 @@ t.test('retained() keeps a copy: later changes to the original do not reach it',
 });
 
 t.test('kept messages never share octets, across slab boundaries too', async (t) => {
-  // 64 KiB slabs: 600 messages of ~300-4,000 octets fill several.
+  // 64 or 128 KiB slabs: 600 messages of ~300-4,000 octets fill several.
   const kept: { bytes: Buffer; fill: number; length: number }[] = [];
   for (let i = 0; i < 600; i++) {
     const length = 300 + ((i * 977) % 3700);
@@ -32,4 +32,16 @@ t.test('a message over 4 KiB gets a buffer of its own', async (t) => {
   const small = retained(Buffer.alloc(100, 0x42));
   t.ok(small.buffer.byteLength >= 64 * 1024, 'a small one is a view of a slab');
   t.equal(big.toString('latin1'), 'A'.repeat(5000));
+});
+
+t.test('the kept buffers are 128 KiB only where glibc maps them on their own (its mmap threshold pinned at or below)', async (t) => {
+  const at = (v: string | undefined): boolean => mmapThresholdPinnedAt(128 * 1024, v === undefined ? {} : { MALLOC_MMAP_THRESHOLD_: v });
+  t.notOk(at(undefined), 'not set: glibc moves its threshold');
+  t.ok(at('131072'), 'pinned at 128 KiB (the systemd unit, the Docker image)');
+  t.ok(at('65536'), 'pinned lower');
+  t.notOk(at('262144'), 'pinned higher: 128 KiB would come from the heap');
+  t.notOk(at('0'), '0 maps everything, but is not what we asked for');
+  t.notOk(at(''), 'empty');
+  t.notOk(at('128k'), 'not a number glibc reads');
+  t.equal(KEPT_BUFFER_SIZE, mmapThresholdPinnedAt(128 * 1024) ? 128 * 1024 : 64 * 1024, 'this process: from its environment');
 });
