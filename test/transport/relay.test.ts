@@ -3,12 +3,14 @@
 // the worker holding a connection, connections opening and closing, queue
 // probes; a connection without the cookie is closed and nothing of it is
 // delivered; a frame for a worker that is not up is dropped and counted;
-// route() hands a worker's messages to the next one up.
+// route() hands a worker's messages to the next one up; a TransportLayer
+// sends down a sibling's connection over the relay, or fails at once when
+// that worker is down.
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { WorkerRelay, type RelayHandlers } from '../../src/transport/relay.js';
-import type { Destination, Endpoint, Source } from '../../src/transport/index.js';
+import { DEFAULT_TRANSPORT_LIMITS, TransportLayer, type Destination, type Endpoint, type Source } from '../../src/transport/index.js';
 import { until } from '../helpers/wait.js';
 
 interface Seen {
@@ -122,4 +124,42 @@ t.test('a worker that is not up: its frames are dropped, its messages go to the 
   three.setPeers([1, null, 3]);
   t.equal(three.route(1), 2, 'of three: the next one up after it');
   await three.close();
+});
+
+t.test("a TransportLayer with workers: a send down a sibling's connection goes over the relay while that worker is up, fails at once (ENOTCONN) while it is not", async (t) => {
+  const errors: Array<{ dest: Destination; code: unknown }> = [];
+  const layer = new TransportLayer(
+    [{ protocol: 'udp', host: '127.0.0.1', port: 0 }],
+    DEFAULT_TRANSPORT_LIMITS,
+    { onMessage() {}, onSendError: (dest, err) => errors.push({ dest, code: (err as NodeJS.ErrnoException).code }) },
+    undefined,
+    undefined,
+    undefined,
+    { seat: { index: 0, count: 2, cookie }, owner: () => 0 },
+  );
+  await layer.start();
+  t.teardown(() => layer.stop());
+  const r1 = recorder();
+  const sibling = new WorkerRelay({ index: 1, count: 2, cookie }, r1.handlers);
+  const siblingPort = await sibling.start();
+  t.teardown(() => sibling.close());
+  const ports = [layer.relayPort, siblingPort];
+  sibling.setPeers(ports);
+  // Connection 7 is odd: worker 1 holds it.
+  const dest: Destination = { protocol: 'tcp', address: '127.0.0.5', port: 5555, connectionId: 7 };
+
+  layer.setRelayPeers(ports);
+  layer.send(Buffer.from('SIP/2.0 180 Ringing'), dest);
+  await until(() => r1.seen.sent.length === 1, 'the send relayed to worker 1');
+  t.equal(r1.seen.sent[0].data, 'SIP/2.0 180 Ringing');
+  t.equal(r1.seen.sent[0].dest.connectionId, 7, 'down its connection');
+  t.same(errors, [], 'no error');
+
+  layer.setRelayPeers([layer.relayPort, null]);
+  layer.send(Buffer.from('SIP/2.0 200 OK'), dest);
+  t.equal(errors.length, 1, 'worker 1 down: the send fails at once');
+  t.equal(errors[0].code, 'ENOTCONN');
+  t.equal(errors[0].dest.connectionId, 7);
+  t.equal(layer.stats.dropped['send-error'], 1, 'counted as a send error');
+  t.equal(r1.seen.sent.length, 1, 'nothing more reached worker 1');
 });
