@@ -26,6 +26,7 @@
 // character above 0xff is refused and its transaction kept as an object.
 
 import type { Destination } from '../transport/index.js';
+// Chunks of 128 KiB where glibc maps them on their own, else 64 KiB (retained.ts).
 import { KEPT_BUFFER_SIZE } from './retained.js';
 import type { TimerTarget, TimerWheel } from './timer-wheel.js';
 
@@ -37,8 +38,6 @@ export interface FinishedAnswer {
 
 const EMPTY = 0;
 const INITIAL_RECORDS = 4096;
-/** 128 KiB where glibc maps them on their own, else 64 KiB (see retained.ts). */
-const CHUNK_SIZE = KEPT_BUFFER_SIZE;
 
 /** FNV-1a (32 bits) of a latin1 key; -1 for a key with a character above 0xff. */
 function hashKey(key: string): number {
@@ -68,7 +67,7 @@ export class FinishedTable {
   private mask = 0;
   // Octets: each record's key then its answer, one after the other, in
   // chunks[id - firstChunk]; the newest chunk is written at `write`.
-  private chunks: Buffer[] = [Buffer.allocUnsafeSlow(CHUNK_SIZE)];
+  private chunks: Buffer[] = [Buffer.allocUnsafeSlow(KEPT_BUFFER_SIZE)];
   private firstChunk = 0;
   private write = 0;
 
@@ -98,7 +97,7 @@ export class FinishedTable {
     if (this.count === this.cap) this.resize(this.cap * 2);
     let chunk = this.chunks[this.chunks.length - 1];
     if (this.write + n > chunk.length) {
-      chunk = Buffer.allocUnsafeSlow(Math.max(CHUNK_SIZE, n));
+      chunk = Buffer.allocUnsafeSlow(Math.max(KEPT_BUFFER_SIZE, n));
       this.chunks.push(chunk);
       this.write = 0;
     }

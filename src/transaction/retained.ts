@@ -23,7 +23,6 @@ export function mmapThresholdPinnedAt(size: number, env: NodeJS.ProcessEnv = pro
   return n > 0 && n <= size;
 }
 
-const SLAB_SIZE = KEPT_BUFFER_SIZE;
 /** Bigger messages get a buffer of their own rather than most of a slab. */
 const OWN_BUFFER_OVER = 4 * 1024;
 
@@ -48,8 +47,8 @@ export function retained(bytes: Buffer): Buffer {
     bytes.copy(own);
     return own;
   }
-  if (slab === null || used + n > SLAB_SIZE) {
-    slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+  if (slab === null || used + n > KEPT_BUFFER_SIZE) {
+    slab = Buffer.allocUnsafeSlow(KEPT_BUFFER_SIZE);
     used = 0;
   }
   bytes.copy(slab, used);

@@ -1,5 +1,7 @@
 import t from 'tap';
-import { KEPT_BUFFER_SIZE, mmapThresholdPinnedAt, retained } from '../../src/transaction/retained.js';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { mmapThresholdPinnedAt, retained } from '../../src/transaction/retained.js';
 
 t.test('retained() keeps a copy: later changes to the original do not reach it', async (t) => {
   const original = Buffer.from('SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n');
@@ -43,5 +45,18 @@ t.test('the kept buffers are 128 KiB only where glibc maps them on their own (it
   t.notOk(at('0'), '0 maps everything, but is not what we asked for');
   t.notOk(at(''), 'empty');
   t.notOk(at('128k'), 'not a number glibc reads');
-  t.equal(KEPT_BUFFER_SIZE, mmapThresholdPinnedAt(128 * 1024) ? 128 * 1024 : 64 * 1024, 'this process: from its environment');
+});
+
+t.test('a process started with the variable keeps its bytes in 128 KiB slabs, one without it in 64 KiB ones', async (t) => {
+  const module = JSON.stringify(new URL('../../src/transaction/retained.ts', import.meta.url).href);
+  const code = `const m = await import(${module}); console.log(m.KEPT_BUFFER_SIZE, m.retained(Buffer.from('x')).buffer.byteLength)`;
+  const run = (threshold: string | undefined): string => {
+    const env = { ...process.env };
+    if (threshold === undefined) delete env.MALLOC_MMAP_THRESHOLD_;
+    else env.MALLOC_MMAP_THRESHOLD_ = threshold;
+    return execFileSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', code], { env, cwd: fileURLToPath(new URL('.', import.meta.url)) }).toString().trim();
+  };
+  t.equal(run('131072'), '131072 131072', 'pinned (the systemd unit, the Docker image, npm start)');
+  t.equal(run(undefined), '65536 65536', 'not set');
+  t.equal(run('262144'), '65536 65536', 'pinned above 128 KiB');
 });
