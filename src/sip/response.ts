@@ -131,10 +131,21 @@ function reserve(n: number): void {
   head = bigger;
 }
 
+const PUT_NATIVE_FROM = 64;
+
 /** s as latin1 octets (a char beyond latin1 as its low octet, as Buffer.from(s, 'latin1') writes it). */
 function put(s: string): void {
-  reserve(s.length);
-  headLen += head.latin1Write(s, headLen, s.length);
+  const n = s.length;
+  reserve(n);
+  // A call into C++ costs more than copying a short string here; most are short (names, tags, `: `).
+  if (n > PUT_NATIVE_FROM) {
+    headLen += head.latin1Write(s, headLen, n);
+    return;
+  }
+  const h = head;
+  let p = headLen;
+  for (let k = 0; k < n; k++) h[p++] = s.charCodeAt(k);
+  headLen = p;
 }
 
 /** s[start, end) as put() would write it, without slicing it out. */
@@ -221,7 +232,7 @@ function writeMessage(req: SipMessage, code: number, opts: ResponseOptions, body
   putCrlf();
   putCrlf();
   const out = Buffer.allocUnsafe(headLen + body.length);
-  for (let i = 0; i < headLen; i++) out[i] = head[i];
+  head.copy(out, 0, 0, headLen);
   if (body.length > 0) body.copy(out, headLen);
   return out;
 }

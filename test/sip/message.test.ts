@@ -611,6 +611,14 @@ t.test('buildResponseBytes', async (t) => {
   t.equal(withBody.body.toString(), 'hello', 'body');
   t.equal(withBody.get('Content-Length'), '5', 'Content-Length of the body');
 
+  // Short values are copied in JavaScript, long ones written natively: the same octets either way
+  // (latin1 as is, a char beyond it as its low octet, as Buffer.from(s, 'latin1') writes it).
+  for (const value of ['Müller \u0141', 'Müller \u0141 '.repeat(20)]) {
+    const out = buildResponseBytes(req, 200, { headers: [['Organization', value]] });
+    const line = Buffer.from('Organization: ' + value + '\r\n', 'latin1');
+    t.ok(out.includes(line), `a ${value.length}-char value goes out as Buffer.from(s, 'latin1') writes it`);
+  }
+
   // The 400 for a bad request is built from the partial message.
   const bad = parseErr(replaced(request([]), 'Max-Forwards: 70', 'Max-Forwards: many'));
   t.equal(bad.code, 400, 'a bad Max-Forwards is a 400');
