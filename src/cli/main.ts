@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // The `portier` executable (package.json "bin"): see ./run.ts for the command line.
 import { runCli } from './run.js';
+import { singleTaskScavenges } from './scavenge.js';
+
+singleTaskScavenges();
 
 function exit(code: number): void {
   process.exitCode = code;
