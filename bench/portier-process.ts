@@ -17,6 +17,14 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = here.endsWith(join('dist', 'bench')) ? join(here, '..', '..') : join(here, '..');
 const PORTIER_MAIN = join(root, 'dist', 'src', 'cli', 'main.js');
 
+/** The node options of the portier executable's shebang (`#!/usr/bin/env -S node OPTIONS`): what the systemd unit runs. */
+function executableNodeOptions(): string[] {
+  const first = readFileSync(PORTIER_MAIN, 'utf8').split('\n', 1)[0];
+  const words = first.startsWith('#!') ? first.slice(2).trim().split(/\s+/) : [];
+  const at = words.indexOf('node');
+  return at < 0 ? [] : words.slice(at + 1);
+}
+
 export interface Portier {
   child: ChildProcess;
   pid: number;
@@ -49,7 +57,8 @@ export function startPortier(
   onLine?: (line: string) => void,
   command?: { file: string; args: readonly string[] },
 ): Portier {
-  const [file, args] = command === undefined ? [process.execPath, [...nodeArgs, PORTIER_MAIN, '--config', configPath]] : [command.file, [...command.args]];
+  // Node as the portier executable starts it (its first line), with nodeArgs after: theirs win.
+  const [file, args] = command === undefined ? [process.execPath, [...executableNodeOptions(), ...nodeArgs, PORTIER_MAIN, '--config', configPath]] : [command.file, [...command.args]];
   // As the systemd unit and the Docker image run it (glibc gives freed
   // retransmission buffers back); MALLOC_MMAP_THRESHOLD_= (empty) runs it with glibc's own.
   // Another server (Kamailio) runs in the environment as it is.

@@ -115,7 +115,7 @@ t.test('the Dockerfile: multi-stage on one Node LTS, non-root, a health check, S
   t.match(hc[0].args, /CMD \["node", "\/app\/dist\/src\/cli\/healthcheck\.js"/, 'it runs src/cli/healthcheck.ts (compiled)');
   t.match(hc[0].args, /--interval=\d+s/);
   const ep = runtime.find((i) => i.op === 'ENTRYPOINT');
-  t.match(ep?.args, /^\["node", "\/app\/dist\/src\/cli\/main\.js"\]$/, 'exec form: node is PID 1 and gets SIGTERM and SIGHUP itself');
+  t.match(ep?.args, /^\["node", "--initial-old-space-size=128", "\/app\/dist\/src\/cli\/main\.js"\]$/, 'exec form: node is PID 1 and gets SIGTERM and SIGHUP itself');
   t.match(runtime.find((i) => i.op === 'EXPOSE')?.args, /5060\/udp/);
   t.ok(runtime.some((i) => i.op === 'VOLUME' && i.args.includes('/var/lib/portier')), 'the data directory is a volume');
 });
