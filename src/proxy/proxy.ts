@@ -7,6 +7,7 @@
 // keeps the best final response, cancels what is left when the call is
 // answered, declined everywhere (6xx), cancelled or not answered in time.
 
+import { randomBytes } from 'node:crypto';
 import {
   buildResponse,
   detach,
@@ -25,6 +26,7 @@ import type { Destination, Endpoint, Protocol, Source } from '../transport/index
 import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, TimerWheel } from '../transaction/index.js';
 import { buildCancel, isReliable, TransactionState } from '../transaction/index.js';
 import { forwardedStatus, isBetterResponse } from './best-response.js';
+import { HmacSha256 } from '../hmac.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
 import { addRecordRoute, HANDOFF_PARAM, HANDOFF_PROOF_PARAM, pathUri, preprocessRoutes, RouteSigner } from './route.js';
 import { SipResolver } from './resolve.js';
@@ -384,7 +386,7 @@ export class Proxy {
     if (req.method === 'REGISTER' && ruri.isSip && this.self.isOwnHost(ruri.host)) {
       if (gate !== undefined) {
         const g = gate.check(req, stx.source, 'register');
-        if (!g.pass) return this.respond(stx, g.code, { headers: g.headers });
+        if (!g.pass) return this.refuseAuth(stx, g.code, g.headers);
       }
       const res = await this.location.register(req, stx.source);
       this.count(res.status);
@@ -419,7 +421,7 @@ export class Proxy {
     let callerKind: 'door' | 'phone' | null = null;
     if (!viaOurRoute && gate !== undefined) {
       const g = gate.check(req, stx.source, 'request');
-      if (!g.pass) return this.respond(stx, g.code, { headers: g.headers });
+      if (!g.pass) return this.refuseAuth(stx, g.code, g.headers);
       authorised = true;
       const kind = g.identity?.kind;
       callerKind = kind === 'door' || kind === 'phone' ? kind : null;
@@ -651,6 +653,21 @@ export class Proxy {
     // A new call refused here frees its slot (a failed re-INVITE leaves the call up).
     if (code >= 300 && this.doorCalls !== null && req.method === 'INVITE' && req.to().tag === null) this.doorCalls.end(callKey(req, req.from().tag));
     stx.respond(buildResponse(req, code, opts));
+  }
+
+  /**
+   * The gate's answer to a request it did not let through. A challenge (401,
+   * 407) to anything but an INVITE is sent statelessly (RFC 3261 §26.3.2.4;
+   * ServerTransaction.respondStateless), with a To tag made from the request
+   * so that a retransmission gets the same one (§8.2.7); its nonce is fresh.
+   * A 403 is a verdict on credentials and stays in its transaction: a
+   * retransmission of a wrong password must not count as a second failure.
+   */
+  private refuseAuth(stx: ServerTransaction, code: number, headers: Array<[string, string]> | undefined): void {
+    const req = stx.request;
+    if ((code !== 401 && code !== 407) || req === null || req.method === 'INVITE') return this.respond(stx, code, { headers });
+    this.count(code);
+    stx.respondStateless(buildResponse(req, code, { headers, toTag: statelessToTag(req) }));
   }
 
   private count(code: number): void {
@@ -1511,3 +1528,15 @@ const NO_OWNER: BranchOwner = {
   onTimeout() {},
   onTransportError() {},
 };
+
+// Keyed, so that the tags of a stateless answer are no easier to guess than random ones (§19.3);
+// HmacSha256 leaves no native Hash object behind for the next scavenge (src/hmac.ts).
+const STATELESS_TAG_MAC = new HmacSha256(randomBytes(32));
+
+/** A To tag that is the same for a request and its retransmissions (RFC 3261 §8.2.7): Call-ID, From tag, CSeq and the top Via, keyed. */
+function statelessToTag(req: SipMessage): string {
+  const via = req.topVia();
+  const cseq = req.cseq();
+  const text = req.callId() + '\n' + (req.from().tag ?? '') + '\n' + cseq.seq + ' ' + cseq.method + '\n' + (via === null ? '' : (via.branch ?? '') + '\n' + via.host + ':' + (via.port ?? ''));
+  return STATELESS_TAG_MAC.digest(text, 'hex').slice(0, 16);
+}

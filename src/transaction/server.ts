@@ -70,6 +70,18 @@ export abstract class ServerTransaction implements TimerTarget {
    */
   abstract respond(res: SipMessage): boolean;
 
+  /**
+   * A final response sent once, as a stateless UAS sends it (RFC 3261 §8.2.7),
+   * where the method allows: a non-INVITE transaction ends at once, without
+   * its Completed state, so that a retransmission of the request is handled
+   * as a new one. For challenges (§26.3.2.4: "behaving statelessly towards
+   * unauthenticated requests"): a flood of them holds no state for Timer J.
+   * An INVITE transaction answers as respond() does: its ACK must be absorbed.
+   */
+  respondStateless(res: SipMessage): boolean {
+    return this.respond(res);
+  }
+
   /** @internal The request arrived again. */
   abstract receiveRetransmission(): void;
 
@@ -315,6 +327,19 @@ export class NonInviteServerTransaction extends ServerTransaction {
     }
     this.lastResponse = retained(bytes);
     this.ctx.wheel.wait(this, Timer.J, 64 * this.ctx.t1);
+    return true;
+  }
+
+  override respondStateless(res: SipMessage): boolean {
+    if (res.isRequest || res.status < 200) throw new Error('respondStateless() needs a final response');
+    const state = this.currentState;
+    if (state !== TransactionState.Trying && state !== TransactionState.Proceeding) return false;
+    this.lastStatus = res.status;
+    this.lastResponse = null;
+    this.send(res.toBuffer());
+    this.currentState = TransactionState.Completed;
+    this.finalSent();
+    this.terminate();
     return true;
   }
 

@@ -160,6 +160,59 @@ t.test('wrong password and unknown user: the same 401, then the same 403', async
   t.same(shape(f1), shape(f2));
 });
 
+t.test('a challenge to a REGISTER is stateless (RFC 3261 §26.3.2.4); to an INVITE, in its transaction', async (t) => {
+  const sock = dgram.createSocket('udp4');
+  t.teardown(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const port = sock.address().port;
+  const received: Buffer[] = [];
+  sock.on('message', (b) => received.push(b));
+  const next = async (n: number): Promise<Buffer> => {
+    await until(() => received.length >= n, `answer ${n}`);
+    return received[n - 1];
+  };
+  // One datagram each, sent twice as it is: the second is a retransmission.
+  const datagram = (method: string, ruri: string, to: string, tag: string): string =>
+    [
+      `${method} ${ruri} SIP/2.0`,
+      `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=${newBranch()};rport`,
+      `From: <sip:carol@example.test>;tag=${tag}`,
+      `To: <${to}>`,
+      `Call-ID: ${tag}@127.0.0.1`,
+      `CSeq: 1 ${method}`,
+      'Max-Forwards: 70',
+      `Contact: <sip:carol@127.0.0.1:${port}>`,
+      'Content-Length: 0',
+      '',
+      '',
+    ].join('\r\n');
+  const register = datagram('REGISTER', 'sip:example.test', 'sip:carol@example.test', 'stateless1');
+  sock.send(register, udpPort, '127.0.0.1');
+  const first = parse(await next(1));
+  sock.send(register, udpPort, '127.0.0.1');
+  const second = parse(await next(2));
+  t.equal(first.status, 401, '401');
+  t.equal(second.status, 401, 'the retransmission is challenged too');
+  t.ok(first.to().tag !== null && first.to().tag!.length >= 8, 'with a To tag');
+  t.equal(second.to().tag, first.to().tag, 'the same To tag: made from the request (§8.2.7)');
+  const nonce = (m: SipMessage) => challengesOf(m)[0].params.get('nonce');
+  t.not(nonce(second), nonce(first), 'but a fresh nonce: handled as a new request, not resent from a record');
+
+  const invite = datagram('INVITE', 'sip:bob@example.test', 'sip:bob@example.test', 'stateless2');
+  sock.send(invite, udpPort, '127.0.0.1');
+  const firstFinal = async (from: number): Promise<{ at: number; m: SipMessage }> => {
+    for (let n = from; ; n++) {
+      const m = parse(await next(n));
+      if (m.status >= 200) return { at: n, m };
+    }
+  };
+  const c1 = await firstFinal(3);
+  sock.send(invite, udpPort, '127.0.0.1');
+  const c2 = await firstFinal(c1.at + 1);
+  t.equal(c1.m.status, 407, '407 to the INVITE');
+  t.ok(c2.m.toBuffer().equals(c1.m.toBuffer()), 'its retransmission gets the same 407, octet for octet: stateful');
+});
+
 t.test('a replayed Authorization is refused; a new transaction needs a fresh nonce-count', async (t) => {
   const a = await ua(t, 'alice', { password: 'correct horse battery' });
   t.equal((await a.register()).status, 200);

@@ -212,6 +212,47 @@ t.test('non-INVITE server: Trying absorbs silently, Proceeding/Completed resend 
   t.equal(transport.sent.length, 3);
 });
 
+t.test('non-INVITE server, respondStateless (a challenge): sent once, the transaction ends at once, a retransmission is a new request', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source();
+  const opts = { method: 'REGISTER', uri: 'sip:example.com', branch: 'z9hG4bKchal1' };
+  layer.receive(request(opts), src);
+  const tx = user.requests[0].tx;
+  t.throws(() => tx.respondStateless(response(requestOf(tx), 100)), 'a final response only');
+  t.ok(tx.respondStateless(response(requestOf(tx), 401)));
+  t.same(transport.lines(), ['SIP/2.0 401 Unauthorized']);
+  t.equal(tx.state, TransactionState.Terminated, 'terminated');
+  t.equal(tx.status, 401);
+  t.same(user.terminated, [tx], 'the user is told');
+  t.equal(layer.stats().serverNonInvite, 0, 'no transaction left: no record for Timer J');
+  t.equal(wheel.size, 0, 'and no timer');
+  t.notOk(tx.respondStateless(response(requestOf(tx), 401)), 'one final');
+  t.notOk(tx.respond(response(requestOf(tx), 200)), 'of any kind');
+  layer.receive(request(opts), src);
+  t.equal(user.requests.length, 2, 'the retransmission is handed up as a new request');
+  t.equal(transport.sent.length, 1, 'nothing resent by the layer');
+  t.equal(layer.stats().retransmissionsAbsorbed, 0);
+  const again = user.requests[1].tx;
+  t.not(again, tx, 'in a transaction of its own');
+  t.ok(again.respondStateless(response(requestOf(again), 401)));
+  t.equal(layer.stats().serverNonInvite, 0);
+});
+
+t.test('INVITE server, respondStateless: the same as respond (the ACK of a 4xx must be absorbed)', async (t) => {
+  const { wheel, transport, user, layer } = setup();
+  const src = source();
+  layer.receive(request({ branch: 'z9hG4bKchal2' }), src);
+  const tx = user.requests[0].tx;
+  t.ok(tx.isInvite);
+  t.ok(tx.respondStateless(response(requestOf(tx), 407, { toTag: 'srv-tag' })));
+  t.equal(tx.state, TransactionState.Completed, 'Completed');
+  wheel.advance(T1);
+  t.same(transport.lines(), ['SIP/2.0 407 Proxy Authentication Required', 'SIP/2.0 407 Proxy Authentication Required'], 'Timer G retransmits it');
+  layer.receive(ackFor('z9hG4bKchal2'), src);
+  t.equal(tx.state, TransactionState.Confirmed, 'the ACK is absorbed');
+  t.equal(user.acks.length, 0, 'not handed up');
+});
+
 t.test('reliable transport: no retransmissions, I and J are zero, H still applies', async (t) => {
   const { wheel, transport, user, layer } = setup();
   const src = source('tcp', '192.0.2.20', 50_123, 7);
