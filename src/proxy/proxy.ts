@@ -7,7 +7,6 @@
 // keeps the best final response, cancels what is left when the call is
 // answered, declined everywhere (6xx), cancelled or not answered in time.
 
-import { randomBytes } from 'node:crypto';
 import {
   buildResponse,
   detach,
@@ -24,9 +23,8 @@ import {
 } from '../sip/index.js';
 import type { Destination, Endpoint, Protocol, Source } from '../transport/index.js';
 import type { ClientTransaction, ServerTransaction, TimerHandle, TimerTarget, TimerWheel } from '../transaction/index.js';
-import { buildCancel, isReliable, TransactionState } from '../transaction/index.js';
+import { buildCancel, isReliable, statelessTag, TransactionState } from '../transaction/index.js';
 import { forwardedStatus, isBetterResponse } from './best-response.js';
-import { HmacSha256 } from '../hmac.js';
 import { branchFor, isLoop, loopHash } from './loop.js';
 import { addRecordRoute, HANDOFF_PARAM, HANDOFF_PROOF_PARAM, pathUri, preprocessRoutes, RouteSigner } from './route.js';
 import { SipResolver } from './resolve.js';
@@ -658,8 +656,10 @@ export class Proxy {
   /**
    * The gate's answer to a request it did not let through. A challenge (401,
    * 407) to anything but an INVITE is sent statelessly (RFC 3261 §26.3.2.4;
-   * ServerTransaction.respondStateless), with a To tag made from the request
-   * so that a retransmission gets the same one (§8.2.7); its nonce is fresh.
+   * ServerTransaction.respondStateless), with the To tag the overload 503 has,
+   * made from the request so that a retransmission gets the same one
+   * (§8.2.7); its nonce is fresh. An INVITE's 407 stays in its transaction
+   * (its ACK must be absorbed) and in respond(), which frees a door's call slot.
    * A 403 is a verdict on credentials and stays in its transaction: a
    * retransmission of a wrong password must not count as a second failure.
    */
@@ -667,7 +667,7 @@ export class Proxy {
     const req = stx.request;
     if ((code !== 401 && code !== 407) || req === null || req.method === 'INVITE') return this.respond(stx, code, { headers });
     this.count(code);
-    stx.respondStateless(buildResponse(req, code, { headers, toTag: statelessToTag(req) }));
+    stx.respondStateless(buildResponse(req, code, { headers, toTag: statelessTag(req) }));
   }
 
   private count(code: number): void {
@@ -1528,15 +1528,3 @@ const NO_OWNER: BranchOwner = {
   onTimeout() {},
   onTransportError() {},
 };
-
-// Keyed, so that the tags of a stateless answer are no easier to guess than random ones (§19.3);
-// HmacSha256 leaves no native Hash object behind for the next scavenge (src/hmac.ts).
-const STATELESS_TAG_MAC = new HmacSha256(randomBytes(32));
-
-/** A To tag that is the same for a request and its retransmissions (RFC 3261 §8.2.7): Call-ID, From tag, CSeq and the top Via, keyed. */
-function statelessToTag(req: SipMessage): string {
-  const via = req.topVia();
-  const cseq = req.cseq();
-  const text = req.callId() + '\n' + (req.from().tag ?? '') + '\n' + cseq.seq + ' ' + cseq.method + '\n' + (via === null ? '' : (via.branch ?? '') + '\n' + via.host + ':' + (via.port ?? ''));
-  return STATELESS_TAG_MAC.digest(text, 'hex').slice(0, 16);
-}

@@ -300,6 +300,16 @@ export class NonInviteServerTransaction extends ServerTransaction {
 
   respond(res: SipMessage): boolean {
     if (res.isRequest) throw new Error('respond() needs a response');
+    return this.answer(res, true);
+  }
+
+  override respondStateless(res: SipMessage): boolean {
+    if (res.isRequest || res.status < 200) throw new Error('respondStateless() needs a final response');
+    return this.answer(res, false);
+  }
+
+  /** A response sent; a final one is then kept for Timer J (`keep`, over UDP) or the transaction ends. */
+  private answer(res: SipMessage, keep: boolean): boolean {
     const state = this.currentState;
     if (state !== TransactionState.Trying && state !== TransactionState.Proceeding) return false;
     const status = res.status;
@@ -314,8 +324,9 @@ export class NonInviteServerTransaction extends ServerTransaction {
     this.currentState = TransactionState.Completed;
     this.finalSent();
     this.cancelTimers();
-    // Timer J is zero on streams: nothing will be retransmitted to absorb.
-    if (this.reliable) {
+    // Timer J is zero on streams, and a stateless answer has none: nothing to absorb.
+    if (this.reliable || !keep) {
+      this.lastResponse = null;
       this.terminate();
       return true;
     }
@@ -327,19 +338,6 @@ export class NonInviteServerTransaction extends ServerTransaction {
     }
     this.lastResponse = retained(bytes);
     this.ctx.wheel.wait(this, Timer.J, 64 * this.ctx.t1);
-    return true;
-  }
-
-  override respondStateless(res: SipMessage): boolean {
-    if (res.isRequest || res.status < 200) throw new Error('respondStateless() needs a final response');
-    const state = this.currentState;
-    if (state !== TransactionState.Trying && state !== TransactionState.Proceeding) return false;
-    this.lastStatus = res.status;
-    this.lastResponse = null;
-    this.send(res.toBuffer());
-    this.currentState = TransactionState.Completed;
-    this.finalSent();
-    this.terminate();
     return true;
   }
 

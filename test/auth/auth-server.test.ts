@@ -11,6 +11,7 @@ import { parseConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { parseAndValidate, SipMessage, SipParseError } from '../../src/sip/index.js';
+import { statelessTag } from '../../src/transaction/index.js';
 import { challengesOf, newBranch, UA, type UAOptions } from '../helpers/ua.js';
 import { until } from '../helpers/wait.js';
 import { usersLine } from '../helpers/tools.js';
@@ -193,7 +194,9 @@ t.test('a challenge to a REGISTER is stateless (RFC 3261 §26.3.2.4); to an INVI
   const second = parse(await next(2));
   t.equal(first.status, 401, '401');
   t.equal(second.status, 401, 'the retransmission is challenged too');
-  t.ok(first.to().tag !== null && first.to().tag!.length >= 8, 'with a To tag');
+  const sent = parseAndValidate(Buffer.from(register, 'latin1'));
+  t.ok(sent instanceof SipMessage);
+  t.equal(first.to().tag, statelessTag(sent as SipMessage), "the To tag is the stateless one, the overload 503's (§8.2.7)");
   t.equal(second.to().tag, first.to().tag, 'the same To tag: made from the request (§8.2.7)');
   const nonce = (m: SipMessage) => challengesOf(m)[0].params.get('nonce');
   t.not(nonce(second), nonce(first), 'but a fresh nonce: handled as a new request, not resent from a record');
