@@ -37,7 +37,7 @@ import {
   type WsSettings,
 } from './transport/index.js';
 import { OverloadControl, TransactionLayer, responseDestination, type TransactionUser } from './transaction/index.js';
-import { Registrar, aorOf, buildRegisterResponse, flowTimerFor, type Binding } from './registrar/index.js';
+import { Registrar, aorOf, buildRegisterResponse, flowTimerFor, type Binding, type RegisterResult } from './registrar/index.js';
 import { Proxy, flowDestination, type Location, type LocationResult, type ProxyObserver, type Target, type Waker, type WakeHandle } from './proxy/proxy.js';
 import { HANDOFF_PARAM, pathUri, type RouteSigner } from './proxy/route.js';
 import { SelfAddresses } from './proxy/self.js';
@@ -749,14 +749,19 @@ class RegistrarLocation implements Location {
     private readonly alive: (connectionId: number) => boolean,
   ) {}
 
-  async register(req: SipMessage, source: Source): Promise<SipMessage> {
+  register(req: SipMessage, source: Source): SipMessage | Promise<SipMessage> {
     // A trusted source registers without credentials, but only for an account.
     if (this.accounts !== null && accountFor(this.accounts(), req.to().uri) === undefined) return buildResponse(req, 404);
     // RFC 3327: this node puts itself on the binding's Path, naming its flow to the device,
     // so that a call reaching another node comes through this one.
     const c = this.cluster;
     const own = c === null ? undefined : '<' + c.uri + ';' + HANDOFF_PARAM + '=' + c.signer.handoffToken(flowDestination(source)) + '>';
-    const result = await this.registrar.register(req, source, own);
+    const result = this.registrar.registerNow(req, source, own);
+    if (result instanceof Promise) return result.then((r) => this.registered(req, r));
+    return this.registered(req, result);
+  }
+
+  private registered(req: SipMessage, result: RegisterResult): SipMessage {
     const res = buildRegisterResponse(req, result);
     // RFC 8599 §5: the proxy says which push services it can use for the device.
     if (this.pns !== null && res.status === 200 && (req.get('contact') ?? '').includes('pn-provider')) res.appendHeader('feature-caps', `*;+sip.pns="${this.pns}"`);

@@ -34,8 +34,8 @@ import { CallLimit } from './call-limit.js';
 
 /** The registrar as the proxy sees it (src/registrar implements it). */
 export interface Location {
-  /** Handles a REGISTER for a served domain and gives the response. */
-  register(req: SipMessage, source: Source): Promise<SipMessage>;
+  /** Handles a REGISTER for a served domain and gives the response: at once when the store answers at once, else later. */
+  register(req: SipMessage, source: Source): SipMessage | Promise<SipMessage>;
   /** Live contacts of an address-of-record, best q first. */
   targets(uri: Uri): Promise<LocationResult>;
 }
@@ -289,15 +289,48 @@ export class Proxy {
   // ---- from the transaction layer ----
 
   onRequest(stx: ServerTransaction, req: SipMessage): void {
+    if (req.method === 'REGISTER') {
+      const ruri = req.requestUri!;
+      if (ruri.isSip && this.self.isOwnHost(ruri.host)) return this.register(stx, req);
+    }
     const received = performance.now();
-    void this.handle(stx, req, received).catch((err: unknown) => {
-      // A shared store out of reach is an outage, not a bug: 503, try again.
-      if ((err as { code?: unknown }).code === 'STORAGE_UNAVAILABLE') return this.respond(stx, 503, { headers: [['Retry-After', '5']] });
-      // The cause is counted, not sent: error text would tell a scanner about the internals.
-      this.stats.internalErrors++;
-      this.options.onError?.(err, req);
-      this.respond(stx, 500);
-    });
+    void this.handle(stx, req, received).catch((err: unknown) => this.failed(stx, req, err));
+  }
+
+  /** A request that threw: answered all the same. */
+  private failed(stx: ServerTransaction, req: SipMessage, err: unknown): void {
+    // A shared store out of reach is an outage, not a bug: 503, try again.
+    if ((err as { code?: unknown }).code === 'STORAGE_UNAVAILABLE') return this.respond(stx, 503, { headers: [['Retry-After', '5']] });
+    // The cause is counted, not sent: error text would tell a scanner about the internals.
+    this.stats.internalErrors++;
+    this.options.onError?.(err, req);
+    this.respond(stx, 500);
+  }
+
+  /**
+   * A REGISTER for Portier's own domain or address: the registrar's. Answered
+   * in this task when the store answers at once (memory, SQLite), without
+   * the promises of handle(): a REGISTER is most of what a registrar does.
+   */
+  private register(stx: ServerTransaction, req: SipMessage): void {
+    try {
+      const gate = this.options.gate;
+      if (gate !== undefined) {
+        const g = gate.check(req, stx.source, 'register');
+        if (!g.pass) return this.refuseAuth(stx, g.code, g.headers);
+      }
+      const res = this.location.register(req, stx.source);
+      if (res instanceof Promise) {
+        res.then((r) => this.registered(stx, r)).catch((err: unknown) => this.failed(stx, req, err));
+      } else this.registered(stx, res);
+    } catch (err) {
+      this.failed(stx, req, err);
+    }
+  }
+
+  private registered(stx: ServerTransaction, res: SipMessage): void {
+    this.count(res.status);
+    stx.respond(res);
   }
 
   onCancel(cancelTx: ServerTransaction, inviteTx: ServerTransaction | null, req: SipMessage, inviteAnswered: boolean): void {
@@ -380,17 +413,8 @@ export class Proxy {
     if (toSelf && req.method === 'OPTIONS') {
       return this.respond(stx, 200, { headers: [['Allow', this.options.allow], ['Accept', 'application/sdp'], ['Supported', this.options.supported]] });
     }
+    // A REGISTER for Portier itself never gets here (onRequest gives it to register()).
     const gate = this.options.gate;
-    if (req.method === 'REGISTER' && ruri.isSip && this.self.isOwnHost(ruri.host)) {
-      if (gate !== undefined) {
-        const g = gate.check(req, stx.source, 'register');
-        if (!g.pass) return this.refuseAuth(stx, g.code, g.headers);
-      }
-      const res = await this.location.register(req, stx.source);
-      this.count(res.status);
-      stx.respond(res);
-      return;
-    }
 
     // §16.3 validation.
     const proxyRequire = req.tokens('proxy-require');

@@ -132,6 +132,15 @@ export interface LocationStore {
    */
   update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>>;
 
+  /**
+   * get() and update() without a Promise, on a store that never waits for
+   * anything (memory, SQLite: its file is written behind): the registrar
+   * then answers a REGISTER in the task that received it. Absent on a store
+   * that does wait (Redis). They throw where the others reject.
+   */
+  getNow?(aor: string, now: number): Binding[];
+  updateNow?<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): UpdateOutcome<R>;
+
   /** Removes one binding (e.g. its flow failed); returns it, or null when there was none. */
   remove(aor: string, key: string, now: number): Promise<Binding | null>;
 

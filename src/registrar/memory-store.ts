@@ -50,6 +50,8 @@ export class MemoryLocationStore implements LocationStore {
    */
   private readonly retired = new Map<string, number>();
   private readonly retiredTtlMs: number;
+  /** What the last apply() removed (see there). */
+  private removedByApply: Binding[] = NONE_REMOVED;
   private readonly maxRetired: number;
 
   constructor(opts: MemoryLocationStoreOptions = {}) {
@@ -58,7 +60,12 @@ export class MemoryLocationStore implements LocationStore {
   }
 
   async get(aor: string, now: number): Promise<Binding[]> {
-    return this.live(aor, now);
+    return liveOf(this.aors.get(aor), now);
+  }
+
+  /** get() without the Promise: this store never waits. */
+  getNow(aor: string, now: number): Binding[] {
+    return liveOf(this.aors.get(aor), now);
   }
 
   async update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
@@ -70,13 +77,27 @@ export class MemoryLocationStore implements LocationStore {
    * given, gets the change set that was applied (null: none), for a store
    * built on this one (SQLite queues those changes for its file).
    */
-  updateNow<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>, applied: { changes: ChangeSet | null } | null): UpdateOutcome<R> {
-    const expired = this.purge(aor, now);
+  updateNow<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>, applied: { changes: ChangeSet | null } | null = null): UpdateOutcome<R> {
+    // One lookup of the AOR, and one write when something changed (a table of
+    // 100,000 AORs misses the cache on each lookup); read again only after a purge.
+    let entry = this.aors.get(aor);
+    let expired = NONE_REMOVED;
+    // The usual case, one live binding: nothing to drop, nothing allocated.
+    if (entry !== undefined && (Array.isArray(entry) || entry.expiresAt <= now)) {
+      expired = this.purge(aor, entry, now);
+      if (expired !== NONE_REMOVED) entry = this.aors.get(aor);
+    }
     // What the purge left is live; a copy, which the caller may keep.
-    const decision = fn(copyOf(this.aors.get(aor)));
-    const removed = decision.changes === null ? NONE_REMOVED : this.apply(aor, decision.changes, now);
+    const decision = fn(copyOf(entry));
+    let removed = NONE_REMOVED;
+    let after: Entry | readonly Binding[] | undefined = entry;
+    if (decision.changes !== null) {
+      after = this.apply(aor, copyOf(entry), decision.changes, now);
+      removed = this.removedByApply;
+      this.removedByApply = NONE_REMOVED;
+    }
     if (applied !== null) applied.changes = decision.changes;
-    return { result: decision.result, bindings: this.live(aor, now), removed, expired };
+    return { result: decision.result, bindings: liveOf(after, now), removed, expired };
   }
 
   async remove(aor: string, key: string, now: number): Promise<Binding | null> {
@@ -90,7 +111,10 @@ export class MemoryLocationStore implements LocationStore {
 
   async sweep(now: number): Promise<Binding[]> {
     const out: Binding[] = [];
-    for (const aor of [...this.aors.keys()]) for (const b of this.purge(aor, now)) out.push(b);
+    for (const aor of [...this.aors.keys()]) {
+      const entry = this.aors.get(aor);
+      if (entry !== undefined) for (const b of this.purge(aor, entry, now)) out.push(b);
+    }
     for (const [k, until] of this.retired) {
       if (until > now) break; // the rest were retired later
       this.retired.delete(k);
@@ -141,20 +165,9 @@ export class MemoryLocationStore implements LocationStore {
 
   // ---- internals ----
 
-  private live(aor: string, now: number): Binding[] {
-    const entry = this.aors.get(aor);
-    if (entry === undefined) return [];
-    if (!Array.isArray(entry)) return entry.expiresAt > now ? [entry] : [];
-    const out: Binding[] = [];
-    for (let i = 0; i < entry.length; i++) if (entry[i].expiresAt > now) out.push(entry[i]);
-    return out;
-  }
-
-  /** Drops the AOR's expired bindings; returns them (a shared empty array when none: the usual case, it is never written to). */
-  private purge(aor: string, now: number): Binding[] {
-    const entry = this.aors.get(aor);
-    // The usual case, one live binding: nothing to drop, nothing allocated.
-    if (entry === undefined || (!Array.isArray(entry) && entry.expiresAt > now)) return NONE_REMOVED;
+  /** Drops the expired bindings of the AOR's `entry`; returns them (a shared empty array when none: the usual case, it is never written to). */
+  private purge(aor: string, entry: Entry, now: number): Binding[] {
+    if (!Array.isArray(entry) && entry.expiresAt > now) return NONE_REMOVED;
     const set = listOf(entry);
     let out: Binding[] | null = null;
     for (let i = 0; i < set.length; i++) if (set[i].expiresAt <= now) (out ??= []).push(set[i]);
@@ -176,8 +189,12 @@ export class MemoryLocationStore implements LocationStore {
     else this.aors.set(set[0].aor, set.length === 1 ? set[0] : (set as Binding[]));
   }
 
-  private apply(aor: string, changes: ChangeSet, now: number): Binding[] {
-    let set: Binding[] = copyOf(this.aors.get(aor));
+  /**
+   * Applies `changes` to `set` (a copy of the AOR's live bindings) and stores
+   * the result, which it returns; the bindings it removed are left in
+   * removedByApply (updateNow() takes them at once).
+   */
+  private apply(aor: string, set: Binding[], changes: ChangeSet, now: number): readonly Binding[] {
     let removed: Binding[] = NONE_REMOVED;
     const remove = changes.remove;
     if (set.length > 0 && remove !== undefined) {
@@ -211,7 +228,8 @@ export class MemoryLocationStore implements LocationStore {
       for (let k = 0; k < kept.length; k++) this.tempIndex.set(kept[k], { aor: frozen.aor, key: frozen.key });
     }
     this.store(aor, set);
-    return removed;
+    this.removedByApply = removed;
+    return set;
   }
 
   /** A binding left its AOR: its GRUUs are retired. */
@@ -246,6 +264,15 @@ type Entry = Binding | Binding[];
 function listOf(entry: Entry | undefined): readonly Binding[] {
   if (entry === undefined) return NO_BINDINGS;
   return Array.isArray(entry) ? entry : [entry];
+}
+
+/** The live bindings of an entry, or of the set an update left, as a new array. */
+function liveOf(entry: Entry | readonly Binding[] | undefined, now: number): Binding[] {
+  if (entry === undefined) return [];
+  if (!Array.isArray(entry)) return (entry as Binding).expiresAt > now ? [entry as Binding] : [];
+  const out: Binding[] = [];
+  for (let i = 0; i < entry.length; i++) if (entry[i].expiresAt > now) out.push(entry[i]);
+  return out;
 }
 
 /** A fresh array of an entry's bindings, the caller's to change. */

@@ -274,14 +274,22 @@ export class SqliteLocationStore implements LocationStore {
     return this.mem.get(aor, now);
   }
 
+  getNow(aor: string, now: number): Binding[] {
+    return this.mem.getNow(aor, now);
+  }
+
   update<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): Promise<UpdateOutcome<R>> {
-    const applied = this.applied;
-    let outcome: UpdateOutcome<R>;
     try {
-      outcome = this.mem.updateNow(aor, now, fn, applied);
+      return Promise.resolve(this.updateNow(aor, now, fn));
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** The memory store's update, its changes queued for the file. */
+  updateNow<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>): UpdateOutcome<R> {
+    const applied = this.applied;
+    const outcome = this.mem.updateNow(aor, now, fn, applied);
     const changes = applied.changes;
     applied.changes = null;
     const expired = outcome.expired;
@@ -290,7 +298,7 @@ export class SqliteLocationStore implements LocationStore {
     for (let i = 0; i < removed.length; i++) this.queue(removed[i], false);
     const put = changes?.put;
     if (put) for (let i = 0; i < put.length; i++) this.queue(put[i], true);
-    return Promise.resolve(outcome);
+    return outcome;
   }
 
   async remove(aor: string, key: string, now: number): Promise<Binding | null> {

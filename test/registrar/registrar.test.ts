@@ -735,19 +735,58 @@ t.test('the trace bytes are what the registrar was given', async (t) => {
 });
 
 t.test('a store that cannot be written: 503 with Retry-After, and other errors still surface', async (t) => {
-  const { store, registrar } = setup();
   const unavailable = Object.assign(new Error('Redis down'), { code: 'STORAGE_UNAVAILABLE' });
-  store.update = async () => {
-    throw unavailable;
-  };
-  const { result, response } = await send(registrar, register({ user: 'carol' }));
-  t.equal(result.status, 503);
-  t.equal(result.outcome, 'unavailable');
-  t.equal(response.get('retry-after'), '5');
-  store.update = async () => {
-    throw new Error('a bug');
-  };
-  await t.rejects(registrar.register(register({ user: 'carol' }), udpSource()), /a bug/, 'not every error is an outage');
+  // A store that waits (as Redis): no updateNow, its update() rejects.
+  {
+    const { store, registrar } = setup();
+    (store as { updateNow?: unknown }).updateNow = undefined;
+    store.update = async () => {
+      throw unavailable;
+    };
+    const { result, response } = await send(registrar, register({ user: 'carol' }));
+    t.equal(result.status, 503);
+    t.equal(result.outcome, 'unavailable');
+    t.equal(response.get('retry-after'), '5');
+    store.update = async () => {
+      throw new Error('a bug');
+    };
+    await t.rejects(registrar.register(register({ user: 'carol' }), udpSource()), /a bug/, 'not every error is an outage');
+  }
+  // A store that answers at once throws instead: the same answers, and registerNow() throws the bug.
+  {
+    const { store, registrar } = setup();
+    store.updateNow = () => {
+      throw unavailable;
+    };
+    const r = registrar.registerNow(register({ user: 'carol' }), udpSource());
+    t.notOk(r instanceof Promise, 'answered in the same task');
+    t.equal((r as { status: number }).status, 503);
+    store.updateNow = () => {
+      throw new Error('a bug');
+    };
+    t.throws(() => registrar.registerNow(register({ user: 'carol' }), udpSource()), /a bug/);
+    await t.rejects(registrar.register(register({ user: 'carol' }), udpSource()), /a bug/, 'register() rejects with it');
+  }
+});
+
+t.test('a memory store answers a REGISTER in the same task; a store that waits, later: the same 200', async (t) => {
+  const sync = setup();
+  const now = sync.registrar.registerNow(register({ user: 'dave' }), udpSource());
+  t.notOk(now instanceof Promise);
+  const waiting = setup();
+  const inner = waiting.store;
+  const updateNow = inner.updateNow.bind(inner);
+  (inner as { updateNow?: unknown }).updateNow = undefined;
+  inner.update = (aor, at, fn) => new Promise((resolve) => setImmediate(() => resolve(updateNow(aor, at, fn))));
+  const later = waiting.registrar.registerNow(register({ user: 'dave' }), udpSource());
+  t.ok(later instanceof Promise);
+  const a = now as Awaited<typeof later>;
+  const b = await later;
+  t.equal(a.status, 200);
+  t.equal(b.status, 200);
+  t.same(b.headers.map(([k]) => k), a.headers.map(([k]) => k));
+  t.equal(b.bindings.length, 1);
+  t.same(sync.registrar.stats.responses, waiting.registrar.stats.responses, 'both counted');
 });
 
 /** What a parser makes of a message's octets, in words that compare. */
