@@ -290,7 +290,8 @@ export class Registrar extends EventEmitter<RegistrarEvents> {
   /**
    * register(), answered in the same task when the store answers at once
    * (memory, SQLite: see LocationStore.updateNow); a Promise only from a
-   * store that waits (Redis). Five awaits fewer per REGISTER.
+   * store that waits (Redis). From the socket to the 200 no Promise is made
+   * (the proxy, this and the store made five).
    */
   registerNow(req: SipMessage, source: Source, ownPath?: string): RegisterResult | Promise<RegisterResult> {
     if (!req.isRequest || req.method !== 'REGISTER') throw new TypeError('Registrar.register: not a REGISTER request');
