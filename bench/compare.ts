@@ -261,7 +261,7 @@ interface Figures {
 }
 
 const CALL_FIXED = ['--calls', '12000', '--warmup', '2000', '--rate', '1000', '--hold', '0-100', '--timeout', '100'];
-const REG_FIXED = ['--scenario', 'register', '--registers', '60000', '--warmup', '10000', '--aors', '10000', '--rate', '5000', '--timeout', '100'];
+const REG_FIXED = ['--scenario', 'register', '--registers', '60000', '--warmup', '10000', '--warmup-rate', '2500', '--aors', '10000', '--rate', '5000', '--timeout', '100'];
 const REG_MAX = ['--scenario', 'register', '--registers', String(BINDINGS), '--aors', String(BINDINGS), '--window', '200', '--settle', '36', '--timeout', '150'];
 
 /** A step of the search: calls at `rate` for 4 s; sustained when < 0.1% failed and p99 < 50 ms. */
