@@ -50,8 +50,6 @@ export class MemoryLocationStore implements LocationStore {
    */
   private readonly retired = new Map<string, number>();
   private readonly retiredTtlMs: number;
-  /** What the last apply() removed (see there). */
-  private removedByApply: Binding[] = NONE_REMOVED;
   private readonly maxRetired: number;
 
   constructor(opts: MemoryLocationStoreOptions = {}) {
@@ -60,7 +58,7 @@ export class MemoryLocationStore implements LocationStore {
   }
 
   async get(aor: string, now: number): Promise<Binding[]> {
-    return liveOf(this.aors.get(aor), now);
+    return this.getNow(aor, now);
   }
 
   /** get() without the Promise: this store never waits. */
@@ -78,8 +76,8 @@ export class MemoryLocationStore implements LocationStore {
    * built on this one (SQLite queues those changes for its file).
    */
   updateNow<R>(aor: string, now: number, fn: (current: readonly Binding[]) => UpdateDecision<R>, applied: { changes: ChangeSet | null } | null = null): UpdateOutcome<R> {
-    // One lookup of the AOR, and one write when something changed (a table of
-    // 100,000 AORs misses the cache on each lookup); read again only after a purge.
+    // The AOR is looked up here (in a table of 100,000 AORs the first lookup
+    // misses the cache), again only after a purge or a change.
     let entry = this.aors.get(aor);
     let expired = NONE_REMOVED;
     // The usual case, one live binding: nothing to drop, nothing allocated.
@@ -90,14 +88,12 @@ export class MemoryLocationStore implements LocationStore {
     // What the purge left is live; a copy, which the caller may keep.
     const decision = fn(copyOf(entry));
     let removed = NONE_REMOVED;
-    let after: Entry | readonly Binding[] | undefined = entry;
     if (decision.changes !== null) {
-      after = this.apply(aor, copyOf(entry), decision.changes, now);
-      removed = this.removedByApply;
-      this.removedByApply = NONE_REMOVED;
+      removed = this.apply(aor, copyOf(entry), decision.changes, now);
+      entry = this.aors.get(aor);
     }
     if (applied !== null) applied.changes = decision.changes;
-    return { result: decision.result, bindings: liveOf(after, now), removed, expired };
+    return { result: decision.result, bindings: liveOf(entry, now), removed, expired };
   }
 
   async remove(aor: string, key: string, now: number): Promise<Binding | null> {
@@ -189,12 +185,8 @@ export class MemoryLocationStore implements LocationStore {
     else this.aors.set(set[0].aor, set.length === 1 ? set[0] : (set as Binding[]));
   }
 
-  /**
-   * Applies `changes` to `set` (a copy of the AOR's live bindings) and stores
-   * the result, which it returns; the bindings it removed are left in
-   * removedByApply (updateNow() takes them at once).
-   */
-  private apply(aor: string, set: Binding[], changes: ChangeSet, now: number): readonly Binding[] {
+  /** Applies `changes` to `set` (a copy of the AOR's live bindings), stores the result; returns the bindings removed. */
+  private apply(aor: string, set: Binding[], changes: ChangeSet, now: number): Binding[] {
     let removed: Binding[] = NONE_REMOVED;
     const remove = changes.remove;
     if (set.length > 0 && remove !== undefined) {
@@ -228,8 +220,7 @@ export class MemoryLocationStore implements LocationStore {
       for (let k = 0; k < kept.length; k++) this.tempIndex.set(kept[k], { aor: frozen.aor, key: frozen.key });
     }
     this.store(aor, set);
-    this.removedByApply = removed;
-    return set;
+    return removed;
   }
 
   /** A binding left its AOR: its GRUUs are retired. */
@@ -266,10 +257,10 @@ function listOf(entry: Entry | undefined): readonly Binding[] {
   return Array.isArray(entry) ? entry : [entry];
 }
 
-/** The live bindings of an entry, or of the set an update left, as a new array. */
-function liveOf(entry: Entry | readonly Binding[] | undefined, now: number): Binding[] {
+/** The live bindings of an entry, as a new array. */
+function liveOf(entry: Entry | undefined, now: number): Binding[] {
   if (entry === undefined) return [];
-  if (!Array.isArray(entry)) return (entry as Binding).expiresAt > now ? [entry as Binding] : [];
+  if (!Array.isArray(entry)) return entry.expiresAt > now ? [entry] : [];
   const out: Binding[] = [];
   for (let i = 0; i < entry.length; i++) if (entry[i].expiresAt > now) out.push(entry[i]);
   return out;

@@ -760,7 +760,10 @@ t.test('a store that cannot be written: 503 with Retry-After, and other errors s
     };
     const r = registrar.registerNow(register({ user: 'carol' }), udpSource());
     t.notOk(r instanceof Promise, 'answered in the same task');
-    t.equal((r as { status: number }).status, 503);
+    const sync = r as Awaited<typeof r>;
+    t.equal(sync.status, 503);
+    t.equal(sync.outcome, 'unavailable');
+    t.same(sync.headers.find(([k]) => k === 'Retry-After'), ['Retry-After', '5']);
     store.updateNow = () => {
       throw new Error('a bug');
     };
