@@ -935,6 +935,9 @@ export interface ServerSeat extends WorkerSeat {
   usersChanged?: () => void;
 }
 
+/** The JIT warm-up `portier run` does before startServer (config `overload.warm-up`). */
+export { warmUp } from './warmup.js';
+
 /** Starts Portier with a validated configuration (the contract src/cli/run.ts expects). */
 export async function startServer(config: Config, log: Logger, seat?: ServerSeat): Promise<RunningServer> {
   const storage = await openStore(config.storage, { warn: (obj, msg) => log.warn(obj, msg) });

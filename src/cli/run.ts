@@ -120,9 +120,19 @@ Exit status: 0 ok, 1 configuration or start-up error, 2 usage error.
 async function importStartServer(): Promise<StartServer> {
   // Resolved at run time so that `check`, `--help` and `--version` never load the server.
   const url = new URL('../server.js', import.meta.url).href;
-  const mod = (await import(url)) as { startServer?: unknown };
+  const mod = (await import(url)) as { startServer?: unknown; warmUp?: unknown };
   if (typeof mod.startServer !== 'function') throw new Error(`${url} does not export startServer()`);
-  return mod.startServer as StartServer;
+  const start = mod.startServer as StartServer;
+  const warmUp = typeof mod.warmUp === 'function' ? (mod.warmUp as (budgetMs: number) => { rounds: number; ms: number }) : null;
+  // The process that will serve SIP compiles its hot path first (src/warmup.ts): a
+  // fresh one under load would otherwise refuse its first second's requests with 503.
+  return (config, log, seat) => {
+    if (warmUp !== null && config.overload.warmUp > 0) {
+      const w = warmUp(config.overload.warmUp);
+      log.info({ rounds: w.rounds, ms: Math.round(w.ms) }, 'hot path warmed up');
+    }
+    return start(config, log, seat);
+  };
 }
 
 function oneLine(err: unknown): string {

@@ -303,6 +303,7 @@ const security: Field<SecurityConfig> = section({
 const overload: Field<OverloadConfig> = section({
   enabled: boolean({ default: true }),
   'retry-after': integer({ min: 1, max: 3600, default: 2 }),
+  'warm-up': integer({ min: 0, max: 5000, default: 500 }),
 });
 
 const nodeAddress: Field<string | null> = {

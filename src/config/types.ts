@@ -72,6 +72,8 @@ export interface OverloadConfig {
   enabled: boolean;
   /** Seconds in Retry-After; each refusal says a value between this and twice it. */
   retryAfter: number;
+  /** Milliseconds of JIT warm-up before `portier run` opens its sockets (src/warmup.ts); 0: none. */
+  warmUp: number;
 }
 
 /** `timers:` — RFC 3261 §17 transaction timers, in milliseconds. */

@@ -348,7 +348,7 @@ t.test('the example conf/portier.yaml is valid and sets every key', async (t) =>
   const raw = YAML.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
   t.same(Object.keys(raw).sort(), ['aliases', 'auth', 'domains', 'groups', 'limits', 'listen', 'log', 'metrics', 'overload', 'policy', 'proxy', 'registrar', 'resolver', 'routes', 'security', 'storage', 'timers', 'workers']);
   t.equal(c.workers, 1, 'the example runs one process');
-  t.same(Object.keys(raw.overload).sort(), ['enabled', 'retry-after']);
+  t.same(Object.keys(raw.overload).sort(), ['enabled', 'retry-after', 'warm-up']);
   t.same(c.overload, DEFAULT_OVERLOAD, 'the example shows the overload defaults');
   t.same(c.storage, DEFAULT_STORAGE, 'the example shows the storage defaults');
   t.same(Object.keys(raw.metrics), ['listen']);

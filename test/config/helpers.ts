@@ -6,7 +6,7 @@ export const F = 'conf/x.yaml';
 export const MIN = 'domains: [example.test]\nlisten: [udp:127.0.0.1:5060]\n';
 
 /** `security:` with nothing set. */
-export const DEFAULT_OVERLOAD = { enabled: true, retryAfter: 2 };
+export const DEFAULT_OVERLOAD = { enabled: true, retryAfter: 2, warmUp: 500 };
 
 export const DEFAULT_SECURITY = {
   rate: { perSource: 100, burst: 400 },
